@@ -1,0 +1,266 @@
+"""Frozen records that cross module borders: what Velero says, what EC2 holds, what to do.
+
+Nothing here does I/O or knows about botocore: `velero` and `inventory` build these records
+from raw S3/EC2 data, `planner` turns them into a `Plan`, and the copier, pruner, restore
+and CLI consume them. Keeping them frozen means a record seen by the planner is the record
+acted upon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+#: Velero phases after which a backup's files never change again (velero-format §2.4).
+TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"})
+
+#: Phases whose snapshots are restore points worth copying.
+GOOD_PHASES = frozenset({"Completed", "PartiallyFailed"})
+
+
+class SnapshotMethod(StrEnum):
+    """How Velero took the snapshot: through its AWS plugin, or through the EBS CSI driver."""
+
+    NATIVE = "native"
+    CSI = "csi"
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """One Velero backup as read from `backups/<name>/velero-backup.json`."""
+
+    name: str
+    schedule: str | None
+    phase: str
+    start_time: datetime | None
+    completion_time: datetime | None = None
+    expiration: datetime | None = None
+    format_version: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether Velero will never rewrite this backup's files (safe to cache)."""
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSnapshot:
+    """An EBS snapshot in the source region that a Velero backup of a watched schedule owns.
+
+    The first block comes from the bucket. `state`, `encrypted`, `size_gib` and `tags` are
+    filled from DescribeSnapshots by `inventory.add_source_details`; `state` is None until
+    then, and "missing" when EC2 no longer knows the snapshot.
+    """
+
+    snapshot_id: str
+    backup: str
+    schedule: str
+    backup_time: datetime
+    phase: str
+    method: SnapshotMethod
+    namespace: str | None = None
+    pvc: str | None = None
+    pv: str | None = None
+    volume_id: str | None = None
+    availability_zone: str | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    storage_class: str | None = None
+    fs_type: str | None = None
+    csi_driver: str | None = None
+    access_modes: tuple[str, ...] = ()
+    volume_mode: str | None = None
+    size_gib: int | None = None
+    # From DescribeSnapshots in the source region.
+    state: str | None = None
+    encrypted: bool | None = None
+    source_tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def volume_key(self) -> tuple[str, str]:
+        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown."""
+        return volume_key(self.namespace, self.pvc, self.pv, self.volume_id)
+
+    def with_details(self, **changes: object) -> SourceSnapshot:
+        """A copy with details added (EC2 state, volume type…); the record itself stays frozen."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """snapd's copy of a source snapshot in the destination region, read back from its tags."""
+
+    snapshot_id: str
+    region: str
+    state: str
+    progress: int
+    scope: str
+    source_snapshot_id: str | None
+    source_region: str | None = None
+    source_volume_id: str | None = None
+    backup: str | None = None
+    schedule: str | None = None
+    backup_time: datetime | None = None
+    namespace: str | None = None
+    pvc: str | None = None
+    pv: str | None = None
+    availability_zone: str | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    storage_class: str | None = None
+    fs_type: str | None = None
+    csi_driver: str | None = None
+    access_modes: tuple[str, ...] = ()
+    volume_mode: str | None = None
+    size_gib: int | None = None
+    encrypted: bool = False
+    kms_key_id: str | None = None
+    start_time: datetime | None = None
+    state_message: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def volume_key(self) -> tuple[str, str]:
+        """(namespace, PVC) that retention groups by; see `SourceSnapshot.volume_key`."""
+        return volume_key(self.namespace, self.pvc, self.pv, self.source_volume_id)
+
+    @property
+    def completed(self) -> bool:
+        return self.state == "completed"
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "pending"
+
+
+def volume_key(
+    namespace: str | None, pvc: str | None, pv: str | None, volume_id: str | None
+) -> tuple[str, str]:
+    """The retention key of one volume: (namespace, PVC), falling back to PV, then volume id."""
+    if pvc:
+        return (namespace or "", pvc)
+    return ("", pv or volume_id or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Something discovery or planning deliberately leaves alone, with the reason why."""
+
+    backup: str
+    reason: str
+    source_snapshot_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryError:
+    """A backup (or one snapshot of it) that could not be read; every other backup proceeds."""
+
+    backup: str
+    error: str
+    source_snapshot_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupScan:
+    """Everything discovery learnt from one `backups/<name>/` folder."""
+
+    name: str
+    backup: Backup | None
+    snapshots: tuple[SourceSnapshot, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    errors: tuple[DiscoveryError, ...] = ()
+    #: True when the folder belongs to a watched schedule (or could not be attributed).
+    watched: bool = True
+
+    @property
+    def cacheable(self) -> bool:
+        """Terminal and parsed cleanly: Velero never changes it again (DESIGN "Caching")."""
+        return self.backup is not None and self.backup.terminal and not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """The result of reading the bucket: source snapshots plus what was skipped or unreadable."""
+
+    snapshots: tuple[SourceSnapshot, ...]
+    skipped: tuple[Skip, ...] = ()
+    errors: tuple[DiscoveryError, ...] = ()
+    backups: tuple[Backup, ...] = ()
+
+    @property
+    def unreadable_backups(self) -> int:
+        return len({e.backup for e in self.errors if e.source_snapshot_id is None})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The settings the planner needs, lifted out of `Settings` so planning stays pure."""
+
+    max_age: timedelta = timedelta(days=30)
+    keep_last: int = 1
+    prune_max_fraction: float = 0.5
+
+
+class PruneKind(StrEnum):
+    """Why a replica is deleted; cleanup is never held back by the prune guard."""
+
+    RETENTION = "retention"
+    DUPLICATE = "duplicate"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyAction:
+    """Copy one source snapshot to the destination region."""
+
+    source: SourceSnapshot
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneAction:
+    """Delete one replica in the destination region."""
+
+    replica: Replica
+    kind: PruneKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one cycle will do, each item with its reason; built by `planner.plan` alone."""
+
+    copies: tuple[CopyAction, ...] = ()
+    prunes: tuple[PruneAction, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    errors: tuple[DiscoveryError, ...] = ()
+    #: Completed replicas of the scope, the base of the prune guard's fraction.
+    completed_replicas: int = 0
+    #: True when the retention prunes exceed `prune_max_fraction` of `completed_replicas`.
+    guard_tripped: bool = False
+
+    @property
+    def retention_prunes(self) -> tuple[PruneAction, ...]:
+        return tuple(p for p in self.prunes if p.kind is PruneKind.RETENTION)
+
+    @property
+    def cleanup_prunes(self) -> tuple[PruneAction, ...]:
+        return tuple(p for p in self.prunes if p.kind is not PruneKind.RETENTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What a cycle did, for the `cycle.completed` log line, metrics and exit codes."""
+
+    plan: Plan
+    copies_started: int = 0
+    copies_completed: int = 0
+    copies_failed: int = 0
+    prunes_deleted: int = 0
+    prunes_failed: int = 0
+    prunes_held_back: int = 0
+    failures: tuple[str, ...] = field(default=())

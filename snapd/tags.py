@@ -1,0 +1,182 @@
+"""The tag schema: snapd's database. Builds the tags a copy is born with and reads them back.
+
+All state lives in tags on the replicas (DESIGN "Tags"), so this module is the only place
+that knows key names and value formats. Values are written exactly as given: no character
+of a value is ever altered (the bash tool this replaces rewrote every `:`), except the
+`Name` tag, which is cut to EC2's 256 characters. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from snapd.models import Replica, SourceSnapshot
+
+PREFIX = "snapd.io/"
+CLUSTER = "snapd.io/cluster"
+SOURCE_SNAPSHOT_ID = "snapd.io/source-snapshot-id"
+SOURCE_REGION = "snapd.io/source-region"
+SOURCE_VOLUME_ID = "snapd.io/source-volume-id"
+BACKUP = "snapd.io/backup"
+SCHEDULE = "snapd.io/schedule"
+BACKUP_TIME = "snapd.io/backup-time"
+NAMESPACE = "snapd.io/namespace"
+PVC = "snapd.io/pvc"
+PV = "snapd.io/pv"
+AVAILABILITY_ZONE = "snapd.io/availability-zone"
+VOLUME_TYPE = "snapd.io/volume-type"
+IOPS = "snapd.io/iops"
+THROUGHPUT = "snapd.io/throughput"
+STORAGE_CLASS = "snapd.io/storage-class"
+FS_TYPE = "snapd.io/fs-type"
+CSI_DRIVER = "snapd.io/csi-driver"
+ACCESS_MODES = "snapd.io/access-modes"
+VOLUME_MODE = "snapd.io/volume-mode"
+NAME = "Name"
+
+#: EC2 allows 50 user tags per resource; keys up to 128 characters, values up to 256.
+MAX_TAGS = 50
+MAX_KEY_LENGTH = 128
+MAX_VALUE_LENGTH = 256
+RESERVED_PREFIX = "aws:"
+
+
+def format_time(value: datetime) -> str:
+    """RFC3339 UTC at second precision, the one format of `snapd.io/backup-time`."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Read `format_time` back; a malformed value is None (the replica stays listable)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def display_name(namespace: str | None, pvc: str | None, backup: str) -> str:
+    """The `Name` tag: `<namespace>/<pvc> <backup>`, cut to EC2's 256 characters."""
+    return f"{namespace or '-'}/{pvc or '-'} {backup}"[:MAX_VALUE_LENGTH]
+
+
+def build_copy_tags(source: SourceSnapshot, scope: str, source_region: str) -> dict[str, str]:
+    """Every tag a replica of `source` is created with, in `TagSpecifications`.
+
+    snapd's own keys win over the source snapshot's tags; `aws:` keys (which EC2 refuses)
+    are dropped; if the union is over EC2's 50-tag limit, source tags are dropped, in a
+    stable order (sorted keys), until it fits.
+    """
+    own = build_own_tags(source, scope, source_region)
+    carried = sorted(
+        (key, value)
+        for key, value in source.source_tags
+        if key not in own
+        and not key.lower().startswith(RESERVED_PREFIX)
+        and len(key) <= MAX_KEY_LENGTH
+        and len(value) <= MAX_VALUE_LENGTH
+    )
+    room = max(0, MAX_TAGS - len(own))
+    merged = dict(carried[:room])
+    merged.update(own)
+    return merged
+
+
+def build_own_tags(source: SourceSnapshot, scope: str, source_region: str) -> dict[str, str]:
+    """snapd's keys alone; optional ones only when their value is known."""
+    tags = {
+        CLUSTER: scope,
+        SOURCE_SNAPSHOT_ID: source.snapshot_id,
+        SOURCE_REGION: source_region,
+        BACKUP: source.backup,
+        SCHEDULE: source.schedule,
+        BACKUP_TIME: format_time(source.backup_time),
+        NAME: display_name(source.namespace, source.pvc, source.backup),
+    }
+    optional: dict[str, str | int | None] = {
+        SOURCE_VOLUME_ID: source.volume_id,
+        NAMESPACE: source.namespace,
+        PVC: source.pvc,
+        PV: source.pv,
+        AVAILABILITY_ZONE: source.availability_zone,
+        VOLUME_TYPE: source.volume_type,
+        IOPS: source.iops,
+        THROUGHPUT: source.throughput,
+        STORAGE_CLASS: source.storage_class,
+        FS_TYPE: source.fs_type,
+        CSI_DRIVER: source.csi_driver,
+        ACCESS_MODES: ",".join(source.access_modes) or None,
+        VOLUME_MODE: source.volume_mode,
+    }
+    tags.update({key: str(value) for key, value in optional.items() if value not in (None, "")})
+    return tags
+
+
+def to_tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """EC2's `[{"Key": …, "Value": …}]` shape."""
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def from_tag_list(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
+    """EC2's tag list to a dict; tolerates a missing or null list."""
+    return {t["Key"]: t.get("Value", "") for t in tags or () if "Key" in t}
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def build_replica(
+    *,
+    snapshot_id: str,
+    region: str,
+    state: str,
+    progress: int,
+    tags: Mapping[str, str],
+    size_gib: int | None = None,
+    encrypted: bool = False,
+    kms_key_id: str | None = None,
+    start_time: datetime | None = None,
+    state_message: str | None = None,
+) -> Replica:
+    """A `Replica` from a destination snapshot's EC2 fields and its tags."""
+    modes = tags.get(ACCESS_MODES)
+    return Replica(
+        snapshot_id=snapshot_id,
+        region=region,
+        state=state,
+        progress=progress,
+        scope=tags.get(CLUSTER, ""),
+        source_snapshot_id=tags.get(SOURCE_SNAPSHOT_ID),
+        source_region=tags.get(SOURCE_REGION),
+        source_volume_id=tags.get(SOURCE_VOLUME_ID),
+        backup=tags.get(BACKUP),
+        schedule=tags.get(SCHEDULE),
+        backup_time=parse_time(tags.get(BACKUP_TIME)),
+        namespace=tags.get(NAMESPACE),
+        pvc=tags.get(PVC),
+        pv=tags.get(PV),
+        availability_zone=tags.get(AVAILABILITY_ZONE),
+        volume_type=tags.get(VOLUME_TYPE),
+        iops=_int(tags.get(IOPS)),
+        throughput=_int(tags.get(THROUGHPUT)),
+        storage_class=tags.get(STORAGE_CLASS),
+        fs_type=tags.get(FS_TYPE),
+        csi_driver=tags.get(CSI_DRIVER),
+        access_modes=tuple(m for m in (modes or "").split(",") if m),
+        volume_mode=tags.get(VOLUME_MODE),
+        size_gib=size_gib,
+        encrypted=encrypted,
+        kms_key_id=kms_key_id,
+        start_time=start_time,
+        state_message=state_message,
+        tags=tuple(sorted(tags.items())),
+    )
