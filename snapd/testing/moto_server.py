@@ -1,0 +1,69 @@
+"""A moto server on loopback that aioboto3 and `snapd` subprocesses reach over HTTP.
+
+moto's in-process mock does not work with aiobotocore (reference aws-ebs.md §2.g), so every
+test, the demo and the benchmark use server mode. `MotoWorld.env()` is the environment a
+`snapd` subprocess needs to talk to it: endpoint, fake credentials, no real AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+ACCOUNT_ID = "123456789012"
+
+#: Variables that make any AWS SDK in this process or a child talk to moto, never to AWS.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+class MotoWorld:
+    """A running ThreadedMotoServer; `url` is its endpoint."""
+
+    def __init__(self, server: Any, url: str) -> None:
+        self._server = server
+        self.url = url
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process (or this one) to use this server."""
+        return {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": self.url}
+
+    def reset(self) -> None:
+        """Forget every bucket, snapshot and volume (moto's own reset endpoint)."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback URL we built
+            pass
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@contextmanager
+def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoWorld]:
+    """Start moto on `host` (a free port by default) with this process pointed at it."""
+    os.environ.update(FAKE_AWS_ENV)
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    world = MotoWorld(server, f"http://{bound_host}:{bound_port}")
+    previous = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = world.url
+    try:
+        yield world
+    finally:
+        world.stop()
+        if previous is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = previous
