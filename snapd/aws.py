@@ -79,9 +79,13 @@ def map_error(operation: str, exc: BaseException) -> AwsError:
         return PermanentError(
             operation, "NoCredentials", "no AWS credentials found (IRSA, env or profile)"
         )
-    if isinstance(
-        exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError
-    ):
+    network = (
+        EndpointConnectionError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+        ConnectionClosedError,
+    )
+    if isinstance(exc, network):
         return TransientError(operation, type(exc).__name__, str(exc))
     if isinstance(exc, BotoCoreError):
         return PermanentError(operation, type(exc).__name__, str(exc))

@@ -38,7 +38,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError(f"expected {DURATION_HELP}")
+        raise ValueError(f"expected {DURATION_HELP}")  # noqa: TRY004 - pydantic wants ValueError
     if isinstance(value, int | float):
         seconds = float(value)
     else:

@@ -59,5 +59,5 @@ class KubeError(SnapdError):
         self.reason = reason
 
 
-class WorkFailed(SnapdError):
+class WorkFailedError(SnapdError):
     """The command ran but its work failed (exit 1): a copy, a prune, a restore step, a timeout."""

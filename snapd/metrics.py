@@ -8,11 +8,28 @@ scrape. The HTTP endpoints live in `serve_http` (below), on the asyncio loop its
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 COPY_FAILURE_REASONS = ("rejected", "error_state", "timeout")
 PRUNE_RESULTS = ("deleted", "failed", "held_back")
 CYCLE_RESULTS = ("success", "failure")
+
+# The text format would add a `<name>_created` gauge beside every counter and histogram:
+# twice the series, and no rule or dashboard reads them. Process-wide, and snapd's only.
+disable_created_metrics()
 
 
 class Metrics:
@@ -81,7 +98,175 @@ class Metrics:
             self.copies_failed.labels(reason=reason)
         for result in PRUNE_RESULTS:
             self.prunes.labels(result=result)
+        self._recovery_labels: set[tuple[str, str]] = set()
+
+    def set_recovery_points(self, points: Mapping[tuple[str, str], float]) -> None:
+        """Set `snapd_recovery_point_timestamp_seconds` to exactly `points`.
+
+        Keys are (namespace, pvc), values Unix times. Label sets of PVCs no longer in
+        `points` are removed, so the series stay bounded as PVCs come and go, and a PVC
+        whose replicas are all pruned stops reporting a stale recovery point.
+        """
+        wanted = set(points)
+        for namespace, pvc in self._recovery_labels - wanted:
+            self.recovery_point.remove(namespace, pvc)
+        for (namespace, pvc), timestamp in points.items():
+            self.recovery_point.labels(namespace=namespace, pvc=pvc).set(timestamp)
+        self._recovery_labels = wanted
 
     def count_aws_error(self, operation: str, code: str) -> None:
         """The `AwsClients` error hook."""
         self.aws_errors.labels(operation=operation, code=code).inc()
+
+
+#: How often the heartbeat task ticks, and how old its last tick may be for /healthz.
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_MAX_LAG = 10.0
+
+
+class Health:
+    """What /healthz and /readyz answer.
+
+    Liveness is the event loop's own pulse: a heartbeat task (`beat`) ticks every
+    `interval` seconds, and the loop is alive while the last tick is at most `max_lag`
+    old. It never looks at AWS, Kubernetes or copy progress — a restart would not fix
+    those, and the alerts cover them. Readiness is a latch that start-up sets once it is
+    done (`mark_ready`), on the leader and on a standby alike.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float = HEARTBEAT_INTERVAL,
+        max_lag: float = HEARTBEAT_MAX_LAG,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.max_lag = max_lag
+        self._clock = clock
+        self._last_tick = clock()
+        self._ready = False
+
+    def tick(self) -> None:
+        """Record that the loop just ran the heartbeat."""
+        self._last_tick = self._clock()
+
+    @property
+    def lag(self) -> float:
+        """Seconds since the last heartbeat tick."""
+        return self._clock() - self._last_tick
+
+    @property
+    def alive(self) -> bool:
+        """True while the heartbeat ticked within `max_lag` seconds."""
+        return self.lag <= self.max_lag
+
+    @property
+    def ready(self) -> bool:
+        """True once start-up called `mark_ready` (and no `mark_not_ready` since)."""
+        return self._ready
+
+    def mark_ready(self) -> None:
+        """Start-up is done: /readyz answers 200 from now on."""
+        self._ready = True
+
+    def mark_not_ready(self) -> None:
+        """Shutdown has begun: /readyz answers 503 again."""
+        self._ready = False
+
+    async def beat(self) -> None:
+        """Tick every `interval` seconds until cancelled (the heartbeat task's body)."""
+        while True:
+            self.tick()
+            await asyncio.sleep(self.interval)
+
+
+class MetricsServer:
+    """The running /metrics, /healthz, /readyz server and its heartbeat task.
+
+    Made by `serve_http`; `stop()` (or leaving `async with`) closes the socket and stops
+    the heartbeat. Serving runs on the caller's event loop: no thread of its own.
+    """
+
+    def __init__(self, runner: web.AppRunner, heartbeat: asyncio.Task[None]) -> None:
+        self._runner = runner
+        self._heartbeat = heartbeat
+        sockname = runner.addresses[0]
+        self.host: str = str(sockname[0])
+        self.port: int = int(sockname[1])
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT` of the server (127.0.0.1 when bound to every interface)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Close the listening socket, finish open requests (≤1 s), stop the heartbeat."""
+        self._heartbeat.cancel()
+        try:
+            await self._runner.cleanup()
+        finally:
+            try:
+                await self._heartbeat
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+
+    async def __aenter__(self) -> MetricsServer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def build_app(metrics: Metrics, health: Health) -> web.Application:
+    """The aiohttp application with the three endpoints (no socket; tests may use it)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        if health.alive:
+            return web.Response(text="ok\n")
+        return web.Response(
+            status=503, text=f"event loop stalled: last heartbeat {health.lag:.1f}s ago\n"
+        )
+
+    async def readyz(_: web.Request) -> web.Response:
+        if health.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="starting\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve_http(
+    metrics: Metrics,
+    port: int,
+    health: Health,
+    host: str = "0.0.0.0",  # noqa: S104 - scraped and probed from outside the pod
+) -> MetricsServer:
+    """Start serving on `host:port` (port 0 picks a free one) and the heartbeat task.
+
+    Use as `async with await serve_http(...) as server:` or call `server.stop()`;
+    `server.port` is the bound port.
+    """
+    runner = web.AppRunner(
+        build_app(metrics, health), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    heartbeat = asyncio.create_task(health.beat(), name="snapd.heartbeat")
+    return MetricsServer(runner, heartbeat)

@@ -1,0 +1,479 @@
+"""The copy pool and its poller: CopySnapshot under AWS's in-flight limit, polled to the end.
+
+Shape. One *starter* task takes copies from an ordered queue and calls CopySnapshot while
+fewer than the effective limit of our copies are pending; one *poller* task describes all
+pending copies in one batched DescribeSnapshots every `poll_interval` (plus right after a
+start) and settles them. A slot frees the moment the poller sees a copy `completed`, and the
+starter is woken to start the next queued copy at once — not at the next cycle. There are no
+per-copy polling loops.
+
+Order. The planner hands copies over per volume oldest first, volumes interleaved
+(`planner.order_copies`): oldest first keeps each later copy of a volume incremental in AWS,
+interleaving lets every PVC's restore points advance together. It is queue order only — a
+free slot is never held back waiting for a volume's previous copy.
+
+Limits. At most `max_in_flight` of our copies are pending, counting pending replicas found
+at start-up (adopted, polled, never copied again). Other tools share the account's 20 slots,
+so `ResourceLimitExceeded` lowers the effective limit to what we hold now; the refused copy
+goes back to the head of the queue and waits for one of ours to complete (or a jittered
+backoff when we hold none). The limit climbs back one step per completed copy once no
+refusal was seen for two poll intervals. Throttling and 5xx are botocore's job (`aws.py`).
+
+Failures. A copy that ends in `error` is logged with its StateMessage, counted, deleted, and
+queued again after an exponential, jittered backoff, up to `copy_retries` tries per source;
+a refused CopySnapshot (a permanent AWS error) counts as a try too. A source that used up its
+tries is reported and given up until `GIVE_UP_COOLDOWN` has passed (the daemon keeps trying,
+slowly; `snapd sync` reports it and exits 1). One failure never blocks the other copies.
+A copy that EC2 does not show yet (eventual consistency) is tolerated for `NOT_FOUND_WINDOW`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from snapd import inventory, tags
+from snapd.aws import AwsClients
+from snapd.errors import AwsError, PermanentError
+from snapd.metrics import Metrics
+from snapd.models import CopyAction, Replica, SourceSnapshot
+
+log = structlog.get_logger("snapd.copier")
+
+NOT_FOUND_WINDOW = 120.0
+GIVE_UP_COOLDOWN = 3600.0
+MAX_BACKOFF = 900.0
+
+
+class CopyEvents(Protocol):
+    """What the copier tells the outside (the CLI's progress display, tests)."""
+
+    def copy_event(self, event: str, copy: Tracked) -> None: ...
+
+
+@dataclass(slots=True)
+class Tracked:
+    """One copy the poller watches: started by us, or adopted from a previous process."""
+
+    replica_id: str
+    source_id: str
+    label: str
+    started: float
+    adopted: bool = False
+    progress: int = 0
+    source: SourceSnapshot | None = None
+
+
+@dataclass(slots=True)
+class Failure:
+    """A source that used up its tries, with the last reason."""
+
+    source_id: str
+    label: str
+    reason: str
+    given_up_at: float
+
+
+@dataclass(slots=True)
+class _Queued:
+    action: CopyAction
+    not_before: float = 0.0
+
+
+@dataclass
+class CopyStats:
+    """Counts for the cycle report and `snapd sync`'s exit code."""
+
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+
+class Copier:
+    """The pool: `enqueue` copies, `adopt` pending replicas, `run` the starter and poller."""
+
+    def __init__(
+        self,
+        aws: AwsClients,
+        *,
+        scope: str,
+        source_region: str,
+        destination_region: str,
+        max_in_flight: int,
+        poll_interval: float,
+        copy_retries: int,
+        kms_key_id: str | None = None,
+        metrics: Metrics | None = None,
+        events: CopyEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.aws = aws
+        self.scope = scope
+        self.source_region = source_region
+        self.region = destination_region
+        self.max_in_flight = max_in_flight
+        self.limit = max_in_flight
+        self.poll_interval = poll_interval
+        self.copy_retries = copy_retries
+        self.kms_key_id = kms_key_id
+        self.metrics = metrics or Metrics()
+        self.events = events
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.queue: deque[_Queued] = deque()
+        self.active: dict[str, Tracked] = {}
+        self.attempts: dict[str, int] = {}
+        self.stats = CopyStats()
+        self._last_refusal = -1e18
+        self._refusals_in_a_row = 0
+        self._wake_starter = asyncio.Event()
+        self._wake_poller = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._stopping = False
+
+    # ----------------------------------------------------------------- feeding the pool
+
+    def busy_sources(self) -> set[str]:
+        """Sources queued or pending here; the planner must not plan them again."""
+        return {q.action.source.snapshot_id for q in self.queue} | {
+            t.source_id for t in self.active.values()
+        }
+
+    def enqueue(self, copies: Iterable[CopyAction]) -> int:
+        """Append planned copies (already in queue order) that are not queued or pending."""
+        busy = self.busy_sources()
+        now = self.clock()
+        added = 0
+        for action in copies:
+            source_id = action.source.snapshot_id
+            if source_id in busy or self._given_up(source_id, now):
+                continue
+            self.queue.append(_Queued(action))
+            busy.add(source_id)
+            added += 1
+        if added:
+            self._changed()
+        return added
+
+    def adopt(self, replicas: Iterable[Replica]) -> int:
+        """Track pending replicas found in EC2 (a previous process started them)."""
+        known = set(self.active)
+        adopted = 0
+        for replica in replicas:
+            if not replica.pending or replica.snapshot_id in known:
+                continue
+            if replica.scope != self.scope or not replica.source_snapshot_id:
+                continue
+            self.active[replica.snapshot_id] = Tracked(
+                replica_id=replica.snapshot_id,
+                source_id=replica.source_snapshot_id,
+                label=_label(replica.namespace, replica.pvc, replica.backup),
+                started=self.clock(),
+                adopted=True,
+                progress=replica.progress,
+            )
+            log.info(
+                "copy.adopted",
+                snapshot_id=replica.snapshot_id,
+                source_snapshot_id=replica.source_snapshot_id,
+                progress=replica.progress,
+            )
+            adopted += 1
+        if adopted:
+            self._changed()
+        return adopted
+
+    def _given_up(self, source_id: str, now: float) -> bool:
+        failure = self.stats.failures.get(source_id)
+        if failure is None:
+            return False
+        if now - failure.given_up_at < GIVE_UP_COOLDOWN:
+            return True
+        del self.stats.failures[source_id]
+        self.attempts.pop(source_id, None)
+        return False
+
+    @property
+    def backlog(self) -> int:
+        """Planned copies not yet completed: queued plus pending."""
+        return len(self.queue) + len(self.active)
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self.active
+
+    def _changed(self) -> None:
+        self.metrics.copies_in_flight.set(len(self.active))
+        self.metrics.backlog.set(self.backlog)
+        if self.idle:
+            self._settled.set()
+        else:
+            self._settled.clear()
+        self._wake_starter.set()
+
+    async def wait_settled(self) -> None:
+        """Until nothing is queued or pending (every copy completed or given up)."""
+        await self._settled.wait()
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Starter and poller until `stop` is set; copies keep going inside AWS after that."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._starter(stop), name="copier.starter")
+            group.create_task(self._poller(stop), name="copier.poller")
+            await stop.wait()
+            self._stopping = True
+            self._wake_starter.set()
+            self._wake_poller.set()
+
+    async def _starter(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            delay = self._next_start_delay()
+            if delay is None:
+                await self._wait(self._wake_starter, None, stop)
+                continue
+            if delay > 0:
+                await self._wait(self._wake_starter, delay, stop)
+                continue
+            await self._start_next()
+
+    def _next_start_delay(self) -> float | None:
+        """0 to start now, seconds to wait, None to wait for a wake-up."""
+        if not self.queue or len(self.active) >= self.limit or self._stopping:
+            return None
+        now = self.clock()
+        if self.queue[0].not_before <= now:
+            return 0.0
+        ready = min(q.not_before for q in self.queue)
+        return max(0.0, ready - now)
+
+    async def _wait(self, event: asyncio.Event, seconds: float | None, stop: asyncio.Event) -> None:
+        event.clear()
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _pop_ready(self) -> _Queued | None:
+        now = self.clock()
+        for index, queued in enumerate(self.queue):
+            if queued.not_before <= now:
+                del self.queue[index]
+                return queued
+        return None
+
+    async def _start_next(self) -> None:
+        queued = self._pop_ready()
+        if queued is None:
+            return
+        source = queued.action.source
+        try:
+            replica_id = await self.start_copy(source)
+        except AwsError as error:
+            self._refused(queued, error)
+            return
+        finally:
+            self._changed()
+        self._refusals_in_a_row = 0
+        self.attempts[source.snapshot_id] = self.attempts.get(source.snapshot_id, 0) + 1
+        tracked = Tracked(
+            replica_id=replica_id,
+            source_id=source.snapshot_id,
+            label=_label(source.namespace, source.pvc, source.backup),
+            started=self.clock(),
+            source=source,
+        )
+        self.active[replica_id] = tracked
+        self.stats.started += 1
+        self.metrics.copies_started.inc()
+        self._changed()
+        self._wake_poller.set()
+        self._emit("started", tracked)
+        log.info(
+            "copy.started",
+            snapshot_id=replica_id,
+            source_snapshot_id=source.snapshot_id,
+            backup=source.backup,
+            namespace=source.namespace,
+            pvc=source.pvc,
+            in_flight=len(self.active),
+            limit=self.limit,
+        )
+
+    async def start_copy(self, source: SourceSnapshot) -> str:
+        """CopySnapshot with every tag in TagSpecifications; returns the new snapshot id."""
+        copy_tags = tags.build_copy_tags(source, self.scope, self.source_region)
+        params: dict[str, object] = {
+            "SourceRegion": self.source_region,
+            "SourceSnapshotId": source.snapshot_id,
+            "Description": f"snapd copy of {source.snapshot_id} ({source.backup})"[:255],
+            "TagSpecifications": [
+                {"ResourceType": "snapshot", "Tags": tags.to_tag_list(copy_tags)}
+            ],
+        }
+        if self.kms_key_id:
+            params |= {"Encrypted": True, "KmsKeyId": self.kms_key_id}
+        response = await self.aws.call("ec2", self.region, "CopySnapshot", **params)
+        return str(response["SnapshotId"])
+
+    def _refused(self, queued: _Queued, error: AwsError) -> None:
+        source = queued.action.source
+        now = self.clock()
+        if error.code == "ResourceLimitExceeded" or not isinstance(error, PermanentError):
+            self._refusals_in_a_row += 1
+            if error.code == "ResourceLimitExceeded":
+                self._last_refusal = now
+                self.limit = max(1, len(self.active))
+            if not self.active or error.code != "ResourceLimitExceeded":
+                queued.not_before = now + self._backoff(self._refusals_in_a_row)
+            self.queue.appendleft(queued)
+            log.warning(
+                "copy.deferred",
+                source_snapshot_id=source.snapshot_id,
+                code=error.code,
+                effective_limit=self.limit,
+                in_flight=len(self.active),
+            )
+            return
+        self.metrics.copies_failed.labels(reason="rejected").inc()
+        self.stats.failed += 1
+        tries = self.attempts.get(source.snapshot_id, 0) + 1
+        self.attempts[source.snapshot_id] = tries
+        log.error(
+            "copy.rejected",
+            source_snapshot_id=source.snapshot_id,
+            backup=source.backup,
+            code=error.code,
+            error=error.message,
+            attempt=tries,
+        )
+        self._retry_or_give_up(queued.action, tries, f"CopySnapshot refused: {error}")
+
+    def _retry_or_give_up(self, action: CopyAction, tries: int, reason: str) -> None:
+        source = action.source
+        if tries >= self.copy_retries:
+            label = _label(source.namespace, source.pvc, source.backup)
+            self.stats.failures[source.snapshot_id] = Failure(
+                source.snapshot_id, label, reason, self.clock()
+            )
+            log.error(
+                "copy.given_up",
+                source_snapshot_id=source.snapshot_id,
+                backup=source.backup,
+                tries=tries,
+                reason=reason,
+            )
+            return
+        delay = self._backoff(tries)
+        self.queue.append(_Queued(action, not_before=self.clock() + delay))
+        log.info("copy.retry_scheduled", source_snapshot_id=source.snapshot_id, delay=delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential from one poll interval, capped, with full jitter in [0.5, 1.0]."""
+        base = min(MAX_BACKOFF, self.poll_interval * 2.0 ** max(0, attempt - 1))
+        return base * self.rng.uniform(0.5, 1.0)
+
+    async def _poller(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._wait(self._wake_poller, self.poll_interval, stop)
+            if stop.is_set() or not self.active:
+                continue
+            try:
+                await self.poll_once()
+            except AwsError as error:
+                log.warning("copy.poll_failed", code=error.code, error=error.message)
+
+    async def poll_once(self) -> None:
+        """One batched DescribeSnapshots of every pending copy; settle the finished ones."""
+        ids = list(self.active)
+        found = await inventory.describe_replicas(self.aws, self.region, ids)
+        now = self.clock()
+        for replica_id in ids:
+            tracked = self.active.get(replica_id)
+            if tracked is None:
+                continue
+            replica = found.get(replica_id)
+            if replica is None:
+                if now - tracked.started > NOT_FOUND_WINDOW:
+                    await self._failed(tracked, "copy vanished from EC2")
+            elif replica.completed:
+                self._completed(tracked, now)
+            elif replica.state == "error":
+                await self._failed(tracked, replica.state_message or "copy ended in error")
+            elif replica.progress != tracked.progress:
+                tracked.progress = replica.progress
+                self._emit("progress", tracked)
+        self._changed()
+
+    def _completed(self, tracked: Tracked, now: float) -> None:
+        del self.active[tracked.replica_id]
+        tracked.progress = 100
+        self.stats.completed += 1
+        self.metrics.copies_completed.inc()
+        if not tracked.adopted:
+            self.metrics.copy_duration.observe(now - tracked.started)
+        if self.limit < self.max_in_flight and now - self._last_refusal > 2 * self.poll_interval:
+            self.limit += 1
+        self._emit("completed", tracked)
+        log.info(
+            "copy.completed",
+            snapshot_id=tracked.replica_id,
+            source_snapshot_id=tracked.source_id,
+            seconds=round(now - tracked.started, 1),
+            adopted=tracked.adopted,
+        )
+
+    async def _failed(self, tracked: Tracked, message: str) -> None:
+        del self.active[tracked.replica_id]
+        self.stats.failed += 1
+        self.metrics.copies_failed.labels(reason="error_state").inc()
+        self._emit("failed", tracked)
+        log.error(
+            "copy.failed",
+            snapshot_id=tracked.replica_id,
+            source_snapshot_id=tracked.source_id,
+            state_message=message,
+        )
+        await self.delete_replica(tracked.replica_id)
+        tries = self.attempts.get(tracked.source_id, 1)
+        if tracked.source is None:
+            # Adopted: the next cycle's plan queues it again, with the planner's reasons.
+            return
+        self._retry_or_give_up(CopyAction(tracked.source, "retry"), tries, message)
+
+    async def delete_replica(self, snapshot_id: str) -> None:
+        """Delete a failed copy so it neither blocks a slot nor hides the source from plans."""
+        try:
+            await self.aws.call("ec2", self.region, "DeleteSnapshot", SnapshotId=snapshot_id)
+        except AwsError as error:
+            if error.code != "InvalidSnapshot.NotFound":
+                log.warning("copy.cleanup_failed", snapshot_id=snapshot_id, code=error.code)
+
+    def time_out_pending(self) -> list[Tracked]:
+        """At `snapd sync --timeout`: count what is still pending as timed out."""
+        pending = list(self.active.values())
+        for tracked in pending:
+            self.metrics.copies_failed.labels(reason="timeout").inc()
+            log.error("copy.timed_out", snapshot_id=tracked.replica_id, progress=tracked.progress)
+        return pending
+
+    def _emit(self, event: str, tracked: Tracked) -> None:
+        if self.events is not None:
+            self.events.copy_event(event, tracked)
+
+
+def _label(namespace: str | None, pvc: str | None, backup: str | None) -> str:
+    return f"{namespace or '-'}/{pvc or '-'} {backup or '-'}"

@@ -1,0 +1,900 @@
+"""The only door to Kubernetes: connection, PersistentVolumes, PVCs, the leader Lease.
+
+This module alone imports kubernetes_asyncio. Everything it hands out is a plain `dict` (the
+object's JSON, as the API server sent it) or a snapd type; every library error leaves here
+as a `KubeError(message, status, reason)` whose `status`/`reason` are the API server's
+(`409`/`AlreadyExists`, `404`/`NotFound`, `409`/`Conflict`, `422`/`Invalid`) or `None` /
+`Unreachable` / `Timeout` when no answer came.
+
+- `build_pv` / `build_pvc` / `build_pv_name` / `restore_labels` are pure: the restore
+  module and `--dry-run` print what they return.
+- `LeaderElector` holds a `coordination.k8s.io/v1` Lease with optimistic concurrency
+  (`resourceVersion`; a 409 Conflict means another instance won the race). A holder's Lease
+  is taken over only once `renewTime + leaseDurationSeconds` has passed by our clock, so the
+  replicas' clocks must agree to well within the lease duration (NTP on every node).
+
+It must not decide anything about restores or cycles: callers own the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from snapd import tags
+from snapd.errors import ConfigError, KubeError
+
+log = structlog.get_logger("snapd.kube")
+
+EBS_CSI_DRIVER = "ebs.csi.aws.com"
+#: Node labels naming a node's zone. PV node affinity lists one term per key; terms are
+#: ORed, so a node labelled by either the well-known key or the EBS CSI driver's own key
+#: (older drivers publish only that one) matches.
+ZONE_KEYS = ("topology.kubernetes.io/zone", "topology.ebs.csi.aws.com/zone")
+MANAGED_BY = "app.kubernetes.io/managed-by"
+VOLUME_ID = "snapd.io/volume-id"
+ACCESS_MODES = frozenset({"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"})
+VOLUME_MODES = frozenset({"Filesystem", "Block"})
+DEFAULT_TIMEOUT = 30.0
+LEASE_GROUP = "coordination.k8s.io/v1"
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_UNSAFE = re.compile(r"[^-A-Za-z0-9_.]")
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_dns1123_label(name: str, what: str) -> str:
+    """`name` if it is a DNS-1123 label (a namespace), else ConfigError naming `what`."""
+    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+        raise ConfigError(
+            f"invalid {what} {name!r}: expected a DNS-1123 label: at most 63 lower-case "
+            "letters, digits or '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def validate_dns1123_subdomain(name: str, what: str) -> str:
+    """`name` if it is a DNS-1123 subdomain (a PVC or PV name), else ConfigError naming `what`."""
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        raise ConfigError(
+            f"invalid {what} {name!r}: expected a DNS-1123 subdomain: at most 253 lower-case "
+            "letters, digits, '-' or '.', each dot-separated part starting and ending with a "
+            "letter or digit"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- pure builders
+
+
+def label_value(value: str) -> str:
+    """`value` as a valid label value: kept when valid, else a readable prefix + hash.
+
+    Label values are at most 63 characters of `[-A-Za-z0-9_.]`, starting and ending with a
+    letter or digit. A value that does not fit (too long, or with `/` like a scope
+    `bucket/prefix`) becomes `<prefix>-<10 hex of sha256(value)>`: at most 63 characters,
+    deterministic, so a selector built with this same function finds it. The full, unhashed
+    value is always in the annotation of the same key; check it after a label lookup.
+    """
+    if len(value) <= 63 and _LABEL_VALUE.match(value):
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    readable = _LABEL_UNSAFE.sub("-", value)[:52].strip("-_.")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    """`k1=v1,k2=v2` for `list_pvs`; values go through `label_value` like the labels did."""
+    return ",".join(f"{key}={label_value(value)}" for key, value in sorted(labels.items()))
+
+
+def restore_labels(
+    *, backup: str, namespace: str | None, pvc: str | None, scope: str | None = None
+) -> dict[str, str]:
+    """The unhashed identity of a restore's source (label keys → full values).
+
+    `build_pv` writes these as labels (through `label_value`) and as annotations (verbatim);
+    `label_selector(restore_labels(...))` finds the PVs of one restore again.
+    """
+    labels = {tags.BACKUP: backup}
+    if namespace:
+        labels[tags.NAMESPACE] = namespace
+    if pvc:
+        labels[tags.PVC] = pvc
+    if scope:
+        labels[tags.CLUSTER] = scope
+    return labels
+
+
+def build_pv_name(target_namespace: str, target_pvc: str, backup: str) -> str:
+    """A stable PV name for restoring `backup` into `target_namespace/target_pvc`.
+
+    `snapd-<namespace>-<pvc>-<8 hex>`: readable, a valid DNS-1123 subdomain (≤253), and the
+    same on every re-run of the same restore, so a re-run finds its PV by name.
+    """
+    digest = hashlib.sha256(f"{target_namespace}\0{target_pvc}\0{backup}".encode()).hexdigest()
+    readable = f"snapd-{target_namespace}-{target_pvc}"[:243].rstrip("-.")
+    return f"{readable}-{digest[:8]}"
+
+
+def _quantity(size_gib: int) -> str:
+    if isinstance(size_gib, bool) or not isinstance(size_gib, int) or size_gib < 1:
+        raise ValueError(f"size_gib must be a positive whole number of GiB, got {size_gib!r}")
+    return f"{size_gib}Gi"
+
+
+def _modes(access_modes: Sequence[str], volume_mode: str | None) -> tuple[list[str], str]:
+    modes = list(dict.fromkeys(access_modes)) or ["ReadWriteOnce"]
+    unknown = [mode for mode in modes if mode not in ACCESS_MODES]
+    if unknown:
+        raise ValueError(f"unknown access mode {unknown[0]!r}; expected {sorted(ACCESS_MODES)}")
+    mode = volume_mode or "Filesystem"
+    if mode not in VOLUME_MODES:
+        raise ValueError(f"unknown volume mode {mode!r}; expected Filesystem or Block")
+    return modes, mode
+
+
+def build_pv(
+    *,
+    name: str,
+    volume_id: str,
+    size_gib: int,
+    availability_zone: str,
+    claim_namespace: str,
+    claim_name: str,
+    backup: str,
+    source_namespace: str | None = None,
+    source_pvc: str | None = None,
+    scope: str | None = None,
+    storage_class: str | None = None,
+    fs_type: str | None = None,
+    access_modes: Sequence[str] = ("ReadWriteOnce",),
+    volume_mode: str | None = None,
+    mount_options: Sequence[str] = (),
+    zone_keys: Sequence[str] = ZONE_KEYS,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The PersistentVolume manifest of a restored EBS volume (pure; a plain dict).
+
+    CSI `ebs.csi.aws.com` with `volumeHandle` = the new volume, `Retain` so deleting the
+    claim never deletes the volume, node affinity on the volume's zone, and a `claimRef` to
+    the target PVC so no other claim can bind it. `storageClassName` is `""` when the
+    source had none: it must equal the PVC's for the binding to happen. `fsType` (default
+    ext4, the driver's) is set only in Filesystem mode. Labels carry the source identity
+    (`restore_labels`, hashed where needed by `label_value`); annotations carry it unhashed,
+    plus the volume id and any `annotations` given.
+    """
+    validate_dns1123_subdomain(name, "PersistentVolume name")
+    validate_dns1123_label(claim_namespace, "target namespace")
+    validate_dns1123_subdomain(claim_name, "target PVC name")
+    if not volume_id.startswith("vol-"):
+        raise ValueError(f"expected an EBS volume id (vol-…), got {volume_id!r}")
+    if not availability_zone:
+        raise ValueError("availability_zone is required for the PV's node affinity")
+    modes, mode = _modes(access_modes, volume_mode)
+    identity = restore_labels(
+        backup=backup, namespace=source_namespace, pvc=source_pvc, scope=scope
+    )
+    labels = {MANAGED_BY: "snapd", VOLUME_ID: label_value(volume_id)}
+    labels.update({key: label_value(value) for key, value in identity.items()})
+    notes = {**identity, VOLUME_ID: volume_id, **(annotations or {})}
+    csi: dict[str, Any] = {"driver": EBS_CSI_DRIVER, "volumeHandle": volume_id}
+    if mode == "Filesystem":
+        csi["fsType"] = fs_type or "ext4"
+    spec: dict[str, Any] = {
+        "capacity": {"storage": _quantity(size_gib)},
+        "accessModes": modes,
+        "volumeMode": mode,
+        "storageClassName": storage_class or "",
+        "persistentVolumeReclaimPolicy": "Retain",
+        "csi": csi,
+        "claimRef": {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "namespace": claim_namespace,
+            "name": claim_name,
+        },
+        "nodeAffinity": {
+            "required": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": key, "operator": "In", "values": [availability_zone]}
+                        ]
+                    }
+                    for key in zone_keys
+                ]
+            }
+        },
+    }
+    if mount_options:
+        spec["mountOptions"] = list(mount_options)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": labels, "annotations": notes},
+        "spec": spec,
+    }
+
+
+def build_pvc(
+    *,
+    name: str,
+    namespace: str,
+    volume_name: str,
+    size_gib: int,
+    storage_class: str | None = None,
+    access_modes: Sequence[str] = ("ReadWriteOnce",),
+    volume_mode: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The proposed PVC that binds the restored PV `volume_name` (pure; a plain dict).
+
+    `storageClassName` is always written, `""` when there is none: left out, the default
+    StorageClass admission would fill it in and the claim would never bind the PV.
+    """
+    validate_dns1123_subdomain(name, "PVC name")
+    validate_dns1123_label(namespace, "namespace")
+    validate_dns1123_subdomain(volume_name, "PersistentVolume name")
+    modes, mode = _modes(access_modes, volume_mode)
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = {key: label_value(value) for key, value in labels.items()}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata,
+        "spec": {
+            "storageClassName": storage_class or "",
+            "accessModes": modes,
+            "volumeMode": mode,
+            "resources": {"requests": {"storage": _quantity(size_gib)}},
+            "volumeName": volume_name,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def _status_error(
+    what: str, status: int, reason: str | None, body: bytes | str | None
+) -> KubeError:
+    """A KubeError from an HTTP error answer, using the API's `Status` body when there is one."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    message, api_reason = text.strip()[:300] or (reason or "no message"), reason
+    with contextlib.suppress(ValueError):
+        parsed = json.loads(text)
+        if isinstance(parsed, dict) and parsed.get("kind") == "Status":
+            message = str(parsed.get("message") or message)
+            api_reason = str(parsed.get("reason") or api_reason or "")
+            status = int(parsed.get("code") or status)
+    shown = f"{status} {api_reason}" if api_reason else str(status)
+    return KubeError(f"{what} failed: {message} ({shown})", status=status, reason=api_reason)
+
+
+def _raw(manifest: Mapping[str, Any]) -> Any:
+    """A plain-dict body: kubernetes_asyncio sends dicts as they are (typed as its models)."""
+    return dict(manifest)
+
+
+class KubeClient:
+    """One connection to one API server; every method returns plain dicts.
+
+    Use `connect()` to make one; close it (`async with`, or `await close()`) when done.
+    """
+
+    def __init__(
+        self, api: k8s.ApiClient, *, host: str, context: str | None, timeout: float
+    ) -> None:
+        self._api = api
+        self.host = host
+        self.context = context
+        self.timeout = timeout
+        self._core = k8s.CoreV1Api(api)
+        self._coordination = k8s.CoordinationV1Api(api)
+        self._version = k8s.VersionApi(api)
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(self, what: str, request: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one API call, read its JSON, and translate every failure into KubeError."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await request()
+                try:
+                    status, reason = int(response.status), response.reason
+                    body = await response.read()
+                finally:
+                    response.release()
+        except ApiException as exc:
+            raise _status_error(what, int(exc.status or 0), exc.reason, exc.body) from exc
+        except aiohttp.ClientError as exc:
+            raise KubeError(
+                f"{what} failed: cannot reach the Kubernetes API at {self.host}: {exc}",
+                reason="Unreachable",
+            ) from exc
+        except TimeoutError as exc:
+            raise KubeError(
+                f"{what} failed: no answer from the Kubernetes API at {self.host} "
+                f"within {self.timeout:g}s",
+                reason="Timeout",
+            ) from exc
+        if not 200 <= status < 300:
+            raise _status_error(what, status, reason, body)
+        try:
+            return json.loads(body) if body else {}
+        except ValueError as exc:
+            raise KubeError(f"{what} failed: the API answered with invalid JSON") from exc
+
+    async def get_version(self) -> dict[str, Any]:
+        """`/version`: proves the server is reachable and the credentials are accepted."""
+        result: dict[str, Any] = await self._call(
+            "get version", lambda: self._version.get_code(_preload_content=False)
+        )
+        return result
+
+    # PersistentVolumes
+
+    async def create_pv(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a PV; an existing one of that name is KubeError 409 AlreadyExists."""
+        name = manifest.get("metadata", {}).get("name")
+        result: dict[str, Any] = await self._call(
+            f'create PersistentVolume "{name}"',
+            lambda: self._core.create_persistent_volume(_raw(manifest), _preload_content=False),
+        )
+        return result
+
+    async def get_pv(self, name: str) -> dict[str, Any] | None:
+        """The PV called `name`, or None when there is none."""
+        return await self._get_or_none(
+            f'get PersistentVolume "{name}"',
+            lambda: self._core.read_persistent_volume(name, _preload_content=False),
+        )
+
+    async def list_pvs(self, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """Every PV matching `label_selector` (all PVs when None), as complete objects."""
+        kwargs: dict[str, Any] = {"_preload_content": False}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        return await self._list(
+            "PersistentVolume",
+            f"list PersistentVolumes ({label_selector or 'all'})",
+            lambda: self._core.list_persistent_volume(**kwargs),
+        )
+
+    async def delete_pv(self, name: str) -> bool:
+        """Delete the PV `name`; False when it was already gone."""
+        found = await self._get_or_none(
+            f'delete PersistentVolume "{name}"',
+            lambda: self._core.delete_persistent_volume(name, _preload_content=False),
+        )
+        return found is not None
+
+    # PersistentVolumeClaims
+
+    async def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The PVC `namespace/name`, or None when there is none."""
+        return await self._get_or_none(
+            f'get PersistentVolumeClaim "{namespace}/{name}"',
+            lambda: self._core.read_namespaced_persistent_volume_claim(
+                name, namespace, _preload_content=False
+            ),
+        )
+
+    async def list_pvcs(
+        self, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The PVCs of `namespace` matching `label_selector`."""
+        kwargs: dict[str, Any] = {"_preload_content": False}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        return await self._list(
+            "PersistentVolumeClaim",
+            f"list PersistentVolumeClaims in {namespace}",
+            lambda: self._core.list_namespaced_persistent_volume_claim(namespace, **kwargs),
+        )
+
+    async def create_pvc(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a PVC in its manifest's namespace; 409 AlreadyExists when it exists."""
+        metadata = manifest.get("metadata", {})
+        namespace, name = metadata.get("namespace") or "default", metadata.get("name")
+        result: dict[str, Any] = await self._call(
+            f'create PersistentVolumeClaim "{namespace}/{name}"',
+            lambda: self._core.create_namespaced_persistent_volume_claim(
+                namespace, _raw(manifest), _preload_content=False
+            ),
+        )
+        return result
+
+    # Leases
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease `namespace/name`, or None when there is none."""
+        return await self._get_or_none(
+            f'get Lease "{namespace}/{name}"',
+            lambda: self._coordination.read_namespaced_lease(
+                name, namespace, _preload_content=False
+            ),
+        )
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Lease; 409 AlreadyExists when another instance made it first."""
+        name = body.get("metadata", {}).get("name")
+        result: dict[str, Any] = await self._call(
+            f'create Lease "{namespace}/{name}"',
+            lambda: self._coordination.create_namespaced_lease(
+                namespace, _raw(body), _preload_content=False
+            ),
+        )
+        return result
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace a Lease; 409 Conflict when its `resourceVersion` is no longer current."""
+        result: dict[str, Any] = await self._call(
+            f'update Lease "{namespace}/{name}"',
+            lambda: self._coordination.replace_namespaced_lease(
+                name, namespace, _raw(body), _preload_content=False
+            ),
+        )
+        return result
+
+    async def _get_or_none(
+        self, what: str, request: Callable[[], Awaitable[Any]]
+    ) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(what, request)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def _list(
+        self, kind: str, what: str, request: Callable[[], Awaitable[Any]]
+    ) -> list[dict[str, Any]]:
+        result = await self._call(what, request)
+        items = result.get("items") or []
+        # List items come without kind/apiVersion on the wire; put them back so each dict
+        # is a complete object that can be printed or compared on its own.
+        return [{"apiVersion": "v1", "kind": kind, **item} for item in items]
+
+
+def _kubeconfig_files(context: str | None, kubeconfig: str | None) -> str | None:
+    """The kubeconfig file(s) to load, or None for in-cluster; KubeError when there is none."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if not path and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    default_path = Path("~/.kube/config").expanduser()
+    if not path and default_path.is_file():
+        path = str(default_path)
+    if not path:
+        raise KubeError("no kubeconfig found; set KUBECONFIG or pass --context")
+    existing = [part for part in path.split(os.pathsep) if part and Path(part).is_file()]
+    if not existing:
+        raise KubeError(f"no kubeconfig found at {path}; set KUBECONFIG or pass --context")
+    return os.pathsep.join(existing)
+
+
+async def connect(
+    context: str | None = None,
+    kubeconfig: str | None = None,
+    *,
+    request_timeout: float = DEFAULT_TIMEOUT,
+) -> KubeClient:
+    """A client for the cluster: kubeconfig when one is named, else in-cluster, else ~/.kube.
+
+    Order: the `kubeconfig` argument; `$KUBECONFIG`; the pod's service account when
+    `KUBERNETES_SERVICE_HOST` is set and no `context` is asked for; `~/.kube/config`.
+    Otherwise KubeError. The kubeconfig is never written back (token refreshes stay in
+    memory). Every call of the client gives up after `request_timeout` seconds.
+    """
+    configuration = k8s.Configuration()
+    files = _kubeconfig_files(context, kubeconfig)
+    if files is None:
+        try:
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        except ConfigException as exc:
+            raise KubeError(f"in-cluster Kubernetes configuration failed: {exc}") from exc
+    else:
+        try:
+            await k8s_config.load_kube_config(
+                config_file=files,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except ConfigException as exc:
+            raise KubeError(f"kubeconfig {files}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise KubeError(f"kubeconfig {files} could not be read: {exc}") from exc
+    return KubeClient(
+        k8s.ApiClient(configuration),
+        host=str(configuration.host),
+        context=context,
+        timeout=request_timeout,
+    )
+
+
+# --------------------------------------------------------------------------- leader election
+
+
+def default_identity() -> str:
+    """`<pod name or hostname>-<8 hex>`: unique per process, readable in `kubectl get lease`."""
+    base = os.environ.get("POD_NAME") or socket.gethostname() or "snapd"
+    return f"{base}-{secrets.token_hex(4)}"
+
+
+def format_micro_time(value: datetime) -> str:
+    """Kubernetes MicroTime: RFC3339 UTC with microseconds."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_micro_time(value: object) -> datetime | None:
+    """A Lease time back as an aware datetime; anything unreadable is None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """What a Lease says about its holder, read from the API's JSON."""
+
+    holder: str | None
+    duration: timedelta
+    acquire_time: datetime | None
+    renew_time: datetime | None
+    transitions: int
+    resource_version: str | None
+
+    @classmethod
+    def parse(cls, lease: Mapping[str, Any]) -> LeaseRecord:
+        spec = lease.get("spec") or {}
+        seconds = spec.get("leaseDurationSeconds")
+        return cls(
+            holder=spec.get("holderIdentity") or None,
+            duration=timedelta(seconds=seconds if isinstance(seconds, int) else 0),
+            acquire_time=parse_micro_time(spec.get("acquireTime")),
+            renew_time=parse_micro_time(spec.get("renewTime")),
+            transitions=int(spec.get("leaseTransitions") or 0),
+            resource_version=(lease.get("metadata") or {}).get("resourceVersion"),
+        )
+
+    def expires_at(self) -> datetime | None:
+        """When the holder's claim lapses: `renewTime + leaseDurationSeconds` (None: free)."""
+        if not self.holder or self.renew_time is None:
+            return None
+        return self.renew_time + self.duration
+
+    def is_held(self, now: datetime) -> bool:
+        """Someone holds it and their last renewal has not yet lapsed at `now`."""
+        expires = self.expires_at()
+        return expires is not None and now < expires
+
+
+class LeaseHeldError(KubeError):
+    """The Lease is held by another live instance (`snapd sync` while `snapd run` works)."""
+
+    def __init__(self, message: str, holder: str, expires_at: datetime | None) -> None:
+        super().__init__(message, status=409, reason="LeaseHeld")
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaderElector:
+    """Take and keep one Lease; `leading` is set exactly while this instance may work.
+
+    `run(stop)` tries to acquire every `retry_period` (default duration/3) while standing by
+    and renews at the same pace while leading. Leadership is dropped at once — `leading`
+    cleared, `not_leading` set, `on_stopped_leading` called — when a renewal finds another
+    holder or loses a write race (409 Conflict), or when renewals have failed for
+    `renew_deadline` (default 2/3 of the duration, so we stop before others may take over).
+    When `stop` is set, `run` releases the Lease (clears `holderIdentity`) so a standby takes
+    over at once. Cancelling `run` does not release: the Lease lapses after its duration, as
+    after a crash. `clock` (aware UTC datetimes) is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        name: str,
+        namespace: str,
+        duration: timedelta,
+        identity: str | None = None,
+        retry_period: timedelta | None = None,
+        renew_deadline: timedelta | None = None,
+        clock: Clock = _utcnow,
+        on_started_leading: Callable[[], None] | None = None,
+        on_stopped_leading: Callable[[], None] | None = None,
+    ) -> None:
+        if duration < timedelta(seconds=1):
+            raise ConfigError(f"lease duration must be at least 1s, got {duration}")
+        self._client = client
+        self.name = name
+        self.namespace = namespace
+        self.duration = duration
+        self.identity = identity or default_identity()
+        self.retry_period = retry_period or duration / 3
+        self.renew_deadline = renew_deadline or duration * 2 / 3
+        self._clock = clock
+        self._on_started = on_started_leading
+        self._on_stopped = on_stopped_leading
+        self.leading = asyncio.Event()
+        self.not_leading = asyncio.Event()
+        self.not_leading.set()
+        self.observed: LeaseRecord | None = None
+        self._last_renew: datetime | None = None
+        self._renewed_at: datetime | None = None
+        self._log = log.bind(lease=f"{namespace}/{name}", identity=self.identity)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leading.is_set()
+
+    @property
+    def holder(self) -> str | None:
+        """The holder named by the Lease when we last read or wrote it."""
+        return self.observed.holder if self.observed else None
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading == self.leading.is_set():
+            return
+        if leading:
+            self.not_leading.clear()
+            self.leading.set()
+            self._log.info("lease.acquired")
+            if self._on_started:
+                self._on_started()
+        else:
+            self.leading.clear()
+            self.not_leading.set()
+            self._last_renew = None
+            self._log.warning("lease.lost")
+            if self._on_stopped:
+                self._on_stopped()
+
+    def _spec(self, previous: LeaseRecord | None, now: datetime) -> dict[str, Any]:
+        ours = previous is not None and previous.holder == self.identity
+        acquired = previous.acquire_time if ours and previous and previous.acquire_time else now
+        transitions = previous.transitions if previous else 0
+        if previous and previous.holder and not ours:
+            transitions += 1
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, round(self.duration.total_seconds())),
+            "acquireTime": format_micro_time(acquired),
+            "renewTime": format_micro_time(now),
+            "leaseTransitions": transitions,
+        }
+
+    def _body(self, spec: Mapping[str, Any], resource_version: str | None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        return {
+            "apiVersion": LEASE_GROUP,
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": dict(spec),
+        }
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt: True when we now hold the Lease, False when another instance does.
+
+        A lost write race (409 AlreadyExists on create, 409 Conflict on update) is False, not
+        an error. Other API failures raise KubeError; leadership state is not changed here.
+        """
+        now = self._clock()
+        lease = await self._client.get_lease(self.namespace, self.name)
+        if lease is None:
+            body = self._body(self._spec(None, now), None)
+            try:
+                created = await self._client.create_lease(self.namespace, body)
+            except KubeError as exc:
+                if exc.status == 409:
+                    self._log.info("lease.race_lost", reason=exc.reason)
+                    return False
+                raise
+            self.observed = LeaseRecord.parse(created)
+            self._renewed_at = now
+            return True
+        record = LeaseRecord.parse(lease)
+        self.observed = record
+        if record.holder != self.identity and record.is_held(now):
+            return False
+        body = self._body(self._spec(record, now), record.resource_version)
+        try:
+            updated = await self._client.replace_lease(self.namespace, self.name, body)
+        except KubeError as exc:
+            if exc.status == 409:
+                self._log.info("lease.race_lost", reason=exc.reason, holder=record.holder)
+                return False
+            raise
+        self.observed = LeaseRecord.parse(updated)
+        self._renewed_at = now
+        return True
+
+    async def acquire_once(self) -> None:
+        """Take the Lease now or raise LeaseHeldError naming its holder (`snapd sync`).
+
+        On success `leading` is set; keep it by running `run(stop)` while the work lasts.
+        """
+        if await self.try_acquire_or_renew():
+            self._last_renew = self._renewed_at
+            self._set_leading(True)
+            return
+        holder = self.holder or "another instance"
+        expires = self.observed.expires_at() if self.observed else None
+        until = f" until {format_micro_time(expires)} unless renewed" if expires else ""
+        raise LeaseHeldError(
+            f"Lease {self.namespace}/{self.name} is held by {holder}{until}; "
+            "another snapd is working on this scope — stop it or wait, then try again",
+            holder=holder,
+            expires_at=expires,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Acquire and renew until `stop` is set, then release. Never raises KubeError."""
+        try:
+            while not stop.is_set():
+                await self._tick()
+                await _wait(stop, self._pause())
+        except BaseException:
+            # Cancelled (or a bug): stop working at once, but leave the Lease to lapse.
+            self._set_leading(False)
+            raise
+        await self.release()
+
+    def _deadline(self) -> datetime | None:
+        if self._last_renew is None or not self.leading.is_set():
+            return None
+        return self._last_renew + self.renew_deadline
+
+    def _pause(self) -> float:
+        pause = self.retry_period.total_seconds()
+        deadline = self._deadline()
+        if deadline is not None:
+            pause = min(pause, max(0.0, (deadline - self._clock()).total_seconds()))
+        return pause
+
+    async def _tick(self) -> None:
+        deadline = self._deadline()
+        budget = self.retry_period.total_seconds()
+        if deadline is not None:
+            budget = min(budget, (deadline - self._clock()).total_seconds())
+        outcome: bool | None = None
+        if budget > 0:
+            try:
+                async with asyncio.timeout(budget):
+                    outcome = await self.try_acquire_or_renew()
+            except TimeoutError:
+                self._log.warning("lease.renew_failed", error=f"no answer within {budget:g}s")
+            except KubeError as exc:
+                self._log.warning("lease.renew_failed", error=str(exc), status=exc.status)
+        if outcome:
+            self._last_renew = self._renewed_at
+            self._set_leading(True)
+        elif outcome is False:
+            self._set_leading(False)
+        elif deadline is not None and self._clock() >= deadline:
+            self._log.warning("lease.renew_deadline_passed")
+            self._set_leading(False)
+
+    async def release(self) -> None:
+        """Give the Lease up (clear `holderIdentity`) so a standby takes over at once.
+
+        Does nothing unless we hold it (or last saw ourselves named as holder). Leadership
+        ends before the API call; a failed release is logged and left to lapse.
+        """
+        held = self.leading.is_set() or self.holder == self.identity
+        self._set_leading(False)
+        if not held:
+            return
+        try:
+            async with asyncio.timeout(self.retry_period.total_seconds()):
+                lease = await self._client.get_lease(self.namespace, self.name)
+                if lease is None:
+                    return
+                record = LeaseRecord.parse(lease)
+                if record.holder != self.identity:
+                    return
+                now = self._clock()
+                spec = {
+                    "leaseDurationSeconds": 1,
+                    "acquireTime": format_micro_time(now),
+                    "renewTime": format_micro_time(now),
+                    "leaseTransitions": record.transitions,
+                }
+                released = await self._client.replace_lease(
+                    self.namespace, self.name, self._body(spec, record.resource_version)
+                )
+                self.observed = LeaseRecord.parse(released)
+                self._log.info("lease.released")
+        except TimeoutError:
+            self._log.warning("lease.release_failed", error="timed out")
+        except KubeError as exc:
+            self._log.warning("lease.release_failed", error=str(exc), status=exc.status)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds` unless `stop` is set first (shutdown must not wait for a timer)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+async def acquire_once(
+    client: KubeClient,
+    *,
+    name: str,
+    namespace: str,
+    duration: timedelta,
+    identity: str | None = None,
+    clock: Clock = _utcnow,
+) -> LeaderElector:
+    """A LeaderElector that holds the Lease now, or LeaseHeldError naming the holder.
+
+    For `snapd sync`: run `elector.run(stop)` beside the work to keep renewing, and stop the
+    work when `elector.not_leading` is set.
+    """
+    elector = LeaderElector(
+        client, name=name, namespace=namespace, duration=duration, identity=identity, clock=clock
+    )
+    await elector.acquire_once()
+    return elector

@@ -1,0 +1,254 @@
+"""Turning records into what a command prints: the plan, the replica list, the status.
+
+Pure: records in, strings or JSON-ready dicts out. stdout carries only these; logs go to
+stderr. Tables never cut backup, namespace or PVC names (the contract), so columns are
+sized to their longest value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from snapd.models import CopyAction, Plan, PruneAction, Replica
+from snapd.tags import format_time
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value else None
+
+
+def copy_item(action: CopyAction) -> dict[str, Any]:
+    s = action.source
+    return {
+        "source_snapshot_id": s.snapshot_id,
+        "backup": s.backup,
+        "schedule": s.schedule,
+        "backup_time": _time(s.backup_time),
+        "namespace": s.namespace,
+        "pvc": s.pvc,
+        "pv": s.pv,
+        "method": s.method.value,
+        "size_gib": s.size_gib,
+        "availability_zone": s.availability_zone,
+        "reason": action.reason,
+    }
+
+
+def prune_item(action: PruneAction) -> dict[str, Any]:
+    r = action.replica
+    return {
+        "snapshot_id": r.snapshot_id,
+        "source_snapshot_id": r.source_snapshot_id,
+        "backup": r.backup,
+        "backup_time": _time(r.backup_time),
+        "namespace": r.namespace,
+        "pvc": r.pvc,
+        "state": r.state,
+        "kind": action.kind.value,
+        "reason": action.reason,
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The contract's `sync --dry-run -o json` object."""
+    return {
+        "copy": [copy_item(c) for c in plan.copies],
+        "prune": [prune_item(p) for p in plan.prunes],
+        "skipped": [
+            {"backup": s.backup, "reason": s.reason, "source_snapshot_id": s.source_snapshot_id}
+            for s in plan.skipped
+        ],
+        "errors": [
+            {"backup": e.backup, "error": e.error, "source_snapshot_id": e.source_snapshot_id}
+            for e in plan.errors
+        ],
+        "prune_guard": {
+            "tripped": plan.guard_tripped,
+            "retention_prunes": len(plan.retention_prunes),
+            "completed_replicas": plan.completed_replicas,
+        },
+    }
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain aligned table; no value is ever cut."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def _volume(namespace: str | None, pvc: str | None, pv: str | None = None) -> str:
+    if pvc:
+        return f"{namespace or '-'}/{pvc}"
+    return f"(pv {pv})" if pv else "-"
+
+
+def _section(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A titled, indented table followed by a blank line; nothing when there are no rows."""
+    if not rows:
+        return []
+    return [title, *("  " + line for line in table(headers, rows).splitlines()), ""]
+
+
+def plan_text(plan: Plan, *, destination_region: str) -> str:
+    """The dry-run plan for people: copies grouped by backup, then prunes, skips, errors."""
+    out = [
+        f"Plan for {destination_region}: {len(plan.copies)} to copy, {len(plan.prunes)} to "
+        f"prune, {len(plan.skipped)} skipped, {len(plan.errors)} unreadable",
+        "",
+    ]
+    by_backup: dict[str, list[CopyAction]] = defaultdict(list)
+    for action in plan.copies:
+        by_backup[action.source.backup].append(action)
+    for backup, actions in sorted(by_backup.items(), key=lambda i: i[1][0].source.backup_time):
+        first = actions[0].source
+        title = f"backup {backup}  (schedule {first.schedule}, {_time(first.backup_time)})"
+        rows = [
+            (
+                "copy",
+                a.source.snapshot_id,
+                _volume(a.source.namespace, a.source.pvc, a.source.pv),
+                a.source.method.value,
+                a.reason,
+            )
+            for a in actions
+        ]
+        out += _section(title, ("", "SNAPSHOT", "VOLUME", "KIND", "REASON"), rows)
+    held = "  (HELD BACK by the prune guard unless --force)" if plan.guard_tripped else ""
+    prune_rows = [
+        (
+            p.replica.snapshot_id,
+            p.replica.backup,
+            _volume(p.replica.namespace, p.replica.pvc),
+            p.kind.value,
+            p.reason,
+        )
+        for p in plan.prunes
+    ]
+    out += _section("prune" + held, ("REPLICA", "BACKUP", "VOLUME", "KIND", "REASON"), prune_rows)
+    skip_rows = [(s.backup, s.source_snapshot_id, s.reason) for s in plan.skipped]
+    out += _section("skipped", ("BACKUP", "SNAPSHOT", "REASON"), skip_rows)
+    error_rows = [(e.backup, e.source_snapshot_id, e.error) for e in plan.errors]
+    out += _section(
+        "errors (these backups could not be read; every other backup proceeds)",
+        ("BACKUP", "SNAPSHOT", "ERROR"),
+        error_rows,
+    )
+    if not (plan.copies or plan.prunes or plan.skipped or plan.errors):
+        out.append("Nothing to do: every watched snapshot has a replica.")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def replica_item(r: Replica) -> dict[str, Any]:
+    """One `snapd list -o json` item (the contract's keys and a few more)."""
+    return {
+        "snapshot_id": r.snapshot_id,
+        "source_snapshot_id": r.source_snapshot_id,
+        "source_region": r.source_region,
+        "region": r.region,
+        "backup": r.backup,
+        "schedule": r.schedule,
+        "backup_time": _time(r.backup_time),
+        "namespace": r.namespace,
+        "pvc": r.pvc,
+        "pv": r.pv,
+        "availability_zone": r.availability_zone,
+        "volume_type": r.volume_type,
+        "iops": r.iops,
+        "throughput": r.throughput,
+        "size_gib": r.size_gib,
+        "state": r.state,
+        "progress": r.progress,
+        "encrypted": r.encrypted,
+        "kms_key_id": r.kms_key_id,
+        "storage_class": r.storage_class,
+        "source_volume_id": r.source_volume_id,
+        "state_message": r.state_message,
+    }
+
+
+def replicas_output(replicas: Sequence[Replica], fmt: str) -> str:
+    """`snapd list` in table, wide, json or yaml."""
+    if fmt == "json":
+        return json.dumps([replica_item(r) for r in replicas], indent=2) + "\n"
+    if fmt == "yaml":
+        return yaml.safe_dump([replica_item(r) for r in replicas], sort_keys=False)
+    headers = ["BACKUP TIME", "BACKUP", "NAMESPACE", "PVC", "SIZE", "STATE", "REPLICA"]
+    if fmt == "wide":
+        headers += ["SOURCE SNAPSHOT", "SCHEDULE", "AZ", "TYPE", "ENCRYPTED"]
+    rows = []
+    for r in replicas:
+        state = r.state if r.state != "pending" else f"pending {r.progress}%"
+        row: list[object] = [
+            _time(r.backup_time),
+            r.backup,
+            r.namespace,
+            r.pvc,
+            f"{r.size_gib}Gi" if r.size_gib else None,
+            state,
+            r.snapshot_id,
+        ]
+        if fmt == "wide":
+            row += [
+                r.source_snapshot_id,
+                r.schedule,
+                r.availability_zone,
+                r.volume_type,
+                "yes" if r.encrypted else "no",
+            ]
+        rows.append(row)
+    if not rows:
+        return "No replicas found.\n"
+    return table(headers, rows) + "\n"
+
+
+def status_text(status: Mapping[str, Any]) -> str:
+    """`snapd status` for people: the one-look answer to "are we covered?"."""
+    out = [
+        f"scope {status['scope']}  ({status['source_region']} → {status['destination_region']})",
+        f"in flight: {status['in_flight']}   backlog: {status['backlog']}   "
+        f"unreadable backups: {status['unreadable_backups']}",
+        "",
+    ]
+    rows = [
+        (
+            s["name"],
+            s["newest_backup"],
+            s["newest_backup_time"],
+            f"{s['replicated']}/{s['volumes']}",
+        )
+        for s in status["schedules"]
+    ]
+    out.append(table(("SCHEDULE", "NEWEST BACKUP", "BACKUP TIME", "REPLICATED"), rows))
+    out.append("")
+    rows = [
+        (p["namespace"], p["pvc"], p["recovery_point"], _age(p["age_seconds"]))
+        for p in status["pvcs"]
+    ]
+    out.append(
+        table(("NAMESPACE", "PVC", "RECOVERY POINT", "AGE"), rows)
+        if rows
+        else "No completed replicas yet."
+    )
+    return "\n".join(out) + "\n"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(seconds // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    return f"{days}d{hours}h" if days else (f"{hours}h{mins}m" if hours else f"{mins}m")

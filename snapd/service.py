@@ -1,0 +1,349 @@
+"""The engine behind `sync`, `status` and the `run` daemon: cycles, loops, shutdown.
+
+A cycle is discover → source details → inventory → plan → adopt pending copies → enqueue
+copies; it never waits for copies (the copier's starter and poller run between cycles).
+Pruning is a separate pass with its own fresh plan, on its own interval in the daemon and
+after the copies settle in `snapd sync`. Nothing is pruned when the bucket listing or the
+inventory failed: those raise before a plan exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from snapd import inventory, planner, velero
+from snapd.aws import AwsClients
+from snapd.config import Settings
+from snapd.copier import Copier, CopyEvents, Tracked
+from snapd.errors import AwsError, SnapdError
+from snapd.metrics import Metrics
+from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
+from snapd.pruner import PruneReport, prune
+from snapd.tags import format_time
+
+log = structlog.get_logger("snapd.service")
+
+
+def policy_from(settings: Settings) -> Policy:
+    """The planner's slice of the settings."""
+    return Policy(
+        max_age=settings.retention_max_age,
+        keep_last=settings.retention_keep_last,
+        prune_max_fraction=settings.prune_max_fraction,
+    )
+
+
+@dataclass
+class CycleResult:
+    """A plan and the inventory it was made from (status and sync read both)."""
+
+    plan: Plan
+    discovery: Discovery
+    replicas: list[Replica]
+
+
+class Engine:
+    """One scope's reconcile machinery: the Velero reader (with its cache) and the copier."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        aws: AwsClients,
+        metrics: Metrics | None = None,
+        *,
+        events: CopyEvents | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.aws = aws
+        self.metrics = metrics or Metrics()
+        self.now = now
+        self.scope = settings.scope or ""
+        self.source_region = settings.source_region or ""
+        self.region = settings.destination_region or ""
+        self.reader = velero.VeleroReader()
+        self.copier = Copier(
+            aws,
+            scope=self.scope,
+            source_region=self.source_region,
+            destination_region=self.region,
+            max_in_flight=settings.max_in_flight,
+            poll_interval=settings.poll_interval.total_seconds(),
+            copy_retries=settings.copy_retries,
+            kms_key_id=settings.destination_kms_key_id,
+            metrics=self.metrics,
+            events=events,
+        )
+        self._plan_lock = asyncio.Lock()
+
+    async def discover(self) -> Discovery:
+        """Velero's snapshots of the watched schedules, with their EC2 details."""
+        s = self.settings
+        found = await self.reader.discover(
+            self.aws,
+            bucket=s.velero_bucket or "",
+            prefix=s.velero_prefix,
+            region=self.source_region,
+            schedules=s.schedules,
+            copy_failed_backups=s.copy_failed_backups,
+        )
+        self.metrics.velero_backups_unreadable.set(found.unreadable_backups)
+        detailed = await inventory.add_source_details(self.aws, self.source_region, found.snapshots)
+        return Discovery(tuple(detailed), found.skipped, found.errors, found.backups)
+
+    async def plan_cycle(self) -> CycleResult:
+        """Discover, list replicas, plan — no change anywhere."""
+        async with self._plan_lock:
+            discovery = await self.discover()
+            replicas = await inventory.list_replicas(self.aws, self.region, self.scope)
+            plan = planner.plan(
+                discovery,
+                replicas,
+                policy_from(self.settings),
+                self.now(),
+                in_progress=self.copier.busy_sources(),
+                destination_region=self.region,
+            )
+        self.metrics.set_recovery_points(recovery_points(replicas))
+        return CycleResult(plan, discovery, replicas)
+
+    async def cycle(self) -> CycleResult:
+        """One reconcile cycle: plan, adopt pending copies, enqueue the plan's copies."""
+        started = time.monotonic()
+        cycle_id = uuid.uuid4().hex[:8]
+        structlog.contextvars.bind_contextvars(cycle=cycle_id)
+        try:
+            result = await self.plan_cycle()
+        except SnapdError as error:
+            self.metrics.sync_cycles.labels(result="failure").inc()
+            log.error("cycle.failed", error=str(error))
+            raise
+        finally:
+            structlog.contextvars.unbind_contextvars("cycle")
+        adopted = self.copier.adopt(result.replicas)
+        queued = self.copier.enqueue(result.plan.copies)
+        self.metrics.sync_cycles.labels(result="success").inc()
+        self.metrics.last_successful_sync.set(time.time())
+        plan = result.plan
+        log.info(
+            "cycle.completed",
+            cycle=cycle_id,
+            seconds=round(time.monotonic() - started, 3),
+            sources=len(result.discovery.snapshots),
+            replicas=len(result.replicas),
+            copies_planned=len(plan.copies),
+            copies_queued=queued,
+            adopted=adopted,
+            prunes_planned=len(plan.prunes),
+            skipped=len(plan.skipped),
+            errors=len(plan.errors),
+            in_flight=len(self.copier.active),
+            backlog=self.copier.backlog,
+        )
+        return result
+
+    async def prune_pass(self, *, force: bool = False) -> PruneReport:
+        """A fresh plan, then its prunes under the guard."""
+        result = await self.plan_cycle()
+        report = await prune(
+            self.aws,
+            result.plan,
+            scope=self.scope,
+            region=self.region,
+            force=force,
+            metrics=self.metrics,
+        )
+        log.info(
+            "prune.completed",
+            deleted=len(report.deleted),
+            failed=len(report.failed),
+            held_back=report.held_back,
+        )
+        return report
+
+
+def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
+    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC)."""
+    points: dict[tuple[str, str], float] = {}
+    for replica in replicas:
+        if not (replica.completed and replica.pvc and replica.backup_time):
+            continue
+        key = (replica.namespace or "", replica.pvc)
+        points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
+    return points
+
+
+# --------------------------------------------------------------------------- snapd sync
+
+
+@dataclass
+class SyncOutcome:
+    """What `snapd sync` did, for its output and exit code."""
+
+    plan: Plan
+    copies_started: int = 0
+    copies_completed: int = 0
+    failed: list[str] = field(default_factory=list)
+    timed_out: list[Tracked] = field(default_factory=list)
+    prune: PruneReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.timed_out and (self.prune is None or self.prune.ok)
+
+
+async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
+    """One cycle, wait for every pending copy of the scope (bounded), then prune."""
+    result = await engine.cycle()
+    outcome = SyncOutcome(result.plan)
+    stop = asyncio.Event()
+    copier = engine.copier
+    pool = asyncio.create_task(copier.run(stop), name="copier")
+    try:
+        await asyncio.wait_for(copier.wait_settled(), timeout=wait_seconds)
+    except TimeoutError:
+        outcome.timed_out = copier.time_out_pending()
+    finally:
+        stop.set()
+        await pool
+    outcome.copies_started = copier.stats.started
+    outcome.copies_completed = copier.stats.completed
+    outcome.failed = [
+        f"{f.label} ({f.source_id}): {f.reason}" for f in copier.stats.failures.values()
+    ]
+    if outcome.timed_out:
+        return outcome
+    outcome.prune = await engine.prune_pass(force=force)
+    return outcome
+
+
+# --------------------------------------------------------------------------- snapd run
+
+
+async def run_daemon(settings: Settings, *, health_port: int | None = None) -> None:
+    """The daemon: cycle loop, prune loop, copy pool, metrics — until SIGTERM/SIGINT."""
+    from snapd.metrics import Health, serve_http
+
+    metrics = Metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    health = Health()
+    port = settings.metrics_port if health_port is None else health_port
+    async with (
+        AwsClients(on_error=metrics.count_aws_error) as aws,
+        serve_http(metrics, port, health),
+    ):
+        engine = Engine(settings, aws, metrics)
+        metrics.leader.set(1)
+        health.mark_ready()
+        log.info("service.started", settings=settings.public_view())
+        work = asyncio.create_task(_work(engine, stop), name="work")
+        await stop.wait()
+        log.info("service.stopping", drain_timeout=settings.drain_timeout.total_seconds())
+        done, _ = await asyncio.wait({work}, timeout=settings.drain_timeout.total_seconds())
+        if not done:
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            log.warning("service.drain_timed_out")
+        log.info("service.stopped", in_flight_left_in_aws=len(engine.copier.active))
+
+
+async def _work(engine: Engine, stop: asyncio.Event) -> None:
+    async with asyncio.TaskGroup() as group:
+        group.create_task(engine.copier.run(stop), name="copier")
+        group.create_task(_cycle_loop(engine, stop), name="cycle-loop")
+        group.create_task(_prune_loop(engine, stop), name="prune-loop")
+
+
+async def _cycle_loop(engine: Engine, stop: asyncio.Event) -> None:
+    interval = engine.settings.sync_interval.total_seconds()
+    while not stop.is_set():
+        try:
+            await engine.cycle()
+        except AwsError as error:
+            log.error("cycle.retry_later", code=error.code, error=error.message)
+        except SnapdError as error:
+            log.error("cycle.retry_later", error=str(error))
+        await _sleep_or_stop(stop, interval)
+
+
+async def _prune_loop(engine: Engine, stop: asyncio.Event) -> None:
+    interval = engine.settings.prune_interval.total_seconds()
+    await _sleep_or_stop(stop, min(interval, engine.settings.sync_interval.total_seconds()))
+    while not stop.is_set():
+        try:
+            await engine.prune_pass()
+        except SnapdError as error:
+            log.error("prune.skipped", error=str(error), reason="discovery or inventory failed")
+        await _sleep_or_stop(stop, interval)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Wait on the stop event, not `sleep`, so shutdown is instant."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return
+
+
+# --------------------------------------------------------------------------- snapd status
+
+
+def status_report(result: CycleResult, settings: Settings, now: datetime) -> dict[str, Any]:
+    """The contract's `status -o json` object: per schedule, per PVC, in flight, backlog."""
+    completed_sources = {
+        r.source_snapshot_id for r in result.replicas if r.completed and r.source_snapshot_id
+    }
+    schedules = []
+    for name in settings.schedules:
+        good = [
+            b
+            for b in result.discovery.backups
+            if b.schedule == name and b.phase in GOOD_PHASES and b.start_time
+        ]
+        newest = max(good, key=lambda b: b.start_time or now, default=None)
+        volumes = [s for s in result.discovery.snapshots if newest and s.backup == newest.name]
+        schedules.append(
+            {
+                "name": name,
+                "newest_backup": newest.name if newest else None,
+                "newest_backup_time": format_time(newest.start_time)
+                if newest and newest.start_time
+                else None,
+                "volumes": len(volumes),
+                "replicated": sum(1 for s in volumes if s.snapshot_id in completed_sources),
+            }
+        )
+    pvcs = []
+    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas).items()):
+        point = datetime.fromtimestamp(stamp, UTC)
+        pvcs.append(
+            {
+                "namespace": namespace,
+                "pvc": pvc,
+                "recovery_point": format_time(point),
+                "age_seconds": int((now - point).total_seconds()),
+            }
+        )
+    return {
+        "scope": settings.scope,
+        "source_region": settings.source_region,
+        "destination_region": settings.destination_region,
+        "schedules": schedules,
+        "pvcs": pvcs,
+        "in_flight": sum(1 for r in result.replicas if r.pending),
+        "backlog": len(result.plan.copies),
+        "unreadable_backups": result.discovery.unreadable_backups,
+        "errors": [{"backup": e.backup, "error": e.error} for e in result.plan.errors],
+    }
