@@ -317,3 +317,24 @@ def _one_line(exc: ValidationError) -> str:
     if "got" in message:
         shown = ""
     return f"invalid setting {describe(name)}: {message}{shown}"
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the model (a test keeps them equal)."""
+    rows = ["| setting | environment | flag | default | meaning |", "|---|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "`$POD_NAMESPACE` or `default`" if name == "lease_namespace" else "—"
+        elif field.default is None:
+            default = "—"
+        elif isinstance(field.default, timedelta):
+            default = f"`{format_duration(field.default)}`"
+        elif isinstance(field.default, bool):
+            default = f"`{str(field.default).lower()}`"
+        else:
+            default = f"`{field.default!s}`" if field.default != "" else '`""`'
+        rows.append(
+            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `--{name.replace('_', '-')}` "
+            f"| {default} | {field.description} |"
+        )
+    return "\n".join(rows)

@@ -29,7 +29,7 @@ CYCLE_RESULTS = ("success", "failure")
 
 # The text format would add a `<name>_created` gauge beside every counter and histogram:
 # twice the series, and no rule or dashboard reads them. Process-wide, and snapd's only.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:

@@ -1,0 +1,896 @@
+"""The EC2 simulator: what moto 5.2.5 lacks and snapd relies on, patched into moto's process.
+
+moto completes copies at once, ignores limits, pagination, `OwnerIds` and ClientTokens, and
+never fails (reference aws-ebs.md §2.f, Part 4). `Ec2Simulator.install()` patches moto's
+in-process EC2 backend and response classes, so every client of the moto server — this
+process's aioboto3, or a `snapd` subprocess over HTTP — sees:
+
+- copies that stay `pending` with rising `Progress` for `copy_duration` seconds, then end
+  `completed` (or `error` with a StateMessage); the state is computed when read, so
+  DescribeSnapshots, its `status` filter, the copy limit and DeleteSnapshot always agree;
+- the per-region limit of `copy_limit` pending copies (`ResourceLimitExceeded`, HTTP 400),
+  counting every pending snapshot of the account in the region, foreign ones too;
+- queued faults for any EC2 action (`RequestLimitExceeded` 503, `InternalError` 500, …)
+  answered over HTTP, so botocore's retry handler sees them as it would from AWS;
+- `aws:` tag keys and more than 50 tags refused before anything is created;
+- DescribeSnapshots/DescribeVolumes with `MaxResults`/`NextToken` pages and `OwnerIds`;
+- CreateVolume with ClientToken idempotency, `IncorrectState` for a snapshot that is not
+  `completed`, unknown AZs refused, and volumes that go `creating` → `available` | `error`;
+- a count of every EC2 call by action (`calls`), to prove batching.
+
+Time comes from `clock` (default `time.monotonic`); tests swap in a `ManualClock` and
+advance it instead of sleeping. Simulator state that belongs to a snapshot, a volume or a
+region backend is stored on that moto object, so moto's `/moto-api/reset` wipes it with the
+backends; `reset()` clears the simulator's own queues and counters.
+
+Must not: be imported by production code, or import moto at module import time (moto is in
+the `testing` extra). It is pinned to moto 5.2.5 and checks the patched names and signatures
+at `install()`, failing loudly if moto changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import inspect
+import json
+import threading
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from snapd.testing.moto_server import ACCOUNT_ID
+
+#: The moto release these patches were written and verified against.
+MOTO_VERSION = "5.2.5"
+#: AWS: concurrent snapshot copies per destination region, per account (not adjustable).
+DEFAULT_COPY_LIMIT = 20
+#: StateMessage of a copy whose KMS key cannot be used (reference aws-ebs.md §1.1).
+KMS_KEY_NOT_ACCESSIBLE = "Given key ID is not accessible"
+#: AWS tag limits.
+MAX_TAGS = 50
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+#: The HTTP status AWS answers with, for fault codes injected without an explicit status.
+FAULT_STATUS = {
+    "RequestLimitExceeded": 503,
+    "ServiceUnavailable": 503,
+    "Unavailable": 503,
+    "InternalError": 500,
+    "InternalFailure": 500,
+    "UnauthorizedOperation": 403,
+}
+DEFAULT_FAULT_MESSAGE = {
+    "RequestLimitExceeded": "Request limit exceeded.",
+    "InternalError": "An internal error has occurred.",
+    "ServiceUnavailable": "The service is unavailable. Please try again shortly.",
+}
+
+_COPY = "_ec2sim_progress"  # attribute on a moto Snapshot or Volume: its _Progress
+_TOKENS = "_ec2sim_client_tokens"  # attribute on a moto EC2 backend: ClientToken → volume
+_WILDCARDS = frozenset("*?[")
+
+
+class MotoMismatchError(RuntimeError):
+    """moto is not the release the simulator was written for, or its internals moved."""
+
+
+class ManualClock:
+    """A clock that moves only when told: `clock.advance(1.5)`. Thread-safe enough for reads."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Fault:
+    """An error answered instead of (or, with `after_action`, after doing) the next calls."""
+
+    action: str
+    code: str
+    status: int
+    message: str
+    remaining: int
+    region: str | None = None
+    after_action: bool = False
+
+
+@dataclass
+class _Progress:
+    """A snapshot copy or a volume on its way: `pending`/`creating` until `started+duration`."""
+
+    started: float
+    duration: float
+    error: str | None = None  # set: ends in `error` (a copy's StateMessage)
+    visible_at: float = 0.0  # before this, DescribeSnapshots does not see the snapshot
+
+    def finished(self, now: float) -> bool:
+        return now - self.started >= self.duration
+
+    def percent(self, now: float) -> int:
+        if self.duration <= 0:
+            return 100
+        return max(0, min(99, int(100 * (now - self.started) / self.duration)))
+
+
+class _ArbitraryVolume:
+    """The volume a copied snapshot points at: AWS reports an arbitrary `vol-ffffffff`."""
+
+    def __init__(self, size: int, volume_id: str = "vol-ffffffff") -> None:
+        self.id = volume_id
+        self.size = size
+
+
+@dataclass
+class _Patch:
+    owner: type
+    name: str
+    had_own: bool
+    old: Any
+
+
+class Ec2Simulator:
+    """The installed simulator; one per process. Settings are plain attributes.
+
+    `Ec2Simulator.install()` patches moto and returns the simulator; `uninstall()` restores
+    moto (also as a context manager). `reset()` clears queued faults, failure plans,
+    counters and restores the default settings (not the clock).
+    """
+
+    _active: ClassVar[Ec2Simulator | None] = None
+
+    def __init__(self, clock: Callable[[], float] | None = None, account_id: str = ACCOUNT_ID):
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.account_id = account_id
+        self._lock = threading.RLock()
+        self._tls = threading.local()
+        self._patches: list[_Patch] = []
+        self.calls: Counter[str] = Counter()
+        self.region_calls: Counter[tuple[str, str]] = Counter()
+        self._set_defaults()
+
+    def _set_defaults(self) -> None:
+        #: Seconds a copy stays `pending` (fractions welcome).
+        self.copy_duration: float = 1.0
+        #: Per source snapshot id: its copies take this long instead.
+        self.copy_durations: dict[str, float] = {}
+        #: Pending copies allowed per destination region (all of the account's, not only ours).
+        self.copy_limit: int = DEFAULT_COPY_LIMIT
+        #: Seconds a fresh copy is invisible to DescribeSnapshots (eventual consistency).
+        self.invisible_for: float = 0.0
+        #: Seconds a new volume stays `creating`.
+        self.volume_duration: float = 0.05
+        self.faults: list[Fault] = []
+        self._copy_errors: dict[str, list[Any]] = {}  # source id → [remaining, message]
+        self._volume_errors: dict[str, int] = {}  # snapshot id → remaining
+        self._in_use: dict[str, str] = {}  # snapshot id → AMI id
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def install(
+        cls, clock: Callable[[], float] | None = None, account_id: str = ACCOUNT_ID
+    ) -> Ec2Simulator:
+        """Check moto, patch it, and return the active simulator (one at a time)."""
+        if cls._active is not None:
+            raise RuntimeError("an Ec2Simulator is already installed; uninstall() it first")
+        check_moto()
+        sim = cls(clock, account_id)
+        sim._patch_moto()
+        cls._active = sim
+        return sim
+
+    def uninstall(self) -> None:
+        """Restore moto's own behaviour; snapshots created meanwhile keep their stored state."""
+        with self._lock:
+            for patch in reversed(self._patches):
+                if patch.had_own:
+                    setattr(patch.owner, patch.name, patch.old)
+                else:
+                    delattr(patch.owner, patch.name)
+            self._patches.clear()
+            if Ec2Simulator._active is self:
+                Ec2Simulator._active = None
+
+    def __enter__(self) -> Ec2Simulator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.uninstall()
+
+    def reset(self) -> None:
+        """Forget faults, failure plans and call counts; default settings again."""
+        with self._lock:
+            self.calls.clear()
+            self.region_calls.clear()
+            self._set_defaults()
+
+    # -------------------------------------------------------------------- test controls
+
+    def inject(
+        self,
+        action: str,
+        code: str,
+        *,
+        times: int = 1,
+        status: int | None = None,
+        message: str | None = None,
+        region: str | None = None,
+        after_action: bool = False,
+    ) -> Fault:
+        """Answer the next `times` calls of `action` (in `region`, or any) with `code`.
+
+        The status defaults to AWS's for the code (`RequestLimitExceeded` 503,
+        `InternalError` 500, anything else 400). With `after_action`, the call is carried
+        out first and the error answered anyway — a CopySnapshot that made a copy but whose
+        answer was lost, which botocore then retries.
+        """
+        fault = Fault(
+            action=action,
+            code=code,
+            status=status or FAULT_STATUS.get(code, 400),
+            message=message if message is not None else DEFAULT_FAULT_MESSAGE.get(code, code),
+            remaining=times,
+            region=region,
+            after_action=after_action,
+        )
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def fail_copies(
+        self, source_snapshot_id: str, *, times: int = 1, message: str = KMS_KEY_NOT_ACCESSIBLE
+    ) -> None:
+        """The next `times` copies of this source end in `error` with `message`."""
+        with self._lock:
+            self._copy_errors[source_snapshot_id] = [times, message]
+
+    def fail_volumes_from(self, snapshot_id: str, *, times: int = 1) -> None:
+        """The next `times` volumes created from this snapshot end in `error`."""
+        with self._lock:
+            self._volume_errors[snapshot_id] = times
+
+    def fail_volume(self, region: str, volume_id: str) -> None:
+        """This volume ends in `error` (at once if it is already past `creating`)."""
+        volume = self.backend(region).get_volume(volume_id)
+        progress = volume.__dict__.get(_COPY)
+        if progress is None:
+            progress = _Progress(started=self.clock(), duration=0.0)
+            volume.__dict__[_COPY] = progress
+        progress.error = "error"
+
+    def mark_in_use(self, snapshot_id: str, ami_id: str = "ami-0123456789abcdef0") -> None:
+        """DeleteSnapshot of this snapshot answers `InvalidSnapshot.InUse` (an AMI uses it)."""
+        with self._lock:
+            self._in_use[snapshot_id] = ami_id
+
+    def add_snapshot(
+        self,
+        region: str,
+        *,
+        tags: dict[str, str] | None = None,
+        owner_id: str | None = None,
+        volume_id: str | None = None,
+        size_gib: int = 8,
+        encrypted: bool = False,
+        kms_key_id: str | None = None,
+        description: str = "",
+        pending_for: float | None = None,
+    ) -> str:
+        """Put a snapshot straight into the backend (fast seeding); returns its id.
+
+        `volume_id` names an existing volume in `region` (else an arbitrary one of
+        `size_gib`); `owner_id` makes it another account's; `pending_for` keeps it pending
+        that many seconds, like a copy in flight.
+        """
+        from moto.ec2.models.elastic_block_store import Snapshot
+        from moto.ec2.utils import random_snapshot_id
+
+        backend = self.backend(region)
+        volume = backend.get_volume(volume_id) if volume_id else _ArbitraryVolume(size_gib)
+        snapshot = Snapshot(
+            backend,
+            random_snapshot_id(),
+            volume=volume,
+            description=description,
+            encrypted=encrypted,
+            kms_key_id=kms_key_id,
+            owner_id=owner_id,
+        )
+        if pending_for is not None:
+            now = self.clock()
+            snapshot.__dict__[_COPY] = _Progress(started=now, duration=pending_for)
+        backend.snapshots[snapshot.id] = snapshot
+        if tags:
+            backend.create_tags([snapshot.id], dict(tags))
+        return str(snapshot.id)
+
+    def add_foreign_pending(
+        self, region: str, count: int, duration: float | None = None
+    ) -> list[str]:
+        """`count` pending copies of other tools in this account; they hold copy slots."""
+        seconds = self.copy_duration if duration is None else duration
+        return [
+            self.add_snapshot(region, description="copy by another tool", pending_for=seconds)
+            for _ in range(count)
+        ]
+
+    def pending_count(self, region: str) -> int:
+        """The account's pending snapshots in `region` — what the copy limit counts."""
+        return self._pending_in(self.backend(region))
+
+    def backend(self, region: str) -> Any:
+        """moto's EC2 backend of this account and region."""
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[self.account_id][region]
+
+    # ------------------------------------------------------------------------ internals
+
+    def _pending_in(self, backend: Any) -> int:
+        return sum(
+            1
+            for snapshot in list(backend.snapshots.values())
+            if snapshot.owner_id == backend.account_id and snapshot.status == "pending"
+        )
+
+    def _visible(self, snapshot: Any, now: float) -> bool:
+        progress = snapshot.__dict__.get(_COPY)
+        return progress is None or now >= progress.visible_at
+
+    def _take_fault(self, action: str, region: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.action == action and fault.region in (None, region):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _take_copy_error(self, source_snapshot_id: str) -> str | None:
+        plan = self._copy_errors.get(source_snapshot_id)
+        if not plan:
+            return None
+        plan[0] -= 1
+        if plan[0] <= 0:
+            del self._copy_errors[source_snapshot_id]
+        return str(plan[1])
+
+    def _take_volume_error(self, snapshot_id: str | None) -> bool:
+        if not snapshot_id or not self._volume_errors.get(snapshot_id):
+            return False
+        self._volume_errors[snapshot_id] -= 1
+        return True
+
+    def _error(self, code: str, message: str, status: int = 400) -> Exception:
+        """An EC2 error moto serialises; a non-400 status is applied by the call wrapper."""
+        from moto.ec2.exceptions import EC2ClientError
+
+        if status != 400:
+            self._tls.status = status
+        return EC2ClientError(code, message)  # type: ignore[no-any-return]
+
+    def _set(self, owner: type, name: str, value: Any) -> None:
+        self._patches.append(_Patch(owner, name, name in owner.__dict__, owner.__dict__.get(name)))
+        setattr(owner, name, value)
+
+    def _patch_moto(self) -> None:  # noqa: PLR0915 - one place that lists every patch
+        from moto.core.responses import ActionResult, BaseResponse
+        from moto.ec2.exceptions import InvalidSnapshotInUse, TagLimitExceeded
+        from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot, Volume
+        from moto.ec2.responses import EC2Response
+        from moto.ec2.responses._base_response import EC2BaseResponse
+        from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+        from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, is_filter_matching
+
+        sim = self
+        base_call_action = BaseResponse.call_action
+        base_copy = EBSBackend.copy_snapshot
+        base_delete = EBSBackend.delete_snapshot
+        base_create_volume = ElasticBlockStore.create_volume
+        base_parse_tags = EC2BaseResponse._parse_tag_specification
+
+        # --- every EC2 request: count it, answer queued faults, apply non-400 statuses
+        def call_action(response: Any) -> Any:
+            action = str(response._get_action())
+            region = str(response.region)
+            with sim._lock:
+                sim.calls[action] += 1
+                sim.region_calls[region, action] += 1
+            fault = sim._take_fault(action, region)
+            sim._tls.status = None
+            if fault is not None and not fault.after_action:
+                return _fault_response(response, fault)
+            status, headers, body = base_call_action(response)
+            if fault is not None:
+                return _fault_response(response, fault)
+            override = sim._tls.status
+            if override is not None and status == 400:
+                status = override
+                headers["status"] = str(status)
+            return status, headers, body
+
+        def _fault_response(response: Any, fault: Fault) -> Any:
+            from moto.ec2.exceptions import EC2ClientError
+
+            _, headers, body = response.serialized(
+                ActionResult(EC2ClientError(fault.code, fault.message))
+            )
+            headers["status"] = str(fault.status)
+            headers, body = response._enrich_response(headers, body)
+            return fault.status, headers, body
+
+        # --- snapshot state, computed when read
+        def snapshot_status(snapshot: Any) -> str:
+            progress = snapshot.__dict__.get(_COPY)
+            if progress is None:
+                return str(snapshot.__dict__.get("status", "completed"))
+            if not progress.finished(sim.clock()):
+                return "pending"
+            return "error" if progress.error else "completed"
+
+        def set_snapshot_status(snapshot: Any, value: str) -> None:
+            snapshot.__dict__.pop(_COPY, None)  # a state set by hand wins over the progress
+            snapshot.__dict__["status"] = value
+
+        def snapshot_progress(snapshot: Any) -> str:
+            progress = snapshot.__dict__.get(_COPY)
+            if progress is None:
+                return str(snapshot.__dict__.get("_ec2sim_percent", "100%"))
+            now = sim.clock()
+            if not progress.finished(now):
+                return f"{progress.percent(now)}%"
+            return "0%" if progress.error else "100%"
+
+        def set_snapshot_progress(snapshot: Any, value: str) -> None:
+            snapshot.__dict__["_ec2sim_percent"] = value
+
+        def snapshot_state_message(snapshot: Any) -> str | None:
+            progress = snapshot.__dict__.get(_COPY)
+            if progress is not None and progress.error and progress.finished(sim.clock()):
+                return str(progress.error)
+            message = snapshot.__dict__.get("state_message")
+            return None if message is None else str(message)
+
+        def set_snapshot_state_message(snapshot: Any, value: str | None) -> None:
+            snapshot.__dict__["state_message"] = value
+
+        # --- volume state
+        base_volume_status = Volume.status
+
+        def volume_status(volume: Any) -> str:
+            progress = volume.__dict__.get(_COPY)
+            if progress is not None:
+                if progress.error and progress.finished(sim.clock()):
+                    return "error"
+                if not progress.finished(sim.clock()):
+                    return "creating"
+            return str(base_volume_status.fget(volume))
+
+        # --- tags: a dict lookup instead of a scan of every tag in the region
+        def get_tags(resource: Any) -> list[dict[str, str]]:
+            tags = resource.ec2_backend.tags.get(resource.id)
+            if not tags:
+                return []
+            kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource.id), "")
+            return [
+                {"resource_id": resource.id, "key": k, "value": v, "resource_type": kind}
+                for k, v in list(tags.items())
+            ]
+
+        def parse_tag_specification(
+            response: Any, expected_type: str | None = None
+        ) -> dict[str, dict[str, str]]:
+            parsed: dict[str, dict[str, str]] = base_parse_tags(response, expected_type)
+            for tags in parsed.values():
+                if len(tags) > MAX_TAGS:
+                    raise TagLimitExceeded()
+                for key, value in tags.items():
+                    if key.lower().startswith("aws:"):
+                        raise sim._error(
+                            "InvalidParameterValue",
+                            f"Value ( {key} ) for parameter key is invalid. "
+                            "Tag keys starting with 'aws:' are reserved for internal use",
+                        )
+                    if len(key) > MAX_TAG_KEY or (value is not None and len(value) > MAX_TAG_VALUE):
+                        raise sim._error(
+                            "InvalidParameterValue",
+                            f"Tag key ( {key[:40]}… ) or its value is too long "
+                            f"(at most {MAX_TAG_KEY} / {MAX_TAG_VALUE} characters)",
+                        )
+            return parsed
+
+        # --- CopySnapshot: the in-flight limit, then a pending copy
+        def copy_snapshot(
+            backend: Any,
+            source_snapshot_id: str,
+            source_region: str,
+            description: str,
+            kms_key_id: str | None,
+        ) -> Any:
+            with sim._lock:
+                if sim._pending_in(backend) >= sim.copy_limit:
+                    raise sim._error(
+                        "ResourceLimitExceeded",
+                        "Too many snapshot copies in progress. "
+                        f"The limit is {sim.copy_limit} for this destination region.",
+                    )
+                source = sim.backend(source_region).snapshots.get(source_snapshot_id)
+                if source is not None and source.status != "completed":
+                    raise sim._error(
+                        "IncorrectState", f"Snapshot is in invalid state - {source.status}"
+                    )
+                snapshot = base_copy(
+                    backend, source_snapshot_id, source_region, description, kms_key_id
+                )
+                snapshot.volume = _ArbitraryVolume(int(snapshot.volume.size))
+                error = sim._take_copy_error(source_snapshot_id)
+                if error is None and kms_key_id and _kms_region(kms_key_id) not in (
+                    None,
+                    backend.region_name,
+                ):
+                    error = KMS_KEY_NOT_ACCESSIBLE
+                now = sim.clock()
+                snapshot.__dict__[_COPY] = _Progress(
+                    started=now,
+                    duration=sim.copy_durations.get(source_snapshot_id, sim.copy_duration),
+                    error=error,
+                    visible_at=now + sim.invisible_for,
+                )
+                return snapshot
+
+        # --- DescribeSnapshots: visibility window and fast filters (backend level) ...
+        def describe_snapshots(
+            backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None
+        ) -> list[Any]:
+            now = sim.clock()
+            matches = [s for s in list(backend.snapshots.values()) if sim._visible(s, now)]
+            if snapshot_ids:
+                wanted = set(snapshot_ids)
+                matches = [s for s in matches if s.id in wanted]
+                missing = wanted - {s.id for s in matches}
+                if missing:
+                    raise sim._error(
+                        "InvalidSnapshot.NotFound",
+                        f"The snapshot '{sorted(missing)[0]}' does not exist.",
+                    )
+            if filters:
+                matches = _fast_filter(backend, filters, matches, is_filter_matching)
+            return matches
+
+        # ... and pagination, OwnerIds (response level: these are request parameters)
+        def describe_snapshots_response(response: Any) -> Any:
+            filters = response._filters_from_querystring()
+            snapshot_ids = response._get_param("SnapshotIds", [])
+            owner_ids = response._get_param("OwnerIds", [])
+            max_results = response._get_param("MaxResults")
+            next_token = response._get_param("NextToken")
+            if snapshot_ids and (max_results is not None or next_token):
+                raise sim._error(
+                    "InvalidParameterCombination",
+                    "The parameter snapshotSet cannot be used with the parameter maxResults",
+                )
+            backend = response.ec2_backend
+            snapshots = backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
+            if owner_ids:
+                owners = {backend.account_id if o == "self" else o for o in owner_ids}
+                snapshots = [s for s in snapshots if s.owner_id in owners]
+            page, token = _paginate(sim, snapshots, max_results, next_token)
+            result: dict[str, Any] = {"Snapshots": page}
+            if token:
+                result["NextToken"] = token
+            return ActionResult(result)
+
+        def describe_volumes_response(response: Any) -> Any:
+            filters = response._filters_from_querystring()
+            volume_ids = response._get_param("VolumeIds", [])
+            max_results = response._get_param("MaxResults")
+            next_token = response._get_param("NextToken")
+            if volume_ids and (max_results is not None or next_token):
+                raise sim._error(
+                    "InvalidParameterCombination",
+                    "The parameter volumeSet cannot be used with the parameter maxResults",
+                )
+            volumes = response.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
+            page, token = _paginate(sim, volumes, max_results, next_token)
+            result: dict[str, Any] = {"Volumes": page}
+            if token:
+                result["NextToken"] = token
+            return ActionResult(result)
+
+        # --- DeleteSnapshot: other owners' snapshots and snapshots in use are refused
+        def delete_snapshot(backend: Any, snapshot_id: str) -> Any:
+            snapshot = backend.snapshots.get(snapshot_id)
+            if snapshot is not None:
+                if snapshot.owner_id != backend.account_id:
+                    raise sim._error(
+                        "UnauthorizedOperation",
+                        "You are not authorized to perform this operation.",
+                        403,
+                    )
+                ami_id = sim._in_use.get(snapshot_id)
+                if ami_id:
+                    raise InvalidSnapshotInUse(snapshot_id, ami_id)
+            return base_delete(backend, snapshot_id)
+
+        # --- CreateVolume: ClientToken, IncorrectState, AZ check, `creating` for a while
+        def create_volume_response(response: Any) -> Any:
+            response.error_on_dryrun()
+            backend = response.ec2_backend
+            token = response._get_param("ClientToken")
+            zone = response._get_param("AvailabilityZone")
+            snapshot_id = response._get_param("SnapshotId")
+            request = {k: v for k, v in dict(response.params).items() if k != "ClientToken"}
+            fingerprint = json.dumps(request, sort_keys=True, default=str)
+            with sim._lock:
+                tokens: dict[str, tuple[str, str]] = backend.__dict__.setdefault(_TOKENS, {})
+                if token and token in tokens:
+                    seen_fingerprint, volume_id = tokens[token]
+                    if seen_fingerprint != fingerprint:
+                        raise sim._error(
+                            "IdempotentParameterMismatch",
+                            "The client token you have provided is associated with a resource "
+                            "that is already deleted or has different parameters.",
+                        )
+                    if volume_id in backend.volumes:
+                        return ActionResult(backend.volumes[volume_id])
+                if zone is not None and backend.get_zone_by_name(zone) is None:
+                    raise sim._error(
+                        "InvalidParameterValue", f"Invalid availability zone: [{zone}]"
+                    )
+                if snapshot_id:
+                    snapshot = backend.snapshots.get(snapshot_id)
+                    if snapshot is not None and snapshot.status != "completed":
+                        raise sim._error(
+                            "IncorrectState", f"Snapshot is in invalid state - {snapshot.status}"
+                        )
+                result = base_create_volume(response)
+                volume = result.result
+                volume.__dict__[_COPY] = _Progress(
+                    started=sim.clock(),
+                    duration=sim.volume_duration,
+                    error="error" if sim._take_volume_error(snapshot_id) else None,
+                )
+                if token:
+                    tokens[token] = (fingerprint, volume.id)
+                return result
+
+        self._set(EC2Response, "call_action", call_action)
+        self._set(
+            Snapshot,
+            "status",
+            property(snapshot_status, set_snapshot_status),
+        )
+        self._set(Snapshot, "progress", property(snapshot_progress, set_snapshot_progress))
+        self._set(
+            Snapshot,
+            "state_message",
+            property(snapshot_state_message, set_snapshot_state_message),
+        )
+        self._set(Snapshot, "get_tags", get_tags)
+        self._set(Volume, "get_tags", get_tags)
+        self._set(Volume, "status", property(volume_status))
+        self._set(EC2BaseResponse, "_parse_tag_specification", parse_tag_specification)
+        self._set(EBSBackend, "copy_snapshot", copy_snapshot)
+        self._set(EBSBackend, "describe_snapshots", describe_snapshots)
+        self._set(EBSBackend, "delete_snapshot", delete_snapshot)
+        self._set(ElasticBlockStore, "describe_snapshots", describe_snapshots_response)
+        self._set(ElasticBlockStore, "describe_volumes", describe_volumes_response)
+        self._set(ElasticBlockStore, "create_volume", create_volume_response)
+
+
+def _kms_region(key: str) -> str | None:
+    """The region of a KMS key ARN (`arn:aws:kms:REGION:…`); None for ids and aliases."""
+    parts = key.split(":")
+    if len(parts) > 3 and parts[0] == "arn" and parts[2] == "kms":
+        return parts[3]
+    return None
+
+
+def _literal(values: Iterable[str]) -> bool:
+    return not any(_WILDCARDS & set(v) for v in values)
+
+
+def _fast_filter(
+    backend: Any,
+    filters: dict[str, list[str]],
+    objects: list[Any],
+    is_filter_matching: Callable[[Any, str, Any], bool],
+) -> list[Any]:
+    """moto's `generic_filter` with set lookups where the values hold no wildcard.
+
+    moto matches each string value against every filter value with fnmatch; for literal
+    values that is equality, so a set gives the same answer without the per-value scan.
+    Tag filters read the backend's tag dict of one resource instead of all tags.
+    """
+    tag_db = backend.tags
+    for name, values in filters.items():
+        if not isinstance(values, list) or not _literal(values):
+            objects = [o for o in objects if is_filter_matching(o, name, values)]
+        elif name.startswith("tag:"):
+            key, wanted = name[4:], set(values)
+            objects = [o for o in objects if tag_db.get(o.id, {}).get(key) in wanted]
+        elif name == "tag-key":
+            wanted = set(values)
+            objects = [o for o in objects if wanted & tag_db.get(o.id, {}).keys()]
+        else:
+            wanted = set(values)
+            kept = []
+            for o in objects:
+                value = o.get_filter_value(name)
+                if isinstance(value, str):
+                    if value in wanted:
+                        kept.append(o)
+                elif is_filter_matching(o, name, values):
+                    kept.append(o)
+            objects = kept
+    return objects
+
+
+def _encode_token(last_id: str) -> str:
+    raw = json.dumps({"v": 1, "after": last_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(sim: Ec2Simulator, token: str) -> str:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after = data["after"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise sim._error(
+            "InvalidParameterValue", f"Invalid value '{token}' for parameter nextToken"
+        ) from None
+    if not isinstance(after, str):
+        raise sim._error("InvalidParameterValue", f"Invalid value '{token}' for nextToken")
+    return after
+
+
+def _paginate(
+    sim: Ec2Simulator, items: list[Any], max_results: Any, next_token: str | None
+) -> tuple[list[Any], str | None]:
+    """One page in id order after the token's id; AWS allows MaxResults 5–1000."""
+    if max_results is None and not next_token:
+        return items, None
+    if max_results is not None and int(max_results) < 5:
+        raise sim._error(
+            "InvalidParameterValue",
+            f"Value ( {max_results} ) for parameter maxResults is invalid. "
+            "Expecting a value greater than 5.",
+        )
+    size = min(int(max_results or 1000), 1000)
+    ordered = sorted(items, key=lambda item: str(item.id))
+    start = 0
+    if next_token:
+        after = _decode_token(sim, next_token)
+        start = bisect_right([str(item.id) for item in ordered], after)
+    page = ordered[start : start + size]
+    more = start + size < len(ordered)
+    return page, (_encode_token(str(page[-1].id)) if more and page else None)
+
+
+#: (owner, attribute) → parameter names moto 5.2.5 has; `install()` refuses anything else.
+_EXPECTED_SIGNATURES: dict[tuple[str, str], list[str]] = {
+    ("BaseResponse", "call_action"): ["self"],
+    ("EBSBackend", "copy_snapshot"): [
+        "self",
+        "source_snapshot_id",
+        "source_region",
+        "description",
+        "kms_key_id",
+    ],
+    ("EBSBackend", "delete_snapshot"): ["self", "snapshot_id"],
+    ("EBSBackend", "describe_snapshots"): ["self", "snapshot_ids", "filters"],
+    ("EBSBackend", "describe_volumes"): ["self", "volume_ids", "filters"],
+    ("EBSBackend", "get_volume"): ["self", "volume_id"],
+    ("EC2Backend", "get_zone_by_name"): ["self", "name"],
+    ("EC2Backend", "create_tags"): ["self", "resource_ids", "tags"],
+    ("Snapshot", "__init__"): [
+        "self",
+        "ec2_backend",
+        "snapshot_id",
+        "volume",
+        "description",
+        "encrypted",
+        "kms_key_id",
+        "owner_id",
+        "from_ami",
+    ],
+    ("TaggedEC2Resource", "get_tags"): ["self"],
+    ("ElasticBlockStore", "describe_snapshots"): ["self"],
+    ("ElasticBlockStore", "describe_volumes"): ["self"],
+    ("ElasticBlockStore", "create_volume"): ["self"],
+    ("ElasticBlockStore", "copy_snapshot"): ["self"],
+    ("EC2BaseResponse", "_parse_tag_specification"): ["self", "expected_type"],
+    ("EC2BaseResponse", "_filters_from_querystring"): ["self"],
+    ("BaseResponse", "serialized"): ["self", "action_result"],
+    ("BaseResponse", "_enrich_response"): ["headers", "body"],
+    ("InvalidSnapshotInUse", "__init__"): ["self", "snapshot_id", "ami_id"],
+    ("is_filter_matching", ""): ["obj", "_filter", "filter_value"],
+}
+
+
+def check_moto() -> None:
+    """Raise `MotoMismatchError` unless moto is the release and shape the patches expect."""
+    import moto
+    from moto.core.responses import BaseResponse
+    from moto.ec2.exceptions import InvalidSnapshotInUse
+    from moto.ec2.models import EC2Backend
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot, Volume
+    from moto.ec2.responses import EC2Response
+    from moto.ec2.responses._base_response import EC2BaseResponse
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+    from moto.ec2.utils import is_filter_matching
+
+    owners: dict[str, Any] = {
+        "BaseResponse": BaseResponse,
+        "EBSBackend": EBSBackend,
+        "EC2Backend": EC2Backend,
+        "Snapshot": Snapshot,
+        "TaggedEC2Resource": TaggedEC2Resource,
+        "ElasticBlockStore": ElasticBlockStore,
+        "EC2BaseResponse": EC2BaseResponse,
+        "InvalidSnapshotInUse": InvalidSnapshotInUse,
+        "is_filter_matching": is_filter_matching,
+    }
+    problems: list[str] = []
+    if moto.__version__ != MOTO_VERSION:
+        problems.append(f"moto {moto.__version__} is installed, the simulator needs {MOTO_VERSION}")
+    for (owner_name, attr), expected in _EXPECTED_SIGNATURES.items():
+        target = owners[owner_name] if not attr else getattr(owners[owner_name], attr, None)
+        if target is None:
+            problems.append(f"{owner_name}.{attr} is gone")
+            continue
+        names = list(inspect.signature(target).parameters)
+        if names != expected:
+            problems.append(f"{owner_name}.{attr}{tuple(names)} != expected {tuple(expected)}")
+    # The patches replace these; each must be where the simulator puts its own.
+    for owner, attr in (
+        (EC2Response, "call_action"),
+        (EC2Response, "describe_snapshots"),
+        (EC2Response, "describe_volumes"),
+        (EC2Response, "create_volume"),
+        (EC2Response, "_parse_tag_specification"),
+        (EC2Backend, "copy_snapshot"),
+        (EC2Backend, "describe_snapshots"),
+        (EC2Backend, "delete_snapshot"),
+    ):
+        resolved = inspect.getattr_static(owner, attr)
+        expected_owner = next(k for k in owner.__mro__ if attr in k.__dict__)
+        if expected_owner.__name__ not in {
+            "BaseResponse",
+            "ElasticBlockStore",
+            "EC2BaseResponse",
+            "EBSBackend",
+        } or resolved is not expected_owner.__dict__[attr]:
+            problems.append(f"{owner.__name__}.{attr} now comes from {expected_owner.__name__}")
+    if not isinstance(Snapshot.__dict__.get("progress"), property):
+        problems.append("Snapshot.progress is no longer a property")
+    if "status" in Snapshot.__dict__ or "state_message" in Snapshot.__dict__:
+        problems.append("Snapshot now defines status/state_message on the class")
+    if not isinstance(Volume.__dict__.get("status"), property):
+        problems.append("Volume.status is no longer a property")
+    init_source = inspect.getsource(Snapshot.__init__)
+    if 'self.status = "completed"' not in init_source:
+        problems.append("Snapshot.__init__ no longer sets self.status")
+    if problems:
+        raise MotoMismatchError(
+            "the EC2 simulator does not fit this moto; re-verify snapd/testing/ec2sim.py "
+            "against it and update MOTO_VERSION:\n  - " + "\n  - ".join(problems)
+        )
