@@ -26,7 +26,7 @@ from snapd.copier import Tracked
 from snapd.errors import AwsError, ConfigError, SnapdError
 from snapd.logs import configure_logging
 from snapd.models import Plan
-from snapd.service import Engine, SyncOutcome, run_daemon, status_report, sync_once
+from snapd.service import Engine, SyncOutcome, run_daemon, status_report, sync_holding_lease
 
 log = structlog.get_logger("snapd.cli")
 
@@ -229,7 +229,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             result = await engine.plan_cycle()
             _print_plan(result.plan, args.output, settings)
             return EXIT_OK
-        outcome = await sync_once(engine, force=args.force, wait_seconds=timeout)
+        outcome = await sync_holding_lease(engine, force=args.force, wait_seconds=timeout)
     if args.output == "json":
         print(
             json.dumps(

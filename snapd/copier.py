@@ -33,7 +33,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +44,7 @@ from snapd.aws import AwsClients
 from snapd.errors import AwsError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, Replica, SourceSnapshot
+from snapd.tags import to_tag_list
 
 log = structlog.get_logger("snapd.copier")
 
@@ -228,14 +229,26 @@ class Copier:
     # ----------------------------------------------------------------- running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Starter and poller until `stop` is set; copies keep going inside AWS after that."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._starter(stop), name="copier.starter")
-            group.create_task(self._poller(stop), name="copier.poller")
-            await stop.wait()
-            self._stopping = True
-            self._wake_starter.set()
-            self._wake_poller.set()
+        """Starter and poller until `stop` is set; copies keep going inside AWS after that.
+
+        On the way out the queue and the tracked copies are forgotten: whoever works next
+        (this process after regaining the Lease, or another instance) re-lists the replicas
+        and plans afresh, so nothing queued here can be copied twice.
+        """
+        self._stopping = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._starter(stop), name="copier.starter")
+                group.create_task(self._poller(stop), name="copier.poller")
+                await stop.wait()
+                self._stopping = True
+                self._wake_starter.set()
+                self._wake_poller.set()
+        finally:
+            log.info("copier.stopped", queued=len(self.queue), left_running_in_aws=len(self.active))
+            self.queue.clear()
+            self.active.clear()
+            self._changed()
 
     async def _starter(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -314,20 +327,16 @@ class Copier:
         )
 
     async def start_copy(self, source: SourceSnapshot) -> str:
-        """CopySnapshot with every tag in TagSpecifications; returns the new snapshot id."""
-        copy_tags = tags.build_copy_tags(source, self.scope, self.source_region)
-        params: dict[str, object] = {
-            "SourceRegion": self.source_region,
-            "SourceSnapshotId": source.snapshot_id,
-            "Description": f"snapd copy of {source.snapshot_id} ({source.backup})"[:255],
-            "TagSpecifications": [
-                {"ResourceType": "snapshot", "Tags": tags.to_tag_list(copy_tags)}
-            ],
-        }
-        if self.kms_key_id:
-            params |= {"Encrypted": True, "KmsKeyId": self.kms_key_id}
-        response = await self.aws.call("ec2", self.region, "CopySnapshot", **params)
-        return str(response["SnapshotId"])
+        """CopySnapshot of one source with every tag in TagSpecifications."""
+        return await copy_snapshot(
+            self.aws,
+            source_region=self.source_region,
+            destination_region=self.region,
+            snapshot_id=source.snapshot_id,
+            tags=tags.build_copy_tags(source, self.scope, self.source_region),
+            description=f"snapd copy of {source.snapshot_id} ({source.backup})",
+            kms_key_id=self.kms_key_id,
+        )
 
     def _refused(self, queued: _Queued, error: AwsError) -> None:
         source = queued.action.source
@@ -473,6 +482,72 @@ class Copier:
     def _emit(self, event: str, tracked: Tracked) -> None:
         if self.events is not None:
             self.events.copy_event(event, tracked)
+
+
+async def copy_snapshot(
+    aws: AwsClients,
+    *,
+    source_region: str,
+    destination_region: str,
+    snapshot_id: str,
+    tags: Mapping[str, str],
+    description: str,
+    kms_key_id: str | None = None,
+    completion_minutes: int | None = None,
+) -> str:
+    """One CopySnapshot, tags in TagSpecifications (never a later CreateTags, so a crash can
+    never leave an untagged copy); returns the new snapshot id. Shared with restore."""
+    params: dict[str, object] = {
+        "SourceRegion": source_region,
+        "SourceSnapshotId": snapshot_id,
+        "Description": description[:255],
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": to_tag_list(tags)}],
+    }
+    if kms_key_id:
+        params |= {"Encrypted": True, "KmsKeyId": kms_key_id}
+    if completion_minutes:
+        params["CompletionDurationMinutes"] = completion_minutes
+    response = await aws.call("ec2", destination_region, "CopySnapshot", **params)
+    return str(response["SnapshotId"])
+
+
+async def wait_for_snapshots(
+    aws: AwsClients,
+    region: str,
+    snapshot_ids: Iterable[str],
+    *,
+    poll_interval: float,
+    on_progress: Callable[[Replica], None] | None = None,
+    not_found_window: float = NOT_FOUND_WINDOW,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Replica]:
+    """Poll snapshots (one batched call per round) until each is `completed` or `error`.
+
+    Used by restore for its copy-backs. Returns the final record of each; a snapshot EC2
+    still does not show after `not_found_window` seconds is an error. The caller bounds the
+    total time (`asyncio.timeout`).
+    """
+    waiting = set(snapshot_ids)
+    started = clock()
+    final: dict[str, Replica] = {}
+    while waiting:
+        found = await inventory.describe_replicas(aws, region, waiting)
+        for snapshot_id in list(waiting):
+            replica = found.get(snapshot_id)
+            if replica is None:
+                if clock() - started > not_found_window:
+                    raise PermanentError(
+                        "DescribeSnapshots", "InvalidSnapshot.NotFound", f"{snapshot_id} vanished"
+                    )
+                continue
+            if on_progress is not None:
+                on_progress(replica)
+            if replica.state in ("completed", "error"):
+                final[snapshot_id] = replica
+                waiting.discard(snapshot_id)
+        if waiting:
+            await asyncio.sleep(poll_interval)
+    return final
 
 
 def _label(namespace: str | None, pvc: str | None, backup: str | None) -> str:

@@ -13,19 +13,19 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from snapd import inventory, planner, velero
+from snapd import inventory, kube, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Tracked
-from snapd.errors import AwsError, SnapdError
-from snapd.metrics import Metrics
+from snapd.errors import AwsError, SnapdError, WorkFailedError
+from snapd.metrics import Health, Metrics, serve_http
 from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
 from snapd.tags import format_time
@@ -226,37 +226,131 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     return outcome
 
 
+async def sync_holding_lease(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
+    """`snapd sync`: with leader election on, take the Lease first and hold it throughout.
+
+    A running `snapd run` of the same scope holds it, so the two never copy at once; the
+    refusal names the holder. Losing the Lease mid-sync stops the sync (exit 1).
+    """
+    settings = engine.settings
+    if not settings.leader_election:
+        return await sync_once(engine, force=force, wait_seconds=wait_seconds)
+    async with await kube.connect() as client:
+        elector = await kube.acquire_once(
+            client,
+            name=settings.lease_name,
+            namespace=settings.lease_namespace,
+            duration=settings.lease_duration,
+        )
+        election_stop = asyncio.Event()
+        election = asyncio.create_task(elector.run(election_stop), name="leader-election")
+        work = asyncio.create_task(sync_once(engine, force=force, wait_seconds=wait_seconds))
+        try:
+            await _first(asyncio.shield(work), elector.not_leading.wait())
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                raise WorkFailedError(f"lost the Lease to {elector.holder} during sync; stopped")
+            return work.result()
+        finally:
+            election_stop.set()
+            await election
+
+
 # --------------------------------------------------------------------------- snapd run
 
 
-async def run_daemon(settings: Settings, *, health_port: int | None = None) -> None:
-    """The daemon: cycle loop, prune loop, copy pool, metrics — until SIGTERM/SIGINT."""
-    from snapd.metrics import Health, serve_http
+async def run_daemon(settings: Settings) -> None:
+    """The daemon: cycle loop, prune loop, copy pool, metrics — until SIGTERM/SIGINT.
 
+    With leader election on, the work runs only while this instance holds the Lease; the
+    standby serves /metrics, /healthz and /readyz (ready) with `snapd_leader` 0.
+    """
     metrics = Metrics()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     health = Health()
-    port = settings.metrics_port if health_port is None else health_port
     async with (
         AwsClients(on_error=metrics.count_aws_error) as aws,
-        serve_http(metrics, port, health),
+        await serve_http(metrics, settings.metrics_port, health) as server,
     ):
         engine = Engine(settings, aws, metrics)
-        metrics.leader.set(1)
-        health.mark_ready()
-        log.info("service.started", settings=settings.public_view())
-        work = asyncio.create_task(_work(engine, stop), name="work")
-        await stop.wait()
-        log.info("service.stopping", drain_timeout=settings.drain_timeout.total_seconds())
-        done, _ = await asyncio.wait({work}, timeout=settings.drain_timeout.total_seconds())
-        if not done:
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-            log.warning("service.drain_timed_out")
-        log.info("service.stopped", in_flight_left_in_aws=len(engine.copier.active))
+        log.info("service.started", metrics_port=server.port, settings=settings.public_view())
+        if settings.leader_election:
+            async with await kube.connect() as client:
+                elector = kube.LeaderElector(
+                    client,
+                    name=settings.lease_name,
+                    namespace=settings.lease_namespace,
+                    duration=settings.lease_duration,
+                )
+                health.mark_ready()
+                await _work_while_leading(engine, elector, stop)
+        else:
+            metrics.leader.set(1)
+            health.mark_ready()
+            await _work_until(engine, stop)
+        log.info("service.stopped")
+
+
+async def _work_while_leading(
+    engine: Engine, elector: kube.LeaderElector, stop: asyncio.Event
+) -> None:
+    """Work whenever we hold the Lease; stop new work at once when it is lost."""
+    election_stop = asyncio.Event()
+    election = asyncio.create_task(elector.run(election_stop), name="leader-election")
+    try:
+        while not stop.is_set():
+            await _first(elector.leading.wait(), stop.wait())
+            if stop.is_set():
+                break
+            engine.metrics.leader.set(1)
+            log.info("leader.started", identity=elector.identity)
+            lost = asyncio.Event()
+            watcher = asyncio.create_task(_set_when(lost, elector.not_leading, stop))
+            await _work_until(engine, lost)
+            watcher.cancel()
+            engine.metrics.leader.set(0)
+            if not stop.is_set():
+                log.warning("leader.lost", identity=elector.identity, holder=elector.holder)
+    finally:
+        election_stop.set()
+        await election
+
+
+async def _set_when(target: asyncio.Event, *events: asyncio.Event) -> None:
+    await _first(*(e.wait() for e in events))
+    target.set()
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Until the first of `waits` finishes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _work_until(engine: Engine, stop: asyncio.Event) -> None:
+    """Run the loops until `stop`; then let running calls finish within the drain timeout."""
+    work_stop = asyncio.Event()
+    work = asyncio.create_task(_work(engine, work_stop), name="work")
+    await _first(stop.wait(), asyncio.shield(work))
+    work_stop.set()
+    drain = engine.settings.drain_timeout.total_seconds()
+    log.info("service.draining", drain_timeout=drain)
+    done, _ = await asyncio.wait({work}, timeout=drain)
+    if not done:
+        work.cancel()
+        log.warning("service.drain_timed_out", drain_timeout=drain)
+    results = await asyncio.gather(work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            log.error("service.work_failed", error=repr(result))
 
 
 async def _work(engine: Engine, stop: asyncio.Event) -> None:
