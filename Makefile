@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# promtool and prometheus for the alert-rule tests: Debian's `prometheus` package (CI runs
+# as root on a fresh Debian machine). Nothing happens when promtool is already there.
+.PHONY: tools
+tools:
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
+
 lint: $(STAMP)
 	$(BIN)/ruff check snapd tests
 	$(BIN)/ruff format --check snapd tests
@@ -24,7 +30,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format snapd tests
 	$(BIN)/ruff check --fix snapd tests
 
-test: lint
+test: tools lint
 	$(BIN)/pytest -q
 
 unit: $(STAMP)

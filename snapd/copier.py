@@ -141,6 +141,7 @@ class Copier:
         self._settled = asyncio.Event()
         self._settled.set()
         self._stopping = False
+        self._starting = 0
 
     # ----------------------------------------------------------------- feeding the pool
 
@@ -211,7 +212,8 @@ class Copier:
 
     @property
     def idle(self) -> bool:
-        return not self.queue and not self.active
+        """Nothing queued, being started, or pending."""
+        return not self.queue and not self.active and not self._starting
 
     def _changed(self) -> None:
         self.metrics.copies_in_flight.set(len(self.active))
@@ -293,13 +295,15 @@ class Copier:
         if queued is None:
             return
         source = queued.action.source
+        self._starting += 1
         try:
             replica_id = await self.start_copy(source)
         except AwsError as error:
             self._refused(queued, error)
+            self._changed()
             return
         finally:
-            self._changed()
+            self._starting -= 1
         self._refusals_in_a_row = 0
         self.attempts[source.snapshot_id] = self.attempts.get(source.snapshot_id, 0) + 1
         tracked = Tracked(

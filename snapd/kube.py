@@ -55,7 +55,7 @@ VOLUME_ID = "snapd.io/volume-id"
 ACCESS_MODES = frozenset({"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"})
 VOLUME_MODES = frozenset({"Filesystem", "Block"})
 DEFAULT_TIMEOUT = 30.0
-LEASE_GROUP = "coordination.k8s.io/v1"
+LEASE_API_VERSION = "coordination.k8s.io/v1"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
@@ -304,7 +304,9 @@ def _status_error(
             api_reason = str(parsed.get("reason") or api_reason or "")
             status = int(parsed.get("code") or status)
     shown = f"{status} {api_reason}" if api_reason else str(status)
-    return KubeError(f"{what} failed: {message} ({shown})", status=status, reason=api_reason)
+    return KubeError(
+        f"{what} failed: {message} ({shown})", status=status or None, reason=api_reason or None
+    )
 
 
 def _raw(manifest: Mapping[str, Any]) -> Any:
@@ -692,7 +694,7 @@ class LeaderElector:
         """The holder named by the Lease when we last read or wrote it."""
         return self.observed.holder if self.observed else None
 
-    def _set_leading(self, leading: bool) -> None:
+    def _set_leading(self, leading: bool, why: str = "") -> None:
         if leading == self.leading.is_set():
             return
         if leading:
@@ -705,7 +707,10 @@ class LeaderElector:
             self.leading.clear()
             self.not_leading.set()
             self._last_renew = None
-            self._log.warning("lease.lost")
+            if why == "release":
+                self._log.info("lease.stepped_down")
+            else:
+                self._log.warning("lease.lost", reason=why, holder=self.holder)
             if self._on_stopped:
                 self._on_stopped()
 
@@ -713,8 +718,8 @@ class LeaderElector:
         ours = previous is not None and previous.holder == self.identity
         acquired = previous.acquire_time if ours and previous and previous.acquire_time else now
         transitions = previous.transitions if previous else 0
-        if previous and previous.holder and not ours:
-            transitions += 1
+        if previous is not None and not ours:
+            transitions += 1  # as client-go: every change of holder, also after a release
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.duration.total_seconds())),
@@ -728,7 +733,7 @@ class LeaderElector:
         if resource_version:
             metadata["resourceVersion"] = resource_version
         return {
-            "apiVersion": LEASE_GROUP,
+            "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
             "metadata": metadata,
             "spec": dict(spec),
@@ -797,7 +802,7 @@ class LeaderElector:
                 await _wait(stop, self._pause())
         except BaseException:
             # Cancelled (or a bug): stop working at once, but leave the Lease to lapse.
-            self._set_leading(False)
+            self._set_leading(False, "cancelled")
             raise
         await self.release()
 
@@ -815,7 +820,7 @@ class LeaderElector:
 
     async def _tick(self) -> None:
         deadline = self._deadline()
-        budget = self.retry_period.total_seconds()
+        budget = self.renew_deadline.total_seconds()
         if deadline is not None:
             budget = min(budget, (deadline - self._clock()).total_seconds())
         outcome: bool | None = None
@@ -831,10 +836,9 @@ class LeaderElector:
             self._last_renew = self._renewed_at
             self._set_leading(True)
         elif outcome is False:
-            self._set_leading(False)
+            self._set_leading(False, "held by another instance")
         elif deadline is not None and self._clock() >= deadline:
-            self._log.warning("lease.renew_deadline_passed")
-            self._set_leading(False)
+            self._set_leading(False, "renew deadline passed")
 
     async def release(self) -> None:
         """Give the Lease up (clear `holderIdentity`) so a standby takes over at once.
@@ -843,11 +847,11 @@ class LeaderElector:
         ends before the API call; a failed release is logged and left to lapse.
         """
         held = self.leading.is_set() or self.holder == self.identity
-        self._set_leading(False)
+        self._set_leading(False, "release")
         if not held:
             return
         try:
-            async with asyncio.timeout(self.retry_period.total_seconds()):
+            async with asyncio.timeout(self.renew_deadline.total_seconds()):
                 lease = await self._client.get_lease(self.namespace, self.name)
                 if lease is None:
                     return

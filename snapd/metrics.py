@@ -3,7 +3,9 @@
 One `Metrics` object per process owns its own registry, so tests get a fresh one each and
 nothing leaks through prometheus_client's global registry. Labelled series that alerts use
 are created at start with zero values, so `rate()` and `absent()` work from the first
-scrape. The HTTP endpoints live in `serve_http` (below), on the asyncio loop itself.
+scrape. The HTTP endpoints live in `serve_http` (below), on the asyncio loop itself:
+`/metrics`, `/healthz` (the loop's heartbeat, `Health`) and `/readyz`. This module only
+records and serves; it never calls AWS or Kubernetes, and health never depends on them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,201 @@
+"""The copy pool against moto and the EC2 simulator: limits, faults, retries, adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from snapd import inventory, tags
+from snapd.aws import AwsClients
+from snapd.copier import Copier
+from snapd.metrics import Metrics
+from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot
+from snapd.testing.ec2sim import Ec2Simulator
+
+SRC, DST, SCOPE = "eu-west-1", "eu-central-1", "bucket"
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+@pytest.fixture
+async def aws(ec2sim: Ec2Simulator) -> AsyncIterator[AwsClients]:
+    async with AwsClients(max_attempts=4) as clients:
+        yield clients
+
+
+def seed_sources(sim: Ec2Simulator, count: int, **extra_tags: str) -> list[SourceSnapshot]:
+    """`count` completed source snapshots, one PVC each, as discovery would yield them."""
+    sources = []
+    for i in range(count):
+        sid = sim.add_snapshot(SRC, tags={"velero.io/backup": f"b{i}", **extra_tags})
+        sources.append(
+            SourceSnapshot(
+                snapshot_id=sid,
+                backup=f"daily-2026112{i % 10}",
+                schedule="daily",
+                backup_time=NOW - timedelta(hours=i),
+                phase="Completed",
+                method=SnapshotMethod.NATIVE,
+                namespace="app",
+                pvc=f"data-{i}",
+                state="completed",
+                source_tags=tuple(extra_tags.items()),
+            )
+        )
+    return sources
+
+
+def make_copier(aws: AwsClients, metrics: Metrics | None = None, **overrides: object) -> Copier:
+    options: dict[str, object] = {
+        "scope": SCOPE,
+        "source_region": SRC,
+        "destination_region": DST,
+        "max_in_flight": 5,
+        "poll_interval": 0.05,
+        "copy_retries": 3,
+        "metrics": metrics or Metrics(),
+        "rng": random.Random(7),
+    }
+    options.update(overrides)
+    return Copier(aws, **options)  # type: ignore[arg-type]
+
+
+async def run_until_settled(copier: Copier, sim: Ec2Simulator, timeout: float = 30) -> int:
+    """Run the pool until idle; return the most of our copies ever pending at once."""
+    stop = asyncio.Event()
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while not stop.is_set():
+            most = max(most, len(copier.active))
+            await asyncio.sleep(0.005)
+
+    pool = asyncio.create_task(copier.run(stop))
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait_for(copier.wait_settled(), timeout)
+    finally:
+        stop.set()
+        await asyncio.gather(pool, watcher)
+    return most
+
+
+async def test_copies_everything_with_exact_tags(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """Every source gets one completed replica whose tags are exactly the contract's."""
+    ec2sim.copy_duration = 0.2
+    odd = "a:b=c, d ünï ✓"
+    sources = seed_sources(ec2sim, 6, **{"team/owner": odd})
+    copier = make_copier(aws)
+    copier.enqueue(CopyAction(s, "missing") for s in sources)
+    await run_until_settled(copier, ec2sim)
+    replicas = await inventory.list_replicas(aws, DST, SCOPE)
+    assert sorted(r.source_snapshot_id or "" for r in replicas) == sorted(
+        s.snapshot_id for s in sources
+    )
+    assert all(r.completed for r in replicas)
+    by_source = {s.snapshot_id: s for s in sources}
+    for replica in replicas:
+        expected = tags.build_copy_tags(by_source[replica.source_snapshot_id or ""], SCOPE, SRC)
+        assert dict(replica.tags) == expected
+        assert dict(replica.tags)["team/owner"] == odd
+
+
+async def test_never_more_than_max_in_flight(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """With 12 copies queued and a limit of 4, never more than 4 of ours are pending."""
+    ec2sim.copy_duration = 0.3
+    copier = make_copier(aws, max_in_flight=4)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 12))
+    most = await run_until_settled(copier, ec2sim)
+    assert most == 4
+    assert copier.stats.completed == 12
+
+
+async def test_foreign_copies_take_slots(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """Other tools' pending copies fill the account's 20: ResourceLimitExceeded lowers our
+    limit, nothing is counted as failed, and every copy still completes."""
+    ec2sim.copy_duration = 0.3
+    ec2sim.copy_limit = 6
+    ec2sim.add_foreign_pending(DST, 3, 1.0)
+    metrics = Metrics()
+    copier = make_copier(aws, metrics, max_in_flight=5)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 10))
+    most = await run_until_settled(copier, ec2sim)
+    assert most <= 5
+    assert copier.stats.completed == 10
+    assert copier.stats.failed == 0
+    assert metrics.copies_failed.labels(reason="rejected")._value.get() == 0
+    assert ec2sim.calls["CopySnapshot"] > 10  # some were refused and tried again
+
+
+async def test_throttling_is_retried_by_botocore(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """RequestLimitExceeded (503) on CopySnapshot is retried and the copy still happens."""
+    ec2sim.copy_duration = 0.1
+    ec2sim.inject("CopySnapshot", "RequestLimitExceeded", times=2)
+    copier = make_copier(aws)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 1))
+    await run_until_settled(copier, ec2sim)
+    assert copier.stats.completed == 1
+    assert len(await inventory.list_replicas(aws, DST, SCOPE)) == 1
+
+
+async def test_error_copies_retried_then_given_up(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """A copy ending in `error` is deleted and retried; after copy_retries it is given up,
+    counted, and the other copies are not held back."""
+    ec2sim.copy_duration = 0.1
+    good, flaky, broken = seed_sources(ec2sim, 3)
+    ec2sim.fail_copies(flaky.snapshot_id, times=1)
+    ec2sim.fail_copies(broken.snapshot_id, times=10)
+    metrics = Metrics()
+    copier = make_copier(aws, metrics, copy_retries=3)
+    copier.enqueue(CopyAction(s, "missing") for s in (good, flaky, broken))
+    await run_until_settled(copier, ec2sim)
+    replicas = await inventory.list_replicas(aws, DST, SCOPE)
+    assert sorted(r.source_snapshot_id or "" for r in replicas) == sorted(
+        [good.snapshot_id, flaky.snapshot_id]
+    )
+    assert all(r.completed for r in replicas)  # error replicas were deleted
+    assert set(copier.stats.failures) == {broken.snapshot_id}
+    assert metrics.copies_failed.labels(reason="error_state")._value.get() == 4
+    assert "Given key ID is not accessible" in copier.stats.failures[broken.snapshot_id].reason
+
+
+async def test_pending_replicas_adopted_not_copied_again(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """A copy left pending by a previous process is polled to completion, never re-copied."""
+    (source,) = seed_sources(ec2sim, 1)
+    own = tags.build_copy_tags(source, SCOPE, SRC)
+    ec2sim.add_snapshot(DST, tags=own, pending_for=1.5)
+    copier = make_copier(aws)
+    assert copier.adopt(await inventory.list_replicas(aws, DST, SCOPE)) == 1
+    copier.enqueue([CopyAction(source, "missing")])  # the planner would not, but be sure
+    await run_until_settled(copier, ec2sim)
+    assert ec2sim.calls["CopySnapshot"] == 0
+    assert copier.stats.completed == 1
+
+
+async def test_polls_are_batched(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """All pending copies are polled in one DescribeSnapshots, not one call per copy."""
+    ec2sim.copy_duration = 0.4
+    copier = make_copier(aws, max_in_flight=10, poll_interval=0.1)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 10))
+    await run_until_settled(copier, ec2sim)
+    assert copier.stats.completed == 10
+    assert ec2sim.calls["DescribeSnapshots"] < 10 * 3
+    calls = sum(ec2sim.calls.values())
+    assert calls / 10 <= 3
+
+
+async def test_late_visibility_tolerated(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """A copy EC2 does not show for a moment (eventual consistency) is not failed."""
+    ec2sim.copy_duration = 0.2
+    ec2sim.invisible_for = 0.3
+    copier = make_copier(aws)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 2))
+    await run_until_settled(copier, ec2sim)
+    assert copier.stats.completed == 2
+    assert copier.stats.failed == 0
