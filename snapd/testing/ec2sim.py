@@ -18,6 +18,15 @@ process's aioboto3, or a `snapd` subprocess over HTTP — sees:
   `completed`, unknown AZs refused, and volumes that go `creating` → `available` | `error`;
 - a count of every EC2 call by action (`calls`), to prove batching.
 
+Use (the `ec2sim` pytest fixture does this around each test)::
+
+    sim = Ec2Simulator.install()          # after the moto server started in this process
+    sim.copy_duration = 2.0               # seconds a copy stays pending
+    sim.inject("CopySnapshot", "RequestLimitExceeded", times=2)
+    ...
+    assert sim.calls["CopySnapshot"] <= 3 * copied
+    sim.uninstall()
+
 Time comes from `clock` (default `time.monotonic`); tests swap in a `ManualClock` and
 advance it instead of sleeping. Simulator state that belongs to a snapshot, a volume or a
 region backend is stored on that moto object, so moto's `/moto-api/reset` wipes it with the
@@ -115,7 +124,7 @@ class _Progress:
     visible_at: float = 0.0  # before this, DescribeSnapshots does not see the snapshot
 
     def finished(self, now: float) -> bool:
-        return now - self.started >= self.duration
+        return now >= self.started + self.duration
 
     def percent(self, now: float) -> int:
         if self.duration <= 0:
@@ -384,7 +393,7 @@ class Ec2Simulator:
 
         if status != 400:
             self._tls.status = status
-        return EC2ClientError(code, message)  # type: ignore[no-any-return]
+        return EC2ClientError(code, message)
 
     def _set(self, owner: type, name: str, value: Any) -> None:
         self._patches.append(_Patch(owner, name, name in owner.__dict__, owner.__dict__.get(name)))
@@ -393,6 +402,7 @@ class Ec2Simulator:
     def _patch_moto(self) -> None:  # noqa: PLR0915 - one place that lists every patch
         from moto.core.responses import ActionResult, BaseResponse
         from moto.ec2.exceptions import InvalidSnapshotInUse, TagLimitExceeded
+        from moto.ec2.models import ec2_backends
         from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot, Volume
         from moto.ec2.responses import EC2Response
         from moto.ec2.responses._base_response import EC2BaseResponse
@@ -472,7 +482,7 @@ class Ec2Simulator:
             snapshot.__dict__["state_message"] = value
 
         # --- volume state
-        base_volume_status = Volume.status
+        base_volume_status: Any = Volume.__dict__["status"]
 
         def volume_status(volume: Any) -> str:
             progress = volume.__dict__.get(_COPY)
@@ -531,7 +541,8 @@ class Ec2Simulator:
                         "Too many snapshot copies in progress. "
                         f"The limit is {sim.copy_limit} for this destination region.",
                     )
-                source = sim.backend(source_region).snapshots.get(source_snapshot_id)
+                source_backend = ec2_backends[backend.account_id][source_region]
+                source = source_backend.snapshots.get(source_snapshot_id)
                 if source is not None and source.status != "completed":
                     raise sim._error(
                         "IncorrectState", f"Snapshot is in invalid state - {source.status}"
@@ -541,9 +552,14 @@ class Ec2Simulator:
                 )
                 snapshot.volume = _ArbitraryVolume(int(snapshot.volume.size))
                 error = sim._take_copy_error(source_snapshot_id)
-                if error is None and kms_key_id and _kms_region(kms_key_id) not in (
-                    None,
-                    backend.region_name,
+                if (
+                    error is None
+                    and kms_key_id
+                    and _kms_region(kms_key_id)
+                    not in (
+                        None,
+                        backend.region_name,
+                    )
                 ):
                     error = KMS_KEY_NOT_ACCESSIBLE
                 now = sim.clock()
@@ -661,7 +677,7 @@ class Ec2Simulator:
                             "IncorrectState", f"Snapshot is in invalid state - {snapshot.status}"
                         )
                 result = base_create_volume(response)
-                volume = result.result
+                volume: Any = result.result
                 volume.__dict__[_COPY] = _Progress(
                     started=sim.clock(),
                     duration=sim.volume_duration,
@@ -861,25 +877,20 @@ def check_moto() -> None:
         if names != expected:
             problems.append(f"{owner_name}.{attr}{tuple(names)} != expected {tuple(expected)}")
     # The patches replace these; each must be where the simulator puts its own.
-    for owner, attr in (
-        (EC2Response, "call_action"),
-        (EC2Response, "describe_snapshots"),
-        (EC2Response, "describe_volumes"),
-        (EC2Response, "create_volume"),
-        (EC2Response, "_parse_tag_specification"),
-        (EC2Backend, "copy_snapshot"),
-        (EC2Backend, "describe_snapshots"),
-        (EC2Backend, "delete_snapshot"),
+    for owner, attr, patched in (
+        (EC2Response, "call_action", BaseResponse),
+        (EC2Response, "describe_snapshots", ElasticBlockStore),
+        (EC2Response, "describe_volumes", ElasticBlockStore),
+        (EC2Response, "create_volume", ElasticBlockStore),
+        (EC2Response, "_parse_tag_specification", EC2BaseResponse),
+        (EC2Backend, "copy_snapshot", EBSBackend),
+        (EC2Backend, "describe_snapshots", EBSBackend),
+        (EC2Backend, "delete_snapshot", EBSBackend),
     ):
-        resolved = inspect.getattr_static(owner, attr)
-        expected_owner = next(k for k in owner.__mro__ if attr in k.__dict__)
-        if expected_owner.__name__ not in {
-            "BaseResponse",
-            "ElasticBlockStore",
-            "EC2BaseResponse",
-            "EBSBackend",
-        } or resolved is not expected_owner.__dict__[attr]:
-            problems.append(f"{owner.__name__}.{attr} now comes from {expected_owner.__name__}")
+        defined_in = next((k for k in owner.__mro__ if attr in k.__dict__), None)
+        if defined_in is not patched:
+            where = defined_in.__name__ if defined_in else "nowhere"
+            problems.append(f"{owner.__name__}.{attr} now comes from {where}")
     if not isinstance(Snapshot.__dict__.get("progress"), property):
         problems.append("Snapshot.progress is no longer a property")
     if "status" in Snapshot.__dict__ or "state_message" in Snapshot.__dict__:

@@ -7,6 +7,7 @@ test, the demo and the benchmark use server mode. `MotoWorld.env()` is the envir
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -52,6 +53,9 @@ def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoWorld]:
     """Start moto on `host` (a free port by default) with this process pointed at it."""
     os.environ.update(FAKE_AWS_ENV)
     from moto.server import ThreadedMotoServer
+
+    # One access-log line per request drowns the demo's and the tests' own output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
