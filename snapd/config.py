@@ -173,7 +173,10 @@ class Settings(BaseSettings):
             return None
         value = value.strip("/")
         if not (_BUCKET.match(value) or value.startswith("arn:aws:s3:")):
-            raise ValueError(f"expected an S3 bucket name (no '/'), got {value!r}")
+            raise ValueError(
+                "expected an S3 bucket name: 3-63 lowercase letters, digits, dots and "
+                f"hyphens, no '/' (put folders in velero_prefix), got {value!r}"
+            )
         return value
 
     @field_validator("velero_prefix")

@@ -1,0 +1,271 @@
+"""The real `snapd` CLI, as a subprocess, against moto + the EC2 simulator + a Velero bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+
+from snapd import tags
+from snapd.testing.ec2sim import Ec2Simulator
+from snapd.testing.moto_server import MotoWorld
+from snapd.testing.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
+from tests.integration.cli import SNAPD, run_snapd
+
+SRC, DST, BUCKET = "eu-west-1", "eu-central-1", "velero-test"
+NOW = datetime.now(UTC).replace(microsecond=0)
+CONTRACT_COPY_KEYS = {
+    "source_snapshot_id",
+    "backup",
+    "schedule",
+    "backup_time",
+    "namespace",
+    "pvc",
+    "pv",
+    "reason",
+}
+
+
+def settings_env(moto: MotoWorld, **extra: str) -> dict[str, str]:
+    return {
+        **moto.env(),
+        "SNAPD_VELERO_BUCKET": BUCKET,
+        "SNAPD_SCHEDULES": "daily",
+        "SNAPD_SOURCE_REGION": SRC,
+        "SNAPD_DESTINATION_REGION": DST,
+        "SNAPD_POLL_INTERVAL": "0.1",
+        "SNAPD_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def seed(moto: MotoWorld, days: int = 3, start_days_ago: int = 1) -> VeleroBucket:
+    """`days` daily backups of two PVCs (native and CSI), newest `start_days_ago` days ago."""
+    bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
+    volumes = [
+        Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3"),
+        Volume("shop", "cache", 5, f"{SRC}b", CSI, "gp3"),
+    ]
+    for day in range(start_days_ago + days - 1, start_days_ago - 1, -1):
+        start = NOW - timedelta(days=day)
+        bucket.backup(
+            f"daily-{start:%Y%m%d%H%M%S}",
+            schedule="daily",
+            volumes=volumes,
+            start=start,
+            version="1.14",
+        )
+    return bucket
+
+
+def expected_ids(bucket: VeleroBucket) -> set[str]:
+    return {sid for b in bucket.backups.values() for sid in b.snapshot_ids}
+
+
+def replicas(moto: MotoWorld, region: str = DST) -> list[dict[str, object]]:
+    ec2 = boto3.client("ec2", region_name=region, endpoint_url=moto.url)
+    return list(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
+
+
+def tag_map(snapshot: dict[str, object]) -> dict[str, str]:
+    return tags.from_tag_list(snapshot.get("Tags"))  # type: ignore[arg-type]
+
+
+def test_dry_run_json_plans_every_snapshot_and_changes_nothing(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """`sync --dry-run -o json` prints the contract's object and makes no EC2 change."""
+    bucket = seed(moto)
+    result = run_snapd("sync", "--dry-run", "-o", "json", env=settings_env(moto))
+    assert result.code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert set(plan) >= {"copy", "prune", "skipped", "errors"}
+    assert {c["source_snapshot_id"] for c in plan["copy"]} == expected_ids(bucket)
+    assert all(CONTRACT_COPY_KEYS <= set(c) for c in plan["copy"])
+    assert ec2sim.calls["CopySnapshot"] == 0
+    assert replicas(moto) == []
+
+
+def test_sync_copies_everything_then_nothing(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """A first sync copies every snapshot with exact tags; a second copies nothing."""
+    ec2sim.copy_duration = 0.3
+    bucket = seed(moto)
+    first = run_snapd("sync", env=settings_env(moto))
+    assert first.code == 0, first.stderr
+    made = replicas(moto)
+    assert {tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in made} == expected_ids(bucket)
+    assert all(s["State"] == "completed" for s in made)
+    for snapshot in made:
+        t = tag_map(snapshot)
+        assert t[tags.CLUSTER] == BUCKET
+        assert t[tags.SCHEDULE] == "daily"
+        assert t[tags.AVAILABILITY_ZONE] in (f"{SRC}a", f"{SRC}b")
+        assert t[tags.NAMESPACE] == "shop"
+    copies = ec2sim.calls["CopySnapshot"]
+    second = run_snapd("sync", env=settings_env(moto))
+    assert second.code == 0, second.stderr
+    assert ec2sim.calls["CopySnapshot"] == copies
+    assert len(replicas(moto)) == len(made)
+
+
+def test_list_json_contract(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """`snapd list -o json` reads the replicas from tags alone, with the contract's keys."""
+    ec2sim.copy_duration = 0.1
+    seed(moto, days=1)
+    assert run_snapd("sync", env=settings_env(moto)).code == 0
+    env = {**moto.env(), "SNAPD_CLUSTER": BUCKET, "SNAPD_DESTINATION_REGION": DST}
+    result = run_snapd("list", "-o", "json", env=env)
+    assert result.code == 0, result.stderr
+    items = json.loads(result.stdout)
+    assert len(items) == 2
+    for item in items:
+        assert isinstance(item["size_gib"], int)
+        assert isinstance(item["progress"], int)
+        assert isinstance(item["encrypted"], bool)
+        assert item["state"] == "completed"
+        assert item["availability_zone"]
+    table = run_snapd("list", "--pvc", "db", env=env)
+    assert "shop" in table.stdout and "cache" not in table.stdout
+
+
+def test_kill_nine_mid_copy_then_rerun(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """`kill -9` of `snapd sync` while copies are pending, then a rerun: no duplicate copy,
+    nothing lost — the pending copies are adopted."""
+    ec2sim.copy_duration = 3.0
+    bucket = seed(moto)
+    process = subprocess.Popen(
+        [SNAPD, "sync"],
+        env={**os.environ, **settings_env(moto)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while ec2sim.pending_count(DST) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert ec2sim.pending_count(DST) >= 2
+    ec2sim.copy_duration = 0.2
+    rerun = run_snapd("sync", env=settings_env(moto))
+    assert rerun.code == 0, rerun.stderr
+    made = replicas(moto)
+    sources = [tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in made]
+    assert sorted(sources) == sorted(expected_ids(bucket))  # each exactly once
+    assert all(s["State"] == "completed" for s in made)
+
+
+def test_prune_guard_when_velero_stopped(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """Velero stopped producing backups longer ago than the max age: the guard holds the
+    mass prune back (exit 1, says --force); --force prunes but keeps the newest per PVC."""
+    ec2sim.copy_duration = 0.1
+    seed(moto, days=4, start_days_ago=40)
+    env = settings_env(moto, SNAPD_RETENTION_MAX_AGE="30d", SNAPD_RETENTION_KEEP_LAST="1")
+    # Copy first with a long max age so every backup is copied.
+    assert run_snapd("sync", env={**env, "SNAPD_RETENTION_MAX_AGE": "90d"}).code == 0
+    assert len(replicas(moto)) == 8
+    held = run_snapd("sync", env=env)
+    assert held.code == 1
+    assert "--force" in held.stdout + held.stderr
+    assert len(replicas(moto)) == 8
+    forced = run_snapd("sync", "--force", env=env)
+    assert forced.code == 0, forced.stderr
+    left = replicas(moto)
+    assert len(left) == 2
+    newest = max(b for b in {tag_map(s)[tags.BACKUP_TIME] for s in left})
+    assert {tag_map(s)[tags.BACKUP_TIME] for s in left} == {newest}
+
+
+def test_other_scopes_and_untagged_snapshots_untouched(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """Replicas of another scope, and snapshots without snapd tags, are never deleted."""
+    ec2sim.copy_duration = 0.1
+    foreign_old = (NOW - timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    other = ec2sim.add_snapshot(
+        DST,
+        tags={
+            tags.CLUSTER: "other-cluster",
+            tags.PVC: "db",
+            tags.NAMESPACE: "shop",
+            tags.BACKUP_TIME: foreign_old,
+            tags.SOURCE_SNAPSHOT_ID: "snap-1",
+        },
+    )
+    plain = ec2sim.add_snapshot(DST, tags={"team": "data"})
+    seed(moto, days=1)
+    result = run_snapd("sync", "--force", env=settings_env(moto, SNAPD_RETENTION_MAX_AGE="1d"))
+    assert result.code == 0, result.stderr
+    ids = {s["SnapshotId"] for s in replicas(moto)}
+    assert {other, plain} <= ids
+
+
+def test_failed_copies_retried_counted_and_exit_1(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """A source whose copies always end in `error` is retried SNAPD_COPY_RETRIES times, the
+    others complete, and sync exits 1 naming it."""
+    ec2sim.copy_duration = 0.1
+    bucket = seed(moto, days=1)
+    broken = next(iter(expected_ids(bucket)))
+    ec2sim.fail_copies(broken, times=100)
+    result = run_snapd("sync", env=settings_env(moto, SNAPD_COPY_RETRIES="2"))
+    assert result.code == 1
+    assert broken in result.stdout
+    assert ec2sim.calls["CopySnapshot"] == 3  # 2 tries of the broken one, 1 of the other
+    states = [(tag_map(s)[tags.SOURCE_SNAPSHOT_ID], s["State"]) for s in replicas(moto)]
+    assert states == [(next(iter(expected_ids(bucket) - {broken})), "completed")]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"SNAPD_SCHEDULES": "daily"}, "velero_bucket"),
+        (
+            {"SNAPD_VELERO_BUCKET": "bkt", "SNAPD_SCHEDULES": "daily", "SNAPD_MAX_IN_FLIGHT": "50"},
+            "max_in_flight",
+        ),
+    ],
+    ids=["missing-bucket", "limit-too-high"],
+)
+def test_configuration_errors_exit_2(moto: MotoWorld, env: dict[str, str], needle: str) -> None:
+    """A missing or bad setting exits 2 with one line naming it, before any AWS call."""
+    full = {**moto.env(), "SNAPD_SOURCE_REGION": SRC, "SNAPD_DESTINATION_REGION": DST, **env}
+    result = run_snapd("sync", "--dry-run", env=full)
+    assert result.code == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_sigterm_drains_and_exits_zero(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """SIGTERM to `snapd run` stops new work, exits 0 within the drain timeout; the copies
+    left pending are adopted by the next run, never copied twice."""
+    ec2sim.copy_duration = 2.0
+    bucket = seed(moto)
+    env = settings_env(
+        moto, SNAPD_METRICS_PORT="0", SNAPD_DRAIN_TIMEOUT="5s", SNAPD_MAX_IN_FLIGHT="2"
+    )
+    process = subprocess.Popen(
+        [SNAPD, "run"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while ec2sim.pending_count(DST) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert time.monotonic() - started < 6
+    assert "service.stopped" in err
+    ec2sim.copy_duration = 0.1
+    assert run_snapd("sync", env=settings_env(moto)).code == 0
+    sources = [tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in replicas(moto)]
+    assert sorted(sources) == sorted(expected_ids(bucket))
