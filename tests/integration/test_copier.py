@@ -63,7 +63,7 @@ def make_copier(aws: AwsClients, metrics: Metrics | None = None, **overrides: ob
     return Copier(aws, **options)  # type: ignore[arg-type]
 
 
-async def run_until_settled(copier: Copier, sim: Ec2Simulator, timeout: float = 30) -> int:
+async def run_until_settled(copier: Copier, sim: Ec2Simulator, seconds: float = 30) -> int:
     """Run the pool until idle; return the most of our copies ever pending at once."""
     stop = asyncio.Event()
     most = 0
@@ -77,7 +77,7 @@ async def run_until_settled(copier: Copier, sim: Ec2Simulator, timeout: float = 
     pool = asyncio.create_task(copier.run(stop))
     watcher = asyncio.create_task(watch())
     try:
-        await asyncio.wait_for(copier.wait_settled(), timeout)
+        await asyncio.wait_for(copier.wait_settled(), seconds)
     finally:
         stop.set()
         await asyncio.gather(pool, watcher)
