@@ -35,6 +35,16 @@ ACCESS_MODES = "snapd.io/access-modes"
 VOLUME_MODE = "snapd.io/volume-mode"
 NAME = "Name"
 
+# What a restore made: copy-backs and volumes. Volumes deliberately carry no `snapd.io/cluster`
+# (Velero copies a volume's tags onto its snapshots, which must never look like replicas).
+RESTORE_OF = "snapd.io/restore-of"
+RESTORE_SCOPE = "snapd.io/restore-scope"
+RESTORE_BACKUP = "snapd.io/restore-backup"
+RESTORE_NAMESPACE = "snapd.io/restore-namespace"
+RESTORE_PVC = "snapd.io/restore-pvc"
+RESTORE_TARGET = "snapd.io/restore-target"
+RESTORE_KEY = "snapd.io/restore-key"
+
 #: EC2 allows 50 user tags per resource; keys up to 128 characters, values up to 256.
 MAX_TAGS = 50
 MAX_KEY_LENGTH = 128
@@ -67,7 +77,8 @@ def build_copy_tags(source: SourceSnapshot, scope: str, source_region: str) -> d
     """Every tag a replica of `source` is created with, in `TagSpecifications`.
 
     snapd's own keys win over the source snapshot's tags; `aws:` keys (which EC2 refuses)
-    are dropped; if the union is over EC2's 50-tag limit, source tags are dropped, in a
+    and stray `snapd.io/` keys (a volume restored by snapd passes them to Velero's next
+    snapshots) are dropped; if the union is over EC2's 50-tag limit, source tags are dropped, in a
     stable order (sorted keys), until it fits.
     """
     own = build_own_tags(source, scope, source_region)
@@ -76,6 +87,7 @@ def build_copy_tags(source: SourceSnapshot, scope: str, source_region: str) -> d
         for key, value in source.source_tags
         if key not in own
         and not key.lower().startswith(RESERVED_PREFIX)
+        and not key.startswith(PREFIX)
         and len(key) <= MAX_KEY_LENGTH
         and len(value) <= MAX_VALUE_LENGTH
     )

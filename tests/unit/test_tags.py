@@ -109,3 +109,12 @@ def test_malformed_tags_do_not_break_listing() -> None:
     )
     assert replica.backup_time is None
     assert replica.iops is None
+
+
+def test_stray_snapd_keys_not_carried() -> None:
+    """A `snapd.io/` tag on a source snapshot (inherited from a restored volume) never
+    reaches the replica, so it cannot pose as another scope or restore."""
+    source = SOURCE.with_details(source_tags=(("snapd.io/restore-of", "snap-x"), ("app", "a")))
+    built = tags.build_copy_tags(source, "s", "eu-west-1")
+    assert "snapd.io/restore-of" not in built
+    assert built["app"] == "a"

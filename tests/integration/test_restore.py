@@ -1,0 +1,730 @@
+"""`snapd restore` end to end: the real CLI against moto, the EC2 simulator and a fake Kubernetes.
+
+Replicas are seeded in the destination region with snapd's full tag set
+(`snapd.testing.replicas`); copies and volumes take a fraction of a second in the
+simulator, and snapd polls every 0.1s, so every restore finishes in about a second.
+The pure planning (names, zones, tokens, volume parameters) is checked in-process below.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import kubernetes_validate
+import pytest
+import yaml
+
+from snapd import kube, restore
+from snapd import tags as tags_mod
+from snapd.cli import build_parser
+from snapd.config import Settings
+from snapd.errors import ConfigError
+from snapd.models import Replica
+from snapd.testing.ec2sim import Ec2Simulator
+from snapd.testing.fake_kube import FakeKube
+from snapd.testing.moto_server import MotoWorld
+from snapd.testing.replicas import SeededReplica, make_source, seed_replica
+from tests.integration.cli import Result, run_snapd
+
+SRC = "eu-west-1"
+DST = "eu-central-1"
+SCOPE = "velero-backups/cluster-a"
+BACKUP = "daily-20240501020000"
+K8S_VERSION = "1.30"
+
+
+@dataclass
+class World:
+    """The simulated AWS + Kubernetes a `snapd restore` subprocess runs against."""
+
+    sim: Ec2Simulator
+    kube: FakeKube
+    env: dict[str, str]
+    cwd: Path
+    seeded: list[SeededReplica] = field(default_factory=list)
+
+    def restore(self, *args: str, **env: str) -> Result:
+        return run_snapd("restore", *args, env={**self.env, **env}, cwd=self.cwd, timeout=60)
+
+    def seed(
+        self, namespace: str, pvc: str, *, backup: str = BACKUP, **options: Any
+    ) -> SeededReplica:
+        state = options.pop("state", "completed")
+        progress = options.pop("progress", 0)
+        region = options.pop("destination_region", DST)
+        index = len(self.seeded)
+        source = make_source(
+            backup,
+            namespace,
+            pvc,
+            snapshot_id=f"snap-{index:017x}",
+            volume_id=f"vol-{index:017x}",
+            **options,
+        )
+        seeded = seed_replica(
+            self.sim,
+            source,
+            scope=SCOPE,
+            source_region=SRC,
+            destination_region=region,
+            state=state,
+            progress=progress,
+        )
+        self.seeded.append(seeded)
+        return seeded
+
+    def ec2(self, region: str) -> Any:
+        return boto3.client("ec2", region_name=region)
+
+    def volumes(self, region: str) -> list[dict[str, Any]]:
+        return list(self.ec2(region).describe_volumes()["Volumes"])
+
+    def snapshots(self, region: str) -> list[dict[str, Any]]:
+        return list(self.ec2(region).describe_snapshots(OwnerIds=["self"])["Snapshots"])
+
+    def calls(self, action: str, region: str | None = None) -> int:
+        if region is None:
+            return self.sim.calls[action]
+        return self.sim.region_calls[region, action]
+
+    def pvs(self) -> list[dict[str, Any]]:
+        return self.kube.objects("PersistentVolume")
+
+
+@pytest.fixture
+def world(moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: Path) -> World:
+    """Fast copies and volumes; snapd configured for SRC → DST with a short poll interval."""
+    ec2sim.copy_duration = 0.4
+    ec2sim.volume_duration = 0.2
+    env = {
+        **moto.env(),
+        **fake_kube.env(),
+        "SNAPD_CLUSTER": SCOPE,
+        "SNAPD_SOURCE_REGION": SRC,
+        "SNAPD_DESTINATION_REGION": DST,
+        "SNAPD_POLL_INTERVAL": "0.1",
+    }
+    return World(ec2sim, fake_kube, env, tmp_path)
+
+
+def tag_dict(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def pvc_docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_restore_to_the_source_region_copies_back_and_rebuilds_the_volume(world: World) -> None:
+    """Default target: copy back, recorded type/IOPS/throughput/size/AZ, PV, pvc.yaml, cleanup."""
+    replica = world.seed("shop", "data-db-0")
+    world.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data-db-0", "namespace": "shop"},
+            "spec": {"volumeName": "pvc-0123", "accessModes": ["ReadWriteOnce"]},
+        }
+    )
+    world.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "pvc-0123"},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete"},
+        }
+    )
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 0, result.stderr
+    assert world.calls("CopySnapshot", SRC) == 1
+    assert "copy-back snap-" in result.stderr
+    assert "% " not in result.stdout
+    assert any(line.endswith("%") for line in result.stderr.splitlines())
+    [volume] = world.volumes(SRC)
+    assert volume["AvailabilityZone"] == "eu-west-1b"
+    assert (volume["VolumeType"], volume["Iops"], volume["Throughput"], volume["Size"]) == (
+        "gp3",
+        4000,
+        250,
+        20,
+    )
+    tags = tag_dict(volume)
+    assert tags[tags_mod.RESTORE_OF] == replica.snapshot_id
+    assert tags[tags_mod.RESTORE_BACKUP] == BACKUP
+    assert (tags[tags_mod.RESTORE_NAMESPACE], tags[tags_mod.RESTORE_PVC]) == ("shop", "data-db-0")
+    assert tags[tags_mod.RESTORE_SCOPE] == SCOPE
+    assert "snapd.io/cluster" not in tags, "Velero would copy it onto DR snapshots"
+    # The copy-back is deleted once the volume exists.
+    assert world.snapshots(SRC) == []
+    assert volume["SnapshotId"] in result.stdout
+
+    [pv] = [p for p in world.pvs() if p["metadata"]["name"] != "pvc-0123"]
+    validate(pv)
+    spec = pv["spec"]
+    assert spec["csi"] == {
+        "driver": "ebs.csi.aws.com",
+        "volumeHandle": volume["VolumeId"],
+        "fsType": "xfs",
+    }
+    assert spec["capacity"] == {"storage": "20Gi"}
+    assert spec["storageClassName"] == "gp3"
+    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+    assert spec["claimRef"]["namespace"] == "shop"
+    assert spec["claimRef"]["name"] == "data-db-0"
+    zones = [
+        e["values"]
+        for term in spec["nodeAffinity"]["required"]["nodeSelectorTerms"]
+        for e in term["matchExpressions"]
+    ]
+    assert zones == [["eu-west-1b"], ["eu-west-1b"]]
+    assert pv["metadata"]["labels"]["snapd.io/backup"] == BACKUP
+
+    [pvc] = pvc_docs(world.cwd / "pvc.yaml")
+    validate(pvc)
+    assert pvc["metadata"]["name"] == "data-db-0"
+    assert pvc["metadata"]["namespace"] == "shop"
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+    assert pvc["spec"]["storageClassName"] == "gp3"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    for step in (
+        "kubectl delete pvc data-db-0 -n shop",
+        "wait until `kubectl get pvc data-db-0 -n shop` no longer finds it",
+        "kubectl create -f pvc.yaml",
+        "--target-pvc data-db-0-restored",
+        "kubectl patch pv pvc-0123",  # its reclaim policy is Delete: the operator is warned
+    ):
+        assert step in result.stdout
+    assert "does not exist now" not in result.stdout
+
+
+def test_keep_snapshot_keeps_the_tagged_copy_back_and_a_beside_restore_gets_its_own_claim(
+    world: World,
+) -> None:
+    """--keep-snapshot keeps the copy-back, tagged with scope/backup/PVC/replica; targets obeyed."""
+    replica = world.seed("shop", "data-db-0")
+
+    result = world.restore(
+        BACKUP,
+        "data-db-0",
+        "-n",
+        "shop",
+        "--keep-snapshot",
+        "--completion-duration",
+        "15m",
+        "--target-namespace",
+        "restored",
+        "--target-pvc",
+        "data-copy",
+        "--output",
+        "beside.yaml",
+    )
+
+    assert result.code == 0, result.stderr
+    [copy_back] = world.snapshots(SRC)
+    tags = tag_dict(copy_back)
+    assert tags["snapd.io/cluster"] == SCOPE
+    assert tags[tags_mod.RESTORE_OF] == replica.snapshot_id
+    assert (tags[tags_mod.RESTORE_BACKUP], tags[tags_mod.RESTORE_PVC]) == (BACKUP, "data-db-0")
+    assert "snapd.io/source-snapshot-id" not in tags, "a copy-back is not a replica"
+    assert copy_back["SnapshotId"] in result.stdout
+    assert "kept" in result.stdout
+    [pv] = world.pvs()
+    assert pv["spec"]["claimRef"]["namespace"] == "restored"
+    assert pv["spec"]["claimRef"]["name"] == "data-copy"
+    [pvc] = pvc_docs(world.cwd / "beside.yaml")
+    assert (pvc["metadata"]["namespace"], pvc["metadata"]["name"]) == ("restored", "data-copy")
+    assert "kubectl create -f beside.yaml" in result.stdout
+
+
+def test_restore_inside_the_destination_region_makes_no_copy(world: World) -> None:
+    """--target-region = destination: volume straight from the replica, same AZ letter, said so."""
+    replica = world.seed("shop", "data-db-0")
+
+    result = world.restore(BACKUP, "data-db-0", "--target-region", DST)
+
+    assert result.code == 0, result.stderr
+    assert world.calls("CopySnapshot") == 0
+    [volume] = world.volumes(DST)
+    assert volume["SnapshotId"] == replica.snapshot_id
+    assert volume["AvailabilityZone"] == "eu-central-1b"
+    assert "using eu-central-1b (same letter as recorded eu-west-1b)" in result.stdout
+    [pv] = world.pvs()
+    validate(pv)
+    assert pv["spec"]["csi"]["volumeHandle"] == volume["VolumeId"]
+    assert world.snapshots(DST) != [], "the replica itself is never deleted"
+
+
+def test_a_zone_letter_the_region_lacks_lists_the_zones_and_az_flag_fixes_it(
+    world: World,
+) -> None:
+    """No 'c' zone in us-west-1: exit 2 listing its zones; --availability-zone then works."""
+    env = {"SNAPD_DESTINATION_REGION": "us-west-1"}
+    world.seed("shop", "data-db-0", availability_zone="eu-west-1c", destination_region="us-west-1")
+
+    refused = world.restore(BACKUP, "data-db-0", "--target-region", "us-west-1", **env)
+    chosen = world.restore(
+        BACKUP,
+        "data-db-0",
+        "--target-region",
+        "us-west-1",
+        "--availability-zone",
+        "us-west-1b",
+        "--dry-run",
+        **env,
+    )
+
+    assert refused.code == 2
+    assert "us-west-1a, us-west-1b" in refused.stderr
+    assert "--availability-zone" in refused.stderr
+    assert chosen.code == 0, chosen.stderr
+    assert "in us-west-1b" in chosen.stdout
+    assert world.calls("CreateVolume") == 0
+
+
+def test_all_restores_every_pvc_into_one_pvc_file(world: World) -> None:
+    """--all: each PVC of the backup gets a volume and a PV; pvc.yaml has one PVC per document."""
+    for namespace, pvc in (("shop", "data-db-0"), ("shop", "data-db-1"), ("web", "uploads")):
+        world.seed(namespace, pvc)
+    world.seed("shop", "data-db-0", backup="daily-20240502020000")  # another backup: untouched
+
+    result = world.restore(BACKUP, "--all")
+
+    assert result.code == 0, result.stderr
+    assert world.calls("CopySnapshot") == 3
+    assert len(world.volumes(SRC)) == 3
+    pvs = world.pvs()
+    assert len(pvs) == 3
+    for pv in pvs:
+        validate(pv)
+    docs = pvc_docs(world.cwd / "pvc.yaml")
+    for doc in docs:
+        validate(doc)
+    assert sorted((d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs) == [
+        ("shop", "data-db-0"),
+        ("shop", "data-db-1"),
+        ("web", "uploads"),
+    ]
+    assert {d["spec"]["volumeName"] for d in docs} == {p["metadata"]["name"] for p in pvs}
+    assert world.snapshots(SRC) == []
+
+
+def test_all_reports_a_failing_pvc_and_restores_the_others(world: World) -> None:
+    """--all: a pending replica is reported with its progress; the rest restore; exit 1."""
+    world.seed("shop", "data-db-0")
+    world.seed("web", "uploads", state="pending", progress=30)
+
+    result = world.restore(BACKUP, "--all", "--target-region", DST)
+
+    assert result.code == 1
+    assert "web/uploads" in result.stderr
+    assert "pending (30%" in result.stderr
+    assert len(world.volumes(DST)) == 1
+    [doc] = pvc_docs(world.cwd / "pvc.yaml")
+    assert doc["metadata"]["name"] == "data-db-0"
+
+
+def test_rerun_of_a_completed_restore_makes_nothing_new(world: World) -> None:
+    """Re-run: one volume, one PV, 'already restored' with names, pvc.yaml untouched, exit 0."""
+    world.seed("shop", "data-db-0")
+    first = world.restore(BACKUP, "data-db-0")
+    assert first.code == 0, first.stderr
+    pvc_file = world.cwd / "pvc.yaml"
+    pvc_file.write_text("# edited by the operator\n")
+
+    again = world.restore(BACKUP, "data-db-0")
+
+    assert again.code == 0, again.stderr
+    [volume] = world.volumes(SRC)
+    [pv] = world.pvs()
+    assert "already restored shop/data-db-0" in again.stdout
+    assert volume["VolumeId"] in again.stdout
+    assert pv["metadata"]["name"] in again.stdout
+    assert world.calls("CopySnapshot") == 1
+    assert world.calls("CreateVolume") == 1
+    assert pvc_file.read_text() == "# edited by the operator\n"
+    assert "left untouched" in again.stdout
+
+
+def test_a_lost_create_volume_answer_never_makes_a_second_volume(world: World) -> None:
+    """CreateVolume done but its answer lost: botocore's retry gets the same volume (token)."""
+    replica = world.seed("shop", "data-db-0")
+    world.sim.inject("CreateVolume", "InternalError", after_action=True)
+
+    result = world.restore(BACKUP, "data-db-0", "--target-region", DST)
+
+    assert result.code == 0, result.stderr
+    assert world.calls("CreateVolume") == 2
+    [volume] = world.volumes(DST)
+    assert volume["SnapshotId"] == replica.snapshot_id
+
+
+def test_a_run_that_died_after_create_volume_is_finished_by_the_next(world: World) -> None:
+    """A run failing after CreateVolume: the re-run finds the volume by its tags and reuses it."""
+    world.seed("shop", "data-db-0")
+    world.sim.inject("CreateVolume", "UnauthorizedOperation", after_action=True)
+
+    crashed = world.restore(BACKUP, "data-db-0", "--target-region", DST)
+    again = world.restore(BACKUP, "data-db-0", "--target-region", DST)
+
+    assert crashed.code == 1
+    assert again.code == 0, again.stderr
+    assert len(world.volumes(DST)) == 1
+    assert world.calls("CreateVolume") == 1
+    assert len(world.pvs()) == 1
+
+
+def test_a_pv_of_the_target_name_pointing_elsewhere_is_exit_1_before_any_change(
+    world: World,
+) -> None:
+    """A PV named like ours but on another volume: exit 1, nothing copied or created."""
+    world.seed("shop", "data-db-0")
+    name = kube.build_pv_name("shop", "data-db-0", BACKUP)
+    world.kube.put(
+        kube.build_pv(
+            name=name,
+            volume_id="vol-0ffffffffffffffff",
+            size_gib=20,
+            availability_zone="eu-west-1b",
+            claim_namespace="shop",
+            claim_name="data-db-0",
+            backup=BACKUP,
+        )
+    )
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 1
+    assert name in result.stderr
+    assert "vol-0ffffffffffffffff" in result.stderr
+    assert world.calls("CopySnapshot") == 0
+    assert world.calls("CreateVolume") == 0
+    assert not (world.cwd / "pvc.yaml").exists()
+
+
+def test_a_pvc_name_in_several_namespaces_needs_n(world: World) -> None:
+    """Ambiguous PVC name: exit 2 listing the namespaces; -n picks one."""
+    world.seed("shop", "data")
+    world.seed("web", "data")
+
+    ambiguous = world.restore(BACKUP, "data", "--dry-run")
+    picked = world.restore(BACKUP, "data", "-n", "web", "--dry-run")
+
+    assert ambiguous.code == 2
+    assert "shop, web" in ambiguous.stderr
+    assert "-n" in ambiguous.stderr
+    assert picked.code == 0, picked.stderr
+    assert "web/data" in picked.stdout
+
+
+def test_unknown_backup_or_pvc_lists_what_exists(world: World) -> None:
+    """Unknown backup: exit 2 listing the backups; unknown PVC: exit 2 listing the PVCs."""
+    world.seed("shop", "data-db-0")
+    world.seed("shop", "data-db-0", backup="daily-20240502020000")
+
+    no_backup = world.restore("daily-20990101000000", "data-db-0")
+    no_pvc = world.restore(BACKUP, "nothing-here")
+
+    assert no_backup.code == 2
+    assert "daily-20240502020000, daily-20240501020000" in no_backup.stderr
+    assert no_pvc.code == 2
+    assert "shop/data-db-0" in no_pvc.stderr
+    assert world.calls("CopySnapshot") == 0
+
+
+def test_a_pending_replica_is_refused_with_its_state_and_progress(world: World) -> None:
+    """A replica still copying: exit 1 saying 'pending' and how far it is; nothing done."""
+    world.seed("shop", "data-db-0", state="pending", progress=42)
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 1
+    assert "pending (42%" in result.stderr
+    assert world.calls("CopySnapshot") == 0
+    assert world.pvs() == []
+
+
+def test_a_volume_ending_in_error_fails_clearly_and_a_rerun_makes_a_new_one(
+    world: World,
+) -> None:
+    """Volume in `error`: exit 1 naming it, no PV; the re-run makes a fresh volume and succeeds."""
+    replica = world.seed("shop", "data-db-0")
+    world.sim.fail_volumes_from(replica.snapshot_id)
+
+    failed = world.restore(BACKUP, "data-db-0", "--target-region", DST)
+    [broken] = world.volumes(DST)
+    assert failed.code == 1
+    assert broken["VolumeId"] in failed.stderr
+    assert "state error" in failed.stderr
+    assert not (world.cwd / "pvc.yaml").exists()
+    assert world.pvs() == []
+
+    again = world.restore(BACKUP, "data-db-0", "--target-region", DST)
+    assert again.code == 0, again.stderr
+    states = sorted(v["State"] for v in world.volumes(DST))
+    assert states == ["available", "error"]
+    [pv] = world.pvs()
+    assert pv["spec"]["csi"]["volumeHandle"] != broken["VolumeId"]
+
+
+def test_dry_run_prints_steps_and_manifests_and_changes_nothing(world: World) -> None:
+    """--dry-run: steps and valid PV/PVC YAML on stdout; no copy, volume, PV or file."""
+    world.seed("shop", "data-db-0")
+
+    result = world.restore(BACKUP, "data-db-0", "--dry-run")
+
+    assert result.code == 0, result.stderr
+    assert "CopySnapshot" in result.stdout
+    assert "CreateVolume" in result.stdout
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert [d["kind"] for d in docs] == ["PersistentVolume", "PersistentVolumeClaim"]
+    for doc in docs:
+        validate(doc)
+    for action in ("CopySnapshot", "CreateVolume", "DeleteSnapshot"):
+        assert world.calls(action) == 0
+    assert world.pvs() == []
+    assert not any(r.method == "POST" for r in world.kube.requests)
+    assert not (world.cwd / "pvc.yaml").exists()
+
+
+def test_an_existing_pvc_file_is_never_overwritten_without_force(world: World) -> None:
+    """pvc.yaml exists: exit 2 before any change; --force restores and replaces it."""
+    world.seed("shop", "data-db-0")
+    pvc_file = world.cwd / "pvc.yaml"
+    pvc_file.write_text("precious: true\n")
+
+    refused = world.restore(BACKUP, "data-db-0")
+    assert refused.code == 2
+    assert "--force" in refused.stderr
+    assert pvc_file.read_text() == "precious: true\n"
+    assert world.calls("CopySnapshot") == 0
+    assert world.calls("CreateVolume") == 0
+
+    forced = world.restore(BACKUP, "data-db-0", "--force")
+    assert forced.code == 0, forced.stderr
+    [doc] = pvc_docs(pvc_file)
+    assert doc["kind"] == "PersistentVolumeClaim"
+
+
+def test_a_usage_error_exits_2_through_the_cli(world: World) -> None:
+    """A bad name on the command line: exit 2 with the name, before any AWS call."""
+    result = world.restore(BACKUP, "Data_DB")
+
+    assert result.code == 2
+    assert "'Data_DB'" in result.stderr
+    assert world.calls("DescribeSnapshots") == 0
+
+
+# --------------------------------------------------------------------------- pure planning
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "cluster": SCOPE,
+        "source_region": SRC,
+        "destination_region": DST,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def request_of(*argv: str, tmp_path: Path | None = None) -> restore.RestoreRequest:
+    args: argparse.Namespace = build_parser().parse_args(["restore", *argv])
+    if tmp_path is not None:
+        args.output = str(tmp_path / "pvc.yaml")
+    return restore.parse_request(args, settings())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param((BACKUP,), "or --all", id="no-pvc-no-all"),
+        pytest.param((BACKUP, "db", "--all"), "not both", id="pvc-and-all"),
+        pytest.param((BACKUP, "--all", "--target-pvc", "x"), "--target-pvc", id="all-target-pvc"),
+        pytest.param(("Backup!", "db"), "backup name", id="bad-backup"),
+        pytest.param((BACKUP, "db", "-n", "Shop"), "namespace", id="bad-namespace"),
+        pytest.param((BACKUP, "db", "--target-pvc", "a/b"), "target PVC", id="bad-target-pvc"),
+        pytest.param((BACKUP, "db", "--target-region", "us-east-2"), "us-east-2", id="region"),
+        pytest.param((BACKUP, "db", "--availability-zone", "us-east-1a"), "zone", id="az-region"),
+        pytest.param((BACKUP, "db", "--completion-duration", "10m"), "15", id="not-15m-step"),
+        pytest.param((BACKUP, "db", "--completion-duration", "49h"), "48h", id="over-48h"),
+        pytest.param((BACKUP, "db", "--completion-duration", "soon"), "duration", id="garbage"),
+        pytest.param((BACKUP, "db", "--output", "/nonexistent/x.yaml"), "output", id="no-dir"),
+    ],
+)
+def test_parse_request_refuses_bad_command_lines(argv: tuple[str, ...], message: str) -> None:
+    """Every bad flag combination or name is a ConfigError (exit 2) naming the problem."""
+    with pytest.raises(ConfigError, match=None) as raised:
+        request_of(*argv)
+    assert message in str(raised.value)
+
+
+def test_parse_request_defaults_to_the_source_region_and_reads_the_duration(
+    tmp_path: Path,
+) -> None:
+    """Default target = source region (copy back); 1h30m → 90 CompletionDurationMinutes."""
+    request = request_of(BACKUP, "db", "--completion-duration", "1h30m", tmp_path=tmp_path)
+    assert request.target_region == SRC
+    assert request.copy_back
+    assert request.completion_minutes == 90
+    assert not request_of(BACKUP, "db", "--target-region", DST).copy_back
+
+
+@pytest.mark.parametrize(
+    ("recorded", "requested", "zone", "note"),
+    [
+        pytest.param("eu-west-1b", None, "eu-west-1b", None, id="recorded"),
+        pytest.param("eu-central-1b", None, "eu-west-1b", "same letter", id="letter"),
+        pytest.param("eu-central-1b", "eu-west-1c", "eu-west-1c", None, id="flag-wins"),
+        pytest.param("eu-central-1d", None, None, "eu-west-1a, eu-west-1b", id="no-letter"),
+        pytest.param(None, None, None, "records no availability zone", id="unrecorded"),
+        pytest.param("eu-west-1b", "eu-west-1z", None, "not a zone", id="unknown-flag"),
+    ],
+)
+def test_choose_zone(
+    recorded: str | None, requested: str | None, zone: str | None, note: str | None
+) -> None:
+    """Recorded AZ, else its letter in the region (said so), else exit 2 listing the zones."""
+    zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+    if zone is None:
+        with pytest.raises(ConfigError) as raised:
+            restore.choose_zone("eu-west-1", recorded, requested, zones)
+        assert note is not None
+        assert note in str(raised.value)
+        return
+    chosen, said = restore.choose_zone("eu-west-1", recorded, requested, zones)
+    assert chosen == zone
+    assert (said is None) == (note is None)
+    if note is not None:
+        assert said is not None
+        assert note in said
+
+
+def replica(**overrides: Any) -> Replica:
+    values: dict[str, Any] = {
+        "snapshot_id": "snap-0abc",
+        "region": DST,
+        "state": "completed",
+        "progress": 100,
+        "scope": SCOPE,
+        "source_snapshot_id": "snap-0src",
+        "backup": BACKUP,
+        "namespace": "shop",
+        "pvc": "db",
+        "availability_zone": "eu-west-1b",
+        "volume_type": "gp3",
+        "iops": 4000,
+        "throughput": 250,
+        "size_gib": 20,
+        **overrides,
+    }
+    return Replica(**values)
+
+
+def plan_for(tmp_path: Path, *argv: str, **replica_fields: Any) -> restore.RestorePlan:
+    request = request_of(BACKUP, "db", *argv, tmp_path=tmp_path)
+    plans, refused = restore.plan_restores(
+        [replica(**replica_fields)], request, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+    )
+    assert refused == []
+    return plans[0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected", "absent"),
+    [
+        pytest.param({}, {"VolumeType": "gp3", "Iops": 4000, "Throughput": 250}, (), id="gp3"),
+        pytest.param(
+            {"volume_type": "io2", "iops": 9000, "throughput": 250},
+            {"VolumeType": "io2", "Iops": 9000},
+            ("Throughput",),
+            id="io2-no-throughput",
+        ),
+        pytest.param(
+            {"volume_type": "gp2", "iops": 300, "throughput": None},
+            {"VolumeType": "gp2"},
+            ("Iops", "Throughput"),
+            id="gp2-no-iops",
+        ),
+        pytest.param(
+            {"volume_type": None},
+            {"Size": 20},
+            ("VolumeType", "Iops", "Throughput"),
+            id="unrecorded-type",
+        ),
+        pytest.param({"encrypted": True}, {"Encrypted": True}, ("KmsKeyId",), id="encrypted"),
+    ],
+)
+def test_build_volume_params_sends_only_what_the_type_accepts(
+    tmp_path: Path, fields: dict[str, Any], expected: dict[str, Any], absent: tuple[str, ...]
+) -> None:
+    """IOPS for io1/io2/gp3 only, throughput for gp3 only, size and zone always."""
+    params = restore.build_volume_params(plan_for(tmp_path, **fields), "snap-0copy", SCOPE)
+    assert params["AvailabilityZone"] == "eu-west-1b"
+    assert params["SnapshotId"] == "snap-0copy"
+    assert expected.items() <= params.items()
+    assert not set(absent) & set(params)
+
+
+def test_kms_key_encrypts_the_volume(tmp_path: Path) -> None:
+    """--kms-key-id → Encrypted=True with that KmsKeyId."""
+    params = restore.build_volume_params(
+        plan_for(tmp_path, "--kms-key-id", "alias/restore"), "snap-0copy", SCOPE
+    )
+    assert (params["Encrypted"], params["KmsKeyId"]) == (True, "alias/restore")
+
+
+def test_client_token_is_deterministic_short_and_changes_with_the_restore(
+    tmp_path: Path,
+) -> None:
+    """Same restore → same token (≤64 chars); another target or zone → another token."""
+    base = plan_for(tmp_path)
+    token = restore.build_volume_params(base, "snap-a", SCOPE)["ClientToken"]
+    assert len(token) <= 64
+    assert restore.build_volume_params(plan_for(tmp_path), "snap-b", SCOPE)["ClientToken"] == token
+    for argv in (("--target-pvc", "other"), ("--availability-zone", "eu-west-1a")):
+        assert restore.build_volume_params(plan_for(tmp_path, *argv), "snap-a", SCOPE)[
+            "ClientToken"
+        ] != (token)
+    assert restore.build_client_token(base.key, 1) != token
+
+
+def test_io2_without_recorded_iops_is_refused_for_that_pvc_alone(tmp_path: Path) -> None:
+    """A replica that cannot be rebuilt as recorded is refused with the reason, not guessed."""
+    request = request_of(BACKUP, "--all", tmp_path=tmp_path)
+    good = replica(pvc="good", snapshot_id="snap-1")
+    bad = replica(pvc="bad", snapshot_id="snap-2", volume_type="io2", iops=None)
+    plans, refused = restore.plan_restores([good, bad], request, ["eu-west-1b"])
+    assert [p.source_pvc for p in plans] == ["good"]
+    assert [r.label for r in refused] == ["shop/bad"]
+    assert "IOPS" in refused[0].reason
+
+
+def test_two_pvcs_into_one_target_is_a_usage_error(tmp_path: Path) -> None:
+    """--all --target-namespace with the same PVC name in two namespaces would collide."""
+    request = request_of(BACKUP, "--all", "--target-namespace", "dr", tmp_path=tmp_path)
+    replicas = [replica(namespace="a", snapshot_id="snap-1"), replica(namespace="b")]
+    with pytest.raises(ConfigError, match="dr/db"):
+        restore.plan_restores(replicas, request, ["eu-west-1b"])
+
+
+def test_select_prefers_a_completed_replica_among_duplicates() -> None:
+    """Two copies of one PVC (a retried copy): the completed one is restored."""
+    request = request_of(BACKUP, "db")
+    pending = replica(snapshot_id="snap-1", state="pending", progress=10)
+    done = replica(snapshot_id="snap-2")
+    selection = restore.select_replicas([pending, done], request)
+    assert [r.snapshot_id for r in selection.replicas] == ["snap-2"]
+    assert selection.refused == ()

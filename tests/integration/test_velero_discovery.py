@@ -1,0 +1,472 @@
+"""Discovery against a Velero bucket in the moto server: what snapd copies, skips and reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from snapd.aws import AwsClients
+from snapd.errors import PermanentError
+from snapd.models import Discovery, SnapshotMethod
+from snapd.testing.moto_server import MotoWorld
+from snapd.testing.velero_bucket import (
+    BACKUP_FILE,
+    CSI,
+    DATA_MOVER,
+    FAILED,
+    NATIVE,
+    POD_VOLUME,
+    SKIPPED,
+    TARBALL,
+    VOLUME_INFO,
+    VOLUME_SNAPSHOTS,
+    VeleroBucket,
+    Volume,
+    seed_realistic_world,
+)
+from snapd.velero import NO_BACKUP_FILE, VeleroReader
+
+REGION = "eu-west-1"
+BUCKET = "velero-backups"
+T0 = datetime(2024, 6, 1, 2, 0, 0, tzinfo=UTC)
+BROKEN = Volume("shop", "broken", method=FAILED)
+
+
+@pytest.fixture
+async def aws(moto: MotoWorld) -> AsyncIterator[AwsClients]:
+    async with AwsClients(max_attempts=1) as clients:
+        yield clients
+
+
+async def discover(
+    reader: VeleroReader,
+    aws: AwsClients,
+    *,
+    prefix: str = "prod",
+    schedules: tuple[str, ...] = ("daily",),
+    copy_failed: bool = False,
+    bucket: str = BUCKET,
+) -> Discovery:
+    return await reader.discover(
+        aws,
+        bucket=bucket,
+        prefix=prefix,
+        region=REGION,
+        schedules=schedules,
+        copy_failed_backups=copy_failed,
+    )
+
+
+def velero(prefix: str = "prod") -> VeleroBucket:
+    """A bucket builder writing straight into the moto server's backends (seconds faster
+    than HTTP; `test_realistic_world` covers the HTTP path)."""
+    return VeleroBucket(BUCKET, prefix, REGION, mode="in_process")
+
+
+def day(n: int) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def every_case() -> tuple[VeleroBucket, dict[str, list[str]]]:
+    """A bucket with every case of velero-format.md §1–§8; returns the expected ids by backup."""
+    db = Volume("shop", "db", 20, "eu-west-1a", NATIVE, "io2", iops=4000, storage_class="io2")
+    cache = Volume("shop", "cache", 5, "eu-west-1b", CSI, storage_class="gp3-csi", fs_type="xfs")
+    legacy = Volume("legacy", "old", 8, "eu-west-1c", NATIVE, "gp2", in_tree=True, zone_in="label")
+    b = velero()
+    b.backup(
+        "daily-20240601020000", schedule="daily", version="1.9", volumes=[legacy], start=day(0)
+    )
+    b.backup(
+        "daily-20240602020000",
+        schedule="daily",
+        version="1.12",
+        phase="PartiallyFailed",
+        volumes=[db, BROKEN],
+        start=day(1),
+    )
+    b.backup("daily-20240603020000", schedule="daily", phase="Failed", volumes=[db], start=day(2))
+    b.backup(
+        "daily-20240603120000", schedule=None, volumes=[db], start=day(2)
+    )  # manual, named like
+    b.backup("before-upgrade", schedule=None, volumes=[db], start=day(2))
+    b.backup("custom-name", schedule="daily", volumes=[db], start=day(3))  # --from-schedule --name
+    b.backup("hourly-20240604010000", schedule="hourly", volumes=[db], start=day(3))
+    b.backup(
+        "daily-20240605020000",
+        schedule="daily",
+        version="1.14",
+        volumes=[
+            db,
+            cache,
+            Volume("shop", "uploads", method=POD_VOLUME),
+            Volume("shop", "tmp", method=SKIPPED),
+        ],
+        start=day(4),
+    )
+    b.backup(
+        "daily-20240606020000", schedule="daily", version="1.17", volumes=[cache], start=day(5)
+    )
+    b.backup(
+        "daily-20240607020000", schedule="daily", version="1.10", volumes=[cache], start=day(6)
+    )
+    b.backup(
+        "daily-20240608020000",
+        schedule="daily",
+        version="1.15",
+        volumes=[db, Volume("billing", "ledger", 50, method=DATA_MOVER)],
+        start=day(7),
+    )
+    b.backup(
+        "daily-20240609020000",
+        schedule="daily",
+        phase="WaitingForPluginOperations",
+        volumes=[cache],
+        start=day(8),
+    )
+    b.backup(
+        "daily-20240610020000", schedule="daily", phase="Finalizing", volumes=[db], start=day(9)
+    )
+    b.logs_only("daily-20240611020000")
+    b.backup("daily-20240612020000", schedule="daily", volumes=[db, cache], start=day(11))
+    b.corrupt_gzip("daily-20240612020000", VOLUME_INFO)
+    b.backup("daily-20240613020000", schedule="daily", volumes=[db], start=day(12))
+    b.invalid_json("daily-20240613020000", BACKUP_FILE)
+    b.backup("daily-20240614020000", schedule="daily", version="1.12", volumes=[], start=day(13))
+    b.put("prod/backups/Bad_Name/velero-backup.json", b"{}")
+    b.decoys().pseudo_folders()
+    # Another cluster under another prefix, same schedule name: never mixed in.
+    velero("staging").backup("daily-20240605020000", schedule="daily", volumes=[db], start=day(4))
+    yielded = [
+        "daily-20240601020000",
+        "daily-20240602020000",
+        "custom-name",
+        "daily-20240605020000",
+        "daily-20240606020000",
+        "daily-20240607020000",
+        "daily-20240608020000",
+        "daily-20240612020000",
+        "daily-20240614020000",
+    ]
+    return b, {name: b.backups[name].snapshot_ids for name in yielded}
+
+
+EveryCase = tuple[VeleroBucket, dict[str, list[str]]]
+
+
+@pytest.fixture(scope="class")
+def every(moto_session: MotoWorld) -> Iterator[EveryCase]:
+    """The every-case bucket, seeded once for the class (seeding takes seconds)."""
+    moto_session.reset()
+    yield every_case()
+    moto_session.reset()
+
+
+@pytest.fixture
+async def session_aws(every: EveryCase) -> AsyncIterator[AwsClients]:
+    """Clients for the class's shared world (no reset between its tests)."""
+    async with AwsClients(max_attempts=1) as clients:
+        yield clients
+
+
+class TestEveryCase:
+    """One bucket holding every case; the tests read it and never change it."""
+
+    async def test_every_case_is_copied_skipped_or_reported(
+        self, every: EveryCase, session_aws: AwsClients
+    ) -> None:
+        """Exactly the snapshots of watched, finished backups are found; the rest has a reason."""
+        _, expected = every
+        result = await discover(VeleroReader(), session_aws)
+
+        found: dict[str, list[str]] = {}
+        for snapshot in result.snapshots:
+            found.setdefault(snapshot.backup, []).append(snapshot.snapshot_id)
+        assert {k: sorted(v) for k, v in found.items()} == {
+            k: sorted(v) for k, v in expected.items() if v
+        }
+        assert sorted((s.backup, s.reason) for s in result.skipped) == [
+            (
+                "daily-20240602020000",
+                f"Velero recorded a failed native snapshot of PV {BROKEN.pv_name}; nothing to copy",
+            ),
+            (
+                "daily-20240603020000",
+                "backup phase Failed; set SNAPD_COPY_FAILED_BACKUPS=true to copy its snapshots",
+            ),
+            (
+                "daily-20240609020000",
+                "backup in flight (phase WaitingForPluginOperations); read again next cycle",
+            ),
+            ("daily-20240610020000", "backup in flight (phase Finalizing); read again next cycle"),
+        ]
+        errors = {e.backup: e.error for e in result.errors}
+        assert set(errors) == {
+            "Bad_Name",
+            "daily-20240611020000",
+            "daily-20240612020000",
+            "daily-20240613020000",
+        }
+        assert "not a valid Kubernetes object name" in errors["Bad_Name"]
+        assert errors["daily-20240611020000"] == NO_BACKUP_FILE
+        assert errors["daily-20240612020000"].startswith(
+            "daily-20240612020000-volumeinfo.json.gz: truncated or corrupt gzip"
+        )
+        assert errors["daily-20240613020000"].startswith("velero-backup.json: invalid JSON")
+        assert result.unreadable_backups == 4
+        assert {b.name for b in result.backups} >= {"before-upgrade", "hourly-20240604010000"}
+
+    async def test_snapshot_details(self, every: EveryCase, session_aws: AwsClients) -> None:
+        """Each snapshot carries backup, PVC, volume and PV details from the right files."""
+        bucket, _ = every
+        result = await discover(VeleroReader(), session_aws)
+        by_backup = {(s.backup, s.pvc): s for s in result.snapshots}
+
+        legacy = by_backup[("daily-20240601020000", "old")]  # v1.9 native, in-tree PV
+        built = bucket.backups["daily-20240601020000"].snapshots[0]
+        assert legacy.method is SnapshotMethod.NATIVE
+        assert (legacy.namespace, legacy.pv, legacy.volume_id) == (
+            "legacy",
+            built.volume.pv_name,
+            built.volume_id,
+        )
+        assert (legacy.availability_zone, legacy.volume_type, legacy.iops) == (
+            "eu-west-1c",
+            "gp2",
+            None,
+        )
+        assert (legacy.fs_type, legacy.csi_driver, legacy.size_gib) == ("ext4", None, 8)
+        assert (legacy.schedule, legacy.phase, legacy.backup_time) == ("daily", "Completed", day(0))
+
+        db = by_backup[("daily-20240605020000", "db")]
+        assert (db.volume_type, db.iops, db.storage_class, db.size_gib) == ("io2", 4000, "io2", 20)
+
+        for backup in ("daily-20240605020000", "daily-20240606020000", "daily-20240607020000"):
+            cache = by_backup[(backup, "cache")]
+            built = next(s for s in bucket.backups[backup].snapshots if s.volume.pvc == "cache")
+            assert cache.method is SnapshotMethod.CSI
+            assert (cache.namespace, cache.volume_id, cache.availability_zone) == (
+                "shop",
+                built.volume_id,
+                "eu-west-1b",
+            )
+            assert (cache.storage_class, cache.fs_type, cache.csi_driver, cache.size_gib) == (
+                "gp3-csi",
+                "xfs",
+                "ebs.csi.aws.com",
+                5,
+            )
+            assert cache.access_modes == ("ReadWriteOnce",)
+            assert cache.volume_mode == "Filesystem"
+
+        partial = by_backup[("daily-20240602020000", "db")]
+        assert partial.phase == "PartiallyFailed"
+
+    async def test_other_prefix_is_never_mixed_in(
+        self, every: EveryCase, session_aws: AwsClients
+    ) -> None:
+        """Two clusters sharing a bucket and a schedule name each see only their own backups."""
+        staging = await discover(VeleroReader(), session_aws, prefix="/staging/")
+        prod = await discover(VeleroReader(), session_aws, prefix="prod")
+        staging_ids = {s.snapshot_id for s in staging.snapshots}
+        assert len(staging_ids) == 1
+        assert not staging_ids & {s.snapshot_id for s in prod.snapshots}
+        assert staging.errors == ()
+
+    async def test_uncacheable_backups_are_read_again(
+        self, every: EveryCase, session_aws: AwsClients
+    ) -> None:
+        """In-flight, corrupt and interrupted backups are re-read every cycle, the rest are not."""
+        reader = VeleroReader()
+        await discover(reader, session_aws)
+        session_aws.calls.clear()
+        result = await discover(reader, session_aws)
+        # velero-backup.json of: 2 in flight, logs-only (404), corrupt volumeinfo, invalid JSON;
+        # plus the corrupt backup's 4 snapshot files and tarball; the invalid name is never read.
+        assert session_aws.calls["GetObject"] == 5 + 5
+        assert session_aws.calls["ListObjectsV2"] == 1 + 1
+        assert len(result.errors) == 4
+
+
+async def test_failed_backups_are_copied_on_request(aws: AwsClients) -> None:
+    """With SNAPD_COPY_FAILED_BACKUPS the snapshots a Failed backup took are found."""
+    bucket = velero()
+    bucket.backup(
+        "daily-20240603020000", schedule="daily", phase="Failed", volumes=[Volume("shop", "db")]
+    )
+    result = await discover(VeleroReader(), aws, copy_failed=True)
+    assert [s.snapshot_id for s in result.snapshots] == bucket.backups[
+        "daily-20240603020000"
+    ].snapshot_ids
+    assert result.snapshots[0].phase == "Failed"
+    assert result.skipped == ()
+
+
+async def test_warm_cycle_costs_one_listing_and_no_get(aws: AwsClients) -> None:
+    """Unchanged finished backups are read once per process: later cycles only list."""
+    bucket = velero()
+    for n in range(4):
+        bucket.backup(
+            f"daily-2024060{n + 1}020000", schedule="daily", volumes=[Volume("shop", "db")]
+        )
+    bucket.backup("before-upgrade", volumes=[Volume("shop", "db")])
+    bucket.backup(
+        "daily-20240608020000", schedule="daily", phase="Failed", volumes=[Volume("shop", "db")]
+    )
+    reader = VeleroReader()
+    cold = await discover(reader, aws)
+    assert aws.calls["GetObject"] > 0
+    aws.calls.clear()
+    warm = await discover(reader, aws)
+    assert aws.calls["GetObject"] == 0
+    assert aws.calls["ListObjectsV2"] == math.ceil(6 / 1000)
+    assert warm == cold
+
+
+async def test_unwatched_backups_cost_one_get(aws: AwsClients) -> None:
+    """Backups of other schedules are identified by velero-backup.json alone."""
+    bucket = velero()
+    bucket.backup("hourly-20240601010000", schedule="hourly", volumes=[Volume("shop", "db")])
+    bucket.backup("before-upgrade", volumes=[Volume("shop", "db")])
+    await discover(VeleroReader(), aws)
+    assert aws.calls["GetObject"] == 2
+    assert aws.calls["ListObjectsV2"] == 1
+
+
+async def test_in_flight_backup_is_picked_up_when_completed(aws: AwsClients) -> None:
+    """A backup waiting for plugin operations is copied once Velero finalises it."""
+    bucket = velero()
+    bucket.backup(
+        "daily-20240609020000",
+        schedule="daily",
+        phase="WaitingForPluginOperations",
+        volumes=[Volume("shop", "cache", method=CSI)],
+    )
+    reader = VeleroReader()
+    first = await discover(reader, aws)
+    assert first.snapshots == ()
+    assert [s.reason for s in first.skipped] == [
+        "backup in flight (phase WaitingForPluginOperations); read again next cycle"
+    ]
+    bucket.set_phase("daily-20240609020000", "Completed")
+    second = await discover(reader, aws)
+    assert [s.snapshot_id for s in second.snapshots] == bucket.backups[
+        "daily-20240609020000"
+    ].snapshot_ids
+    assert second.skipped == ()
+
+
+async def test_deleted_backups_leave_the_result(aws: AwsClients) -> None:
+    """A backup removed from the bucket is no longer reported (and leaves the cache)."""
+    bucket = velero()
+    bucket.backup("daily-20240601020000", schedule="daily", volumes=[Volume("shop", "db")])
+    bucket.backup("daily-20240602020000", schedule="daily", volumes=[Volume("shop", "db")])
+    reader = VeleroReader()
+    assert len((await discover(reader, aws)).snapshots) == 2
+    for key in [k for k in bucket.files if "/daily-20240601020000/" in k]:
+        await aws.call("s3", REGION, "DeleteObject", Bucket=BUCKET, Key=key)
+    after = await discover(reader, aws)
+    assert [s.backup for s in after.snapshots] == ["daily-20240602020000"]
+    assert reader.cached == 1
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param("remove", id="missing-tarball"),
+        pytest.param("truncate", id="truncated-tarball"),
+    ],
+)
+async def test_tarball_problem_still_copies(aws: AwsClients, damage: str) -> None:
+    """A lost tarball does not stop the copies; the missing PV details are reported."""
+    bucket = velero()
+    name = "daily-20240605020000"
+    bucket.backup(
+        name, schedule="daily", volumes=[Volume("shop", "db"), Volume("shop", "c", method=CSI)]
+    )
+    if damage == "remove":
+        bucket.remove(name, TARBALL)
+    else:
+        bucket.corrupt_gzip(name, TARBALL)
+    result = await discover(VeleroReader(), aws)
+    assert sorted(s.snapshot_id for s in result.snapshots) == sorted(
+        bucket.backups[name].snapshot_ids
+    )
+    assert {s.pvc for s in result.snapshots} == {"db", "c"}
+    (error,) = result.errors
+    assert error.error.startswith(
+        f"no {name}.tar.gz" if damage == "remove" else f"{name}.tar.gz: truncated or corrupt"
+    )
+
+
+async def test_upload_in_progress_is_not_cached(aws: AwsClients) -> None:
+    """A backup read while Velero still uploads its files is re-read until complete."""
+    bucket = velero()
+    name = "daily-20240605020000"
+    bucket.backup(name, schedule="daily", version="1.10", volumes=[Volume("shop", "db")])
+    snapshot_file = bucket.files[bucket.key(name, VOLUME_SNAPSHOTS)]
+    bucket.remove(name, VOLUME_SNAPSHOTS)
+    reader = VeleroReader()
+    first = await discover(reader, aws)
+    assert first.snapshots == ()
+    assert [e.error for e in first.errors] == [
+        f"{name}-volumesnapshots.json.gz missing: upload incomplete or in progress"
+    ]
+    bucket.replace(name, VOLUME_SNAPSHOTS, snapshot_file)
+    second = await discover(reader, aws)
+    assert [s.snapshot_id for s in second.snapshots] == bucket.backups[name].snapshot_ids
+    assert second.errors == ()
+
+
+async def test_pagination(aws: AwsClients) -> None:
+    """Listing pages through every backup; a warm cycle costs one call per page."""
+    bucket = velero()
+    for n in range(5):
+        bucket.backup(
+            f"daily-2024060{n + 1}020000", schedule="daily", volumes=[Volume("shop", "db")]
+        )
+    reader = VeleroReader(page_size=2)
+    cold = await discover(reader, aws)
+    assert len(cold.snapshots) == 5
+    aws.calls.clear()
+    await discover(reader, aws)
+    assert aws.calls["ListObjectsV2"] == math.ceil(5 / 2)
+    assert aws.calls["GetObject"] == 0
+
+
+async def test_more_than_a_thousand_backups(aws: AwsClients) -> None:
+    """S3's 1000-prefix pages do not hide backups: the one after 1000 others is found."""
+    # The 1000 others have names Kubernetes refuses, so they cost no GET (fast in moto).
+    raw = velero()
+    for n in range(1000):
+        raw.put(f"prod/backups/Backup-{n:04}/velero-backup.json", b"{}")
+    bucket = velero()
+    bucket.backup("daily-20240601020000", schedule="daily", volumes=[Volume("shop", "db")])
+    reader = VeleroReader()
+    cold = await discover(reader, aws)
+    assert [s.snapshot_id for s in cold.snapshots] == bucket.backups[
+        "daily-20240601020000"
+    ].snapshot_ids
+    assert len(cold.errors) == 1000
+    aws.calls.clear()
+    await discover(reader, aws)
+    assert aws.calls["ListObjectsV2"] == math.ceil(1001 / 1000)
+    assert aws.calls["GetObject"] == 0
+
+
+async def test_listing_failure_fails_the_cycle(aws: AwsClients) -> None:
+    """A bucket that cannot be listed is a cycle failure, not an empty result."""
+    with pytest.raises(PermanentError) as caught:
+        await discover(VeleroReader(), aws, bucket="no-such-bucket")
+    assert caught.value.code == "NoSuchBucket"
+
+
+async def test_realistic_world(aws: AwsClients) -> None:
+    """The demo world: a week of `daily` is found, with its corrupt and unfinished backups."""
+    world = seed_realistic_world(bucket=BUCKET, region=REGION)
+    result = await discover(VeleroReader(), aws, prefix=world.prefix, schedules=(world.schedule,))
+    assert sorted(s.snapshot_id for s in result.snapshots) == sorted(world.expected_snapshot_ids)
+    assert {e.backup for e in result.errors} == {world.corrupt_backup, world.logs_only_backup}
+    assert world.in_flight_backup in {s.backup for s in result.skipped}
