@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "snapd-rules.yaml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "snapd-rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "base" / "prometheusrule.yaml"
-RUNBOOK = ROOT / "docs" / "ops.md"
+RUNBOOK = ROOT / "README.md"
 
 
 def tool(name: str) -> str:
@@ -89,7 +89,7 @@ def test_alert_says_what_to_do_and_links_its_runbook(name: str) -> None:
     anchor = name.lower()  # GitHub's anchor of the heading `### SnapdXxx`
     assert annotations["runbook_url"] == f"README.md#{anchor}"
     assert re.search(rf"^### {name}$", RUNBOOK.read_text(encoding="utf-8"), re.MULTILINE), (
-        f"docs/ops.md has no `### {name}` runbook section"
+        f"README.md has no `### {name}` runbook section"
     )
 
 
