@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     """Run one command; typed errors become exit codes with one clear line."""
+    log.info("command.started", command=args.command, settings=settings.public_view())
     try:
         if args.command == "run":
             await run_daemon(settings)
@@ -199,20 +200,23 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 class _Progress:
-    """Copy progress on a terminal's stderr; off a terminal the copier's log lines suffice."""
+    """Copy progress on a terminal's stderr; off a terminal the copier's log lines suffice.
+
+    Each line shows copies done of the total known so far (completed + queued + pending),
+    and for a pending copy EC2's own `Progress` percentage.
+    """
 
     def __init__(self) -> None:
-        self.started = 0
-        self.done = 0
         self.tty = sys.stderr.isatty()
+        self.total: Callable[[], int] = lambda: 0
+        self.done = 0
 
     def copy_event(self, event: str, copy: Tracked) -> None:
-        self.started += event == "started"
         self.done += event == "completed"
         if self.tty:
             detail = f" {copy.progress}%" if event == "progress" else ""
             print(
-                f"[{self.done}/{self.started} done] {event} {copy.label}{detail}",
+                f"[{self.done}/{self.total()}] {event} {copy.label}{detail}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -224,7 +228,9 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         raise ConfigError(f"invalid --timeout: {error}") from error
     async with AwsClients() as aws:
-        engine = Engine(settings, aws, events=_Progress())
+        progress = _Progress()
+        engine = Engine(settings, aws, events=progress)
+        progress.total = lambda: progress.done + engine.copier.backlog
         if args.dry_run:
             result = await engine.plan_cycle()
             _print_plan(result.plan, args.output, settings)

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 #: Velero phases after which a backup's files never change again (velero-format §2.4).
 TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"})
@@ -84,9 +85,9 @@ class SourceSnapshot:
         """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown."""
         return volume_key(self.namespace, self.pvc, self.pv, self.volume_id)
 
-    def with_details(self, **changes: object) -> SourceSnapshot:
+    def with_details(self, **changes: Any) -> SourceSnapshot:
         """A copy with details added (EC2 state, volume type…); the record itself stays frozen."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,24 +180,22 @@ def newest_source_per_volume(sources: Iterable[SourceSnapshot]) -> dict[VolumeKe
 
 
 def retention_prunes(live: Sequence[Replica], policy: Policy, now: datetime) -> list[PruneAction]:
-    """Completed replicas past `max_age` with `keep_last` newer completed ones of their PVC."""
+    """Completed replicas past `max_age` with `keep_last` newer completed ones of their PVC.
+
+    A replica whose backup time tag is unreadable is never aged out (it cannot be judged).
+    """
     cutoff = now - policy.max_age
-    by_volume: dict[VolumeKey, list[Replica]] = defaultdict(list)
+    by_volume: dict[VolumeKey, list[tuple[datetime, Replica]]] = defaultdict(list)
     for replica in live:
         if replica.completed and replica.backup_time is not None:
-            by_volume[replica.volume_key].append(replica)
+            by_volume[replica.volume_key].append((replica.backup_time, replica))
     prunes: list[PruneAction] = []
     for (namespace, pvc), group in sorted(by_volume.items()):
-        group.sort(key=lambda r: (r.backup_time, r.snapshot_id), reverse=True)
-        for newer, replica in enumerate(group):
-            if newer >= policy.keep_last and replica.backup_time < cutoff:  # type: ignore[operator]
-                prunes.append(
-                    PruneAction(
-                        replica,
-                        PruneKind.RETENTION,
-                        _retention_reason(policy, newer, namespace, pvc),
-                    )
-                )
+        group.sort(key=lambda item: (item[0], item[1].snapshot_id), reverse=True)
+        for newer, (backup_time, replica) in enumerate(group):
+            if newer >= policy.keep_last and backup_time < cutoff:
+                reason = _retention_reason(policy, newer, namespace, pvc)
+                prunes.append(PruneAction(replica, PruneKind.RETENTION, reason))
     return prunes
 
 

@@ -24,7 +24,7 @@ from snapd import inventory, kube, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Tracked
-from snapd.errors import AwsError, SnapdError, WorkFailedError
+from snapd.errors import AwsError, ConfigError, KubeError, SnapdError, WorkFailedError
 from snapd.metrics import Health, Metrics, serve_http
 from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
@@ -279,7 +279,7 @@ async def run_daemon(settings: Settings) -> None:
         engine = Engine(settings, aws, metrics)
         log.info("service.started", metrics_port=server.port, settings=settings.public_view())
         if settings.leader_election:
-            async with await kube.connect() as client:
+            async with await _connect_for_election() as client:
                 elector = kube.LeaderElector(
                     client,
                     name=settings.lease_name,
@@ -293,6 +293,17 @@ async def run_daemon(settings: Settings) -> None:
             health.mark_ready()
             await _work_until(engine, stop)
         log.info("service.stopped")
+
+
+async def _connect_for_election() -> kube.KubeClient:
+    """Kubernetes access for the Lease; without it leader election is misconfigured (exit 2)."""
+    try:
+        return await kube.connect()
+    except KubeError as error:
+        raise ConfigError(
+            f"leader_election is on but Kubernetes is not reachable: {error}; run in the "
+            "cluster (in-cluster config) or set KUBECONFIG, or turn SNAPD_LEADER_ELECTION off"
+        ) from error
 
 
 async def _work_while_leading(
@@ -369,6 +380,9 @@ async def _cycle_loop(engine: Engine, stop: asyncio.Event) -> None:
             log.error("cycle.retry_later", code=error.code, error=error.message)
         except SnapdError as error:
             log.error("cycle.retry_later", error=str(error))
+        except Exception:  # the daemon must outlive a bug in one cycle
+            engine.metrics.sync_cycles.labels(result="failure").inc()
+            log.exception("cycle.crashed")
         await _sleep_or_stop(stop, interval)
 
 
@@ -380,6 +394,8 @@ async def _prune_loop(engine: Engine, stop: asyncio.Event) -> None:
             await engine.prune_pass()
         except SnapdError as error:
             log.error("prune.skipped", error=str(error), reason="discovery or inventory failed")
+        except Exception:  # a bug in one pass must not stop the daemon
+            log.exception("prune.crashed")
         await _sleep_or_stop(stop, interval)
 
 
