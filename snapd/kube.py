@@ -584,13 +584,7 @@ def format_micro_time(value: datetime) -> str:
 
 def parse_micro_time(value: object) -> datetime | None:
     """A Lease time back as an aware datetime; anything unreadable is None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return tags.parse_time(value) if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
