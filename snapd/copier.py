@@ -95,6 +95,9 @@ class CopyStats:
     started: int = 0
     completed: int = 0
     failed: int = 0
+    #: Adopted copies (started by an earlier process) that ended in `error`; their sources
+    #: are only known again after a fresh plan, so `snapd sync` re-plans when this grows.
+    adopted_failed: int = 0
     failures: dict[str, Failure] = field(default_factory=dict)
 
 
@@ -464,6 +467,7 @@ class Copier:
         tries = self.attempts.get(tracked.source_id, 1)
         if tracked.source is None:
             # Adopted: the next cycle's plan queues it again, with the planner's reasons.
+            self.stats.adopted_failed += 1
             return
         self._retry_or_give_up(CopyAction(tracked.source, "retry"), tries, message)
 

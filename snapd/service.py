@@ -202,14 +202,19 @@ class SyncOutcome:
 
 
 async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
-    """One cycle, wait for every pending copy of the scope (bounded), then prune."""
+    """One cycle, wait for every pending copy of the scope (bounded), then prune.
+
+    Adopted copies that end in `error` send the sync back to planning (up to
+    `copy_retries` times), since only a fresh plan knows their sources again.
+    """
     result = await engine.cycle()
     outcome = SyncOutcome(result.plan)
     stop = asyncio.Event()
     copier = engine.copier
     pool = asyncio.create_task(copier.run(stop), name="copier")
     try:
-        await asyncio.wait_for(copier.wait_settled(), timeout=wait_seconds)
+        async with asyncio.timeout(wait_seconds):
+            await _settle(engine)
     except TimeoutError:
         outcome.timed_out = copier.time_out_pending()
     finally:
@@ -224,6 +229,19 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
         return outcome
     outcome.prune = await engine.prune_pass(force=force)
     return outcome
+
+
+async def _settle(engine: Engine) -> None:
+    """Until the copier is idle, re-planning after adopted copies failed."""
+    copier = engine.copier
+    replans = 0
+    while True:
+        failed_before = copier.stats.adopted_failed
+        await copier.wait_settled()
+        if copier.stats.adopted_failed == failed_before or replans >= engine.settings.copy_retries:
+            return
+        replans += 1
+        await engine.cycle()
 
 
 async def sync_holding_lease(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:

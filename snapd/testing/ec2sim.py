@@ -300,12 +300,14 @@ class Ec2Simulator:
         kms_key_id: str | None = None,
         description: str = "",
         pending_for: float | None = None,
+        ends_in_error: str | None = None,
     ) -> str:
         """Put a snapshot straight into the backend (fast seeding); returns its id.
 
         `volume_id` names an existing volume in `region` (else an arbitrary one of
         `size_gib`); `owner_id` makes it another account's; `pending_for` keeps it pending
-        that many seconds, like a copy in flight.
+        that many seconds, like a copy in flight, and `ends_in_error` (a StateMessage) makes
+        that pending copy end in `error` instead of `completed`.
         """
         from moto.ec2.models.elastic_block_store import Snapshot
         from moto.ec2.utils import random_snapshot_id
@@ -323,7 +325,9 @@ class Ec2Simulator:
         )
         if pending_for is not None:
             now = self.clock()
-            snapshot.__dict__[_COPY] = _Progress(started=now, duration=pending_for)
+            snapshot.__dict__[_COPY] = _Progress(
+                started=now, duration=pending_for, error=ends_in_error
+            )
         backend.snapshots[snapshot.id] = snapshot
         if tags:
             backend.create_tags([snapshot.id], dict(tags))

@@ -270,3 +270,29 @@ def test_sigterm_drains_and_exits_zero(moto: MotoWorld, ec2sim: Ec2Simulator) ->
     assert run_snapd("sync", env=settings_env(moto)).code == 0
     sources = [tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in replicas(moto)]
     assert sorted(sources) == sorted(expected_ids(bucket))
+
+
+def test_adopted_copy_that_fails_is_copied_again(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """A copy left pending by a crashed run that then ends in `error` is deleted, and the
+    same `snapd sync` plans and copies its source again."""
+    ec2sim.copy_duration = 0.1
+    bucket = seed(moto, days=1)
+    source = sorted(expected_ids(bucket))[0]
+    orphan = ec2sim.add_snapshot(
+        DST,
+        tags={
+            tags.CLUSTER: BUCKET,
+            tags.SOURCE_SNAPSHOT_ID: source,
+            tags.PVC: "db",
+            tags.NAMESPACE: "shop",
+            tags.BACKUP: "b",
+        },
+        pending_for=0.5,
+        ends_in_error="Given key ID is not accessible",
+    )
+    result = run_snapd("sync", env=settings_env(moto))
+    assert result.code == 0, result.stderr
+    made = replicas(moto)
+    assert orphan not in {s["SnapshotId"] for s in made}
+    assert sorted(tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in made) == sorted(expected_ids(bucket))
+    assert all(s["State"] == "completed" for s in made)
