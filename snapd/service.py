@@ -25,7 +25,7 @@ from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Tracked
 from snapd.errors import AwsError, ConfigError, KubeError, SnapdError, WorkFailedError
-from snapd.metrics import Health, Metrics, serve_http
+from snapd.metrics import Health, Metrics, MetricsServer, serve_http
 from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
 from snapd.tags import format_time
@@ -292,7 +292,7 @@ async def run_daemon(settings: Settings) -> None:
     health = Health()
     async with (
         AwsClients(on_error=metrics.count_aws_error) as aws,
-        await serve_http(metrics, settings.metrics_port, health) as server,
+        await _serve(metrics, settings.metrics_port, health) as server,
     ):
         engine = Engine(settings, aws, metrics)
         log.info("service.started", metrics_port=server.port, settings=settings.public_view())
@@ -311,6 +311,17 @@ async def run_daemon(settings: Settings) -> None:
             health.mark_ready()
             await _work_until(engine, stop)
         log.info("service.stopped")
+
+
+async def _serve(metrics: Metrics, port: int, health: Health) -> MetricsServer:
+    """The metrics/health server; a port that cannot be bound is a configuration error."""
+    try:
+        return await serve_http(metrics, port, health)
+    except OSError as error:
+        raise ConfigError(
+            f"invalid setting metrics_port (SNAPD_METRICS_PORT, --metrics-port): cannot listen "
+            f"on port {port}: {error.strerror or error}"
+        ) from error
 
 
 async def _connect_for_election() -> kube.KubeClient:

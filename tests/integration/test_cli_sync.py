@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -296,3 +297,14 @@ def test_adopted_copy_that_fails_is_copied_again(moto: MotoWorld, ec2sim: Ec2Sim
     assert orphan not in {s["SnapshotId"] for s in made}
     assert sorted(tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in made) == sorted(expected_ids(bucket))
     assert all(s["State"] == "completed" for s in made)
+
+
+def test_run_with_busy_metrics_port_exits_2(moto: MotoWorld) -> None:
+    """`snapd run` on a port already taken says which setting to change and exits 2."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - the same address snapd binds
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_snapd("run", env=settings_env(moto, SNAPD_METRICS_PORT=str(port)), timeout=60)
+    assert result.code == 2
+    assert "metrics_port" in result.stderr
