@@ -47,10 +47,17 @@ def plan(
     now: datetime,
     *,
     in_progress: Collection[str] = (),
+    copier_owned: Collection[str] = (),
     destination_region: str = "the destination region",
 ) -> Plan:
-    """The whole plan of one cycle; see the module docstring for the rules."""
+    """The whole plan of one cycle; see the module docstring for the rules.
+
+    `in_progress` are source ids queued or pending in this process's copier (never planned
+    again); `copier_owned` are replica ids the copier is watching — never pruned here, since
+    the copier settles them itself (a copy ending in `error` is its to delete and retry).
+    """
     live, cleanup = split_cleanup(replicas)
+    cleanup = [p for p in cleanup if p.replica.snapshot_id not in copier_owned]
     covered = {r.source_snapshot_id for r in live if r.source_snapshot_id} | set(in_progress)
     sources = unique_sources(discovery.snapshots)
     candidates, source_skips = copy_candidates(sources, covered)

@@ -111,6 +111,7 @@ class Engine:
                 policy_from(self.settings),
                 self.now(),
                 in_progress=self.copier.busy_sources(),
+                copier_owned=set(self.copier.active),
                 destination_region=self.region,
             )
         self.metrics.set_recovery_points(recovery_points(replicas))
@@ -285,11 +286,17 @@ async def run_daemon(settings: Settings) -> None:
     standby serves /metrics, /healthz and /readyz (ready) with `snapd_leader` 0.
     """
     metrics = Metrics()
+    health = Health()
     stop = asyncio.Event()
+
+    def shut_down() -> None:
+        # Not ready from the first moment of the drain, so no new scrape or traffic waits on us.
+        health.mark_not_ready()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    health = Health()
+        loop.add_signal_handler(sig, shut_down)
     async with (
         AwsClients(on_error=metrics.count_aws_error) as aws,
         await _serve(metrics, settings.metrics_port, health) as server,
