@@ -10,10 +10,11 @@ inventory failed: those raise before a plan exists.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -86,7 +87,7 @@ class Engine:
         self._plan_lock = asyncio.Lock()
 
     async def discover(self) -> Discovery:
-        """Velero's snapshots of the watched schedules, with their EC2 details."""
+        """Velero's snapshots of the watched schedules, as the bucket describes them."""
         s = self.settings
         found = await self.reader.discover(
             self.aws,
@@ -97,20 +98,44 @@ class Engine:
             copy_failed_backups=s.copy_failed_backups,
         )
         self.metrics.velero_backups_unreadable.set(found.unreadable_backups)
-        detailed = await inventory.add_source_details(self.aws, self.source_region, found.snapshots)
-        return Discovery(tuple(detailed), found.skipped, found.errors, found.backups)
+        return found
+
+    async def add_details(self, found: Discovery, covered: Collection[str]) -> Discovery:
+        """EC2 details (state, size, tags, volume type…) of the sources that may be copied.
+
+        Sources that already have a completed or pending replica, or sit in the copier, need
+        none: in a steady state a warm cycle then makes no DescribeSnapshots call at all.
+        """
+        needed = [src for src in found.snapshots if src.snapshot_id not in covered]
+        detailed = await inventory.add_source_details(self.aws, self.source_region, needed)
+        by_id = {src.snapshot_id: src for src in detailed}
+        snapshots = tuple(by_id.get(src.snapshot_id, src) for src in found.snapshots)
+        return dataclasses.replace(found, snapshots=snapshots)
 
     async def plan_cycle(self) -> CycleResult:
-        """Discover, list replicas, plan — no change anywhere."""
+        """Discover and list replicas side by side, add source details, plan — no change."""
         async with self._plan_lock:
-            discovery = await self.discover()
-            replicas = await inventory.list_replicas(self.aws, self.region, self.scope)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    found = group.create_task(self.discover(), name="discover")
+                    listed = group.create_task(
+                        inventory.list_replicas(self.aws, self.region, self.scope),
+                        name="inventory",
+                    )
+            except ExceptionGroup as group_error:
+                raise first_error(group_error) from group_error
+            replicas = listed.result()
+            in_progress = self.copier.busy_sources()
+            covered = in_progress | {
+                r.source_snapshot_id for r in replicas if r.completed or r.pending
+            }
+            discovery = await self.add_details(found.result(), {c for c in covered if c})
             plan = planner.plan(
                 discovery,
                 replicas,
                 policy_from(self.settings),
                 self.now(),
-                in_progress=self.copier.busy_sources(),
+                in_progress=in_progress,
                 copier_owned=set(self.copier.active),
                 destination_region=self.region,
             )
@@ -170,6 +195,15 @@ class Engine:
             held_back=report.held_back,
         )
         return report
+
+
+def first_error(group: ExceptionGroup[Exception]) -> Exception:
+    """The first snapd error of a task group (so callers see `AwsError`, not a group)."""
+    matched = group.subgroup(lambda e: isinstance(e, SnapdError))
+    leaf: BaseException = matched if matched is not None else group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, Exception) else group
 
 
 def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:

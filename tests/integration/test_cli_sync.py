@@ -308,3 +308,25 @@ def test_run_with_busy_metrics_port_exits_2(moto: MotoWorld) -> None:
         result = run_snapd("run", env=settings_env(moto, SNAPD_METRICS_PORT=str(port)), timeout=60)
     assert result.code == 2
     assert "metrics_port" in result.stderr
+
+
+def test_no_prune_when_the_bucket_cannot_be_listed(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """A bucket that cannot be listed fails the cycle (exit 1, says why) and nothing is
+    pruned, however old the replicas, even with --force."""
+    old = (NOW - timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for i in range(3):
+        ec2sim.add_snapshot(
+            DST,
+            tags={
+                tags.CLUSTER: "missing-bucket",
+                tags.PVC: "db",
+                tags.NAMESPACE: "shop",
+                tags.BACKUP_TIME: old,
+                tags.SOURCE_SNAPSHOT_ID: f"snap-{i:017x}",
+            },
+        )
+    env = settings_env(moto, SNAPD_VELERO_BUCKET="missing-bucket")
+    result = run_snapd("sync", "--force", env=env)
+    assert result.code == 1
+    assert "NoSuchBucket" in result.stderr
+    assert len(replicas(moto)) == 3
