@@ -330,3 +330,27 @@ def test_no_prune_when_the_bucket_cannot_be_listed(moto: MotoWorld, ec2sim: Ec2S
     assert result.code == 1
     assert "NoSuchBucket" in result.stderr
     assert len(replicas(moto)) == 3
+
+
+async def test_warm_cycle_asks_ec2_nothing_about_replicated_sources(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """Once every source has a replica, a cycle costs one S3 listing and one inventory page:
+    no GET, no DescribeSnapshots of sources, no DescribeVolumes."""
+    from snapd.aws import AwsClients
+    from snapd.config import Settings
+    from snapd.service import Engine
+
+    ec2sim.copy_duration = 0.1
+    seed(moto, days=3)
+    assert run_snapd("sync", env=settings_env(moto)).code == 0
+    settings = Settings(
+        velero_bucket=BUCKET, schedules=["daily"], source_region=SRC, destination_region=DST
+    )
+    async with AwsClients() as aws:
+        engine = Engine(settings, aws)
+        await engine.cycle()  # cold: reads the bucket once
+        aws.calls.clear()
+        warm = await engine.cycle()
+    assert warm.plan.copies == ()
+    assert dict(aws.calls) == {"ListObjectsV2": 1, "DescribeSnapshots": 1}
