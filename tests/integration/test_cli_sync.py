@@ -14,6 +14,9 @@ import boto3
 import pytest
 
 from snapd import tags
+from snapd.aws import AwsClients
+from snapd.config import Settings
+from snapd.service import Engine
 from snapd.testing.ec2sim import Ec2Simulator
 from snapd.testing.moto_server import MotoWorld
 from snapd.testing.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
@@ -337,10 +340,6 @@ async def test_warm_cycle_asks_ec2_nothing_about_replicated_sources(
 ) -> None:
     """Once every source has a replica, a cycle costs one S3 listing and one inventory page:
     no GET, no DescribeSnapshots of sources, no DescribeVolumes."""
-    from snapd.aws import AwsClients
-    from snapd.config import Settings
-    from snapd.service import Engine
-
     ec2sim.copy_duration = 0.1
     seed(moto, days=3)
     assert run_snapd("sync", env=settings_env(moto)).code == 0
