@@ -508,14 +508,21 @@ def _name_tag(prefix: str, plan: RestorePlan) -> str:
     return f"{prefix} {plan.label} {plan.backup}"[:MAX_VALUE_LENGTH]
 
 
-def build_copy_back_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
-    """Tags of a copy-back (TagSpecifications of CopySnapshot): found again by restore-of."""
+def _restore_of(plan: RestorePlan) -> dict[str, str]:
+    """The tags that name what a restore came from (replica, backup, namespace, PVC)."""
     return {
-        CLUSTER: scope,
         RESTORE_OF: plan.replica.snapshot_id,
         RESTORE_BACKUP: plan.backup,
         RESTORE_NAMESPACE: plan.source_namespace,
         RESTORE_PVC: plan.source_pvc,
+    }
+
+
+def build_copy_back_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
+    """Tags of a copy-back (TagSpecifications of CopySnapshot): found again by restore-of."""
+    return {
+        CLUSTER: scope,
+        **_restore_of(plan),
         NAME: _name_tag("snapd copy-back of", plan),
     }
 
@@ -524,10 +531,7 @@ def build_volume_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
     """Tags of the restored volume; no `snapd.io/cluster` (see the module docstring)."""
     return {
         RESTORE_SCOPE: scope,
-        RESTORE_OF: plan.replica.snapshot_id,
-        RESTORE_BACKUP: plan.backup,
-        RESTORE_NAMESPACE: plan.source_namespace,
-        RESTORE_PVC: plan.source_pvc,
+        **_restore_of(plan),
         RESTORE_TARGET: plan.target_label,
         RESTORE_KEY: plan.key,
         NAME: _name_tag("snapd restore of", plan),
