@@ -230,7 +230,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls, _yaml_data.get()))
+        # Flags arrive as init kwargs; the YAML file, when given, is added by `load_settings`.
+        return (init_settings, env_settings)
 
     def require(self, *names: str) -> None:
         """Raise ConfigError for the first of `names` that is unset (per-command needs)."""
@@ -249,20 +250,22 @@ class Settings(BaseSettings):
         return view
 
 
-class _YamlHolder:
-    """Hands the parsed YAML file to `settings_customise_sources` (a classmethod hook)."""
+def _with_yaml_file(data: Mapping[str, Any]) -> type[Settings]:
+    """Settings whose weakest source (after flags and environment) is the YAML mapping."""
 
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
+    class SettingsFromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _YamlSource(settings_cls, data))
 
-    def get(self) -> dict[str, Any]:
-        return self._data
-
-    def set(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-
-_yaml_data = _YamlHolder()
+    return SettingsFromFile
 
 
 def describe(name: str) -> str:
@@ -300,13 +303,11 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
 
 def load_settings(flags: Mapping[str, Any], config_file: Path | None = None) -> Settings:
     """Settings from flags > environment > YAML file > defaults, or one ConfigError line."""
-    _yaml_data.set(read_yaml_file(config_file) if config_file else {})
+    model = _with_yaml_file(read_yaml_file(config_file)) if config_file else Settings
     try:
-        return Settings(**dict(flags))
+        return model(**dict(flags))
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
-    finally:
-        _yaml_data.set({})
 
 
 def _one_line(exc: ValidationError) -> str:
