@@ -26,6 +26,7 @@ from snapd.copier import Tracked
 from snapd.errors import AwsError, ConfigError, SnapdError
 from snapd.logs import configure_logging
 from snapd.models import Plan
+from snapd.restore import cmd_restore
 from snapd.service import Engine, SyncOutcome, run_daemon, status_report, sync_holding_lease
 
 log = structlog.get_logger("snapd.cli")
@@ -177,9 +178,6 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "status":
             return await cmd_status(args, settings)
         if args.command == "restore":
-            # Lazy: restore pulls in kubernetes_asyncio, which no other command needs.
-            from snapd.restore import cmd_restore  # noqa: PLC0415
-
             return await cmd_restore(args, settings)
     except ConfigError:
         raise
