@@ -119,7 +119,8 @@ async def test_foreign_copies_take_slots(aws: AwsClients, ec2sim: Ec2Simulator) 
     limit, nothing is counted as failed, and every copy still completes."""
     ec2sim.copy_duration = 0.3
     ec2sim.copy_limit = 6
-    ec2sim.add_foreign_pending(DST, 3, 1.0)
+    # Foreign copies outlast the whole run, however slowly the first client call starts.
+    ec2sim.add_foreign_pending(DST, 3, 60.0)
     metrics = Metrics()
     copier = make_copier(aws, metrics, max_in_flight=5)
     copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 10))
@@ -169,7 +170,7 @@ async def test_pending_replicas_adopted_not_copied_again(
     """A copy left pending by a previous process is polled to completion, never re-copied."""
     (source,) = seed_sources(ec2sim, 1)
     own = tags.build_copy_tags(source, SCOPE, SRC)
-    ec2sim.add_snapshot(DST, tags=own, pending_for=1.5)
+    ec2sim.add_snapshot(DST, tags=own, pending_for=4.0)
     copier = make_copier(aws)
     assert copier.adopt(await inventory.list_replicas(aws, DST, SCOPE)) == 1
     copier.enqueue([CopyAction(source, "missing")])  # the planner would not, but be sure
