@@ -61,3 +61,12 @@ class KubeError(SnapdError):
 
 class WorkFailedError(SnapdError):
     """The command ran but its work failed (exit 1): a copy, a prune, a restore step, a timeout."""
+
+
+def first_error(group: ExceptionGroup[Exception]) -> Exception:
+    """The first snapd error of a task group (so callers see `AwsError`, not a group)."""
+    matched = group.subgroup(lambda e: isinstance(e, SnapdError))
+    leaf: BaseException = matched if matched is not None else group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, Exception) else group

@@ -17,6 +17,7 @@ from typing import Any
 
 from snapd import tags
 from snapd.aws import AwsClients
+from snapd.errors import first_error
 from snapd.models import Replica, SourceSnapshot
 
 #: AWS accepts up to 200 values in one filter.
@@ -97,21 +98,16 @@ async def describe_snapshots(
     aws: AwsClients, region: str, snapshot_ids: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
     """DescribeSnapshots of many ids by filter, ≤200 a call; unknown ids are simply absent."""
-
-    async def one_chunk(ids: list[str]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        async for page in aws.pages(
-            "ec2",
-            region,
-            "DescribeSnapshots",
-            OwnerIds=["self"],
-            Filters=[{"Name": "snapshot-id", "Values": ids}],
-            PaginationConfig={"PageSize": PAGE_SIZE},
-        ):
-            found.extend(page.get("Snapshots", []))
-        return found
-
-    return {s["SnapshotId"]: s for s in await _gather_chunks(one_chunk, snapshot_ids)}
+    found = await _describe_by_filter(
+        aws,
+        region,
+        operation="DescribeSnapshots",
+        result_key="Snapshots",
+        filter_name="snapshot-id",
+        values=snapshot_ids,
+        OwnerIds=["self"],
+    )
+    return {s["SnapshotId"]: s for s in found}
 
 
 async def describe_replicas(
@@ -126,20 +122,14 @@ async def describe_volumes(
     aws: AwsClients, region: str, volume_ids: Iterable[str]
 ) -> dict[str, VolumeDetails]:
     """Type, IOPS, throughput and AZ of source volumes that still exist, batched."""
-
-    async def one_chunk(ids: list[str]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        async for page in aws.pages(
-            "ec2",
-            region,
-            "DescribeVolumes",
-            Filters=[{"Name": "volume-id", "Values": ids}],
-            PaginationConfig={"PageSize": PAGE_SIZE},
-        ):
-            found.extend(page.get("Volumes", []))
-        return found
-
-    volumes = await _gather_chunks(one_chunk, volume_ids)
+    volumes = await _describe_by_filter(
+        aws,
+        region,
+        operation="DescribeVolumes",
+        result_key="Volumes",
+        filter_name="volume-id",
+        values=volume_ids,
+    )
     return {
         v["VolumeId"]: VolumeDetails(
             volume_id=v["VolumeId"],
@@ -153,19 +143,39 @@ async def describe_volumes(
     }
 
 
-async def _gather_chunks(
-    fetch: Any, values: Iterable[str], concurrency: int = DESCRIBE_CONCURRENCY
+async def _describe_by_filter(
+    aws: AwsClients,
+    region: str,
+    *,
+    operation: str,
+    result_key: str,
+    filter_name: str,
+    values: Iterable[str],
+    **params: Any,
 ) -> list[dict[str, Any]]:
-    """Run `fetch(chunk)` over ≤200-value chunks, a few at a time, and concatenate."""
-    limit = asyncio.Semaphore(concurrency)
+    """A paginated Describe* of many ids through a filter, ≤200 values a call, a few calls at
+    once: a filter (not `SnapshotIds`/`VolumeIds`) so one unknown id cannot fail the call."""
+    limit = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
 
-    async def bounded(ids: list[str]) -> list[dict[str, Any]]:
+    async def one_chunk(ids: list[str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         async with limit:
-            result: list[dict[str, Any]] = await fetch(ids)
-            return result
+            async for page in aws.pages(
+                "ec2",
+                region,
+                operation,
+                Filters=[{"Name": filter_name, "Values": ids}],
+                PaginationConfig={"PageSize": PAGE_SIZE},
+                **params,
+            ):
+                found.extend(page.get(result_key, []))
+        return found
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(bounded(ids)) for ids in chunks(values)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one_chunk(ids)) for ids in chunks(values)]
+    except ExceptionGroup as failed:
+        raise first_error(failed) from failed
     return [item for task in tasks for item in task.result()]
 
 

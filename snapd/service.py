@@ -25,7 +25,14 @@ from snapd import inventory, kube, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Tracked
-from snapd.errors import AwsError, ConfigError, KubeError, SnapdError, WorkFailedError
+from snapd.errors import (
+    AwsError,
+    ConfigError,
+    KubeError,
+    SnapdError,
+    WorkFailedError,
+    first_error,
+)
 from snapd.metrics import Health, Metrics, MetricsServer, serve_http
 from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
@@ -195,15 +202,6 @@ class Engine:
             held_back=report.held_back,
         )
         return report
-
-
-def first_error(group: ExceptionGroup[Exception]) -> Exception:
-    """The first snapd error of a task group (so callers see `AwsError`, not a group)."""
-    matched = group.subgroup(lambda e: isinstance(e, SnapdError))
-    leaf: BaseException = matched if matched is not None else group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf if isinstance(leaf, Exception) else group
 
 
 def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:

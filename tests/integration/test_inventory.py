@@ -10,6 +10,7 @@ import pytest
 
 from snapd import inventory, tags
 from snapd.aws import AwsClients
+from snapd.errors import PermanentError
 from snapd.models import SnapshotMethod, SourceSnapshot
 from snapd.testing.ec2sim import Ec2Simulator
 from snapd.testing.moto_server import MotoWorld
@@ -89,3 +90,13 @@ async def test_replicas_of_our_scope_only_across_pages(
     assert len(replicas) == 1100
     assert {r.scope for r in replicas} == {"ours"}
     assert ec2sim.calls["DescribeSnapshots"] == 2
+
+
+async def test_a_failed_batch_raises_the_aws_error(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """A Describe call that fails after retries surfaces as snapd's typed AWS error (the
+    command exits 1 with its code), never as a bare task-group exception."""
+    ids = [ec2sim.add_snapshot(SRC) for _ in range(3)]
+    ec2sim.inject("DescribeSnapshots", "UnauthorizedOperation", times=10)
+    with pytest.raises(PermanentError) as caught:
+        await inventory.add_source_details(aws, SRC, [source(i) for i in ids])
+    assert caught.value.code == "UnauthorizedOperation"
