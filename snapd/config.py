@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
     )
+    #: The `--config` file's values (set on a subclass by `load_settings`), weakest source.
+    _file_values: ClassVar[dict[str, Any]] = {}
 
     velero_bucket: str | None = Field(None, description="S3 bucket of the Velero BSL.")
     velero_prefix: str = Field("", description="BSL `objectStorage.prefix` inside the bucket.")
@@ -230,8 +232,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags arrive as init kwargs; the YAML file, when given, is added by `load_settings`.
-        return (init_settings, env_settings)
+        # Flags arrive as init kwargs; `load_settings` gives a subclass its YAML file's values.
+        return (init_settings, env_settings, _YamlSource(settings_cls, cls._file_values))
 
     def require(self, *names: str) -> None:
         """Raise ConfigError for the first of `names` that is unset (per-command needs)."""
@@ -252,20 +254,7 @@ class Settings(BaseSettings):
 
 def _with_yaml_file(data: Mapping[str, Any]) -> type[Settings]:
     """Settings whose weakest source (after flags and environment) is the YAML mapping."""
-
-    class SettingsFromFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _YamlSource(settings_cls, data))
-
-    return SettingsFromFile
+    return type("SettingsFromFile", (Settings,), {"_file_values": dict(data)})
 
 
 def describe(name: str) -> str:
