@@ -10,7 +10,7 @@ this replaces made two per snapshot). Raw EC2 dicts stop here; callers get recor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -99,13 +99,16 @@ async def describe_snapshots(
 ) -> dict[str, dict[str, Any]]:
     """DescribeSnapshots of many ids by filter, ≤200 a call; unknown ids are simply absent."""
     found = await _describe_by_filter(
-        aws,
-        region,
-        operation="DescribeSnapshots",
-        result_key="Snapshots",
-        filter_name="snapshot-id",
-        values=snapshot_ids,
-        OwnerIds=["self"],
+        lambda ids: aws.pages(
+            "ec2",
+            region,
+            "DescribeSnapshots",
+            OwnerIds=["self"],
+            Filters=[{"Name": "snapshot-id", "Values": ids}],
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        ),
+        "Snapshots",
+        snapshot_ids,
     )
     return {s["SnapshotId"]: s for s in found}
 
@@ -123,12 +126,15 @@ async def describe_volumes(
 ) -> dict[str, VolumeDetails]:
     """Type, IOPS, throughput and AZ of source volumes that still exist, batched."""
     volumes = await _describe_by_filter(
-        aws,
-        region,
-        operation="DescribeVolumes",
-        result_key="Volumes",
-        filter_name="volume-id",
-        values=volume_ids,
+        lambda ids: aws.pages(
+            "ec2",
+            region,
+            "DescribeVolumes",
+            Filters=[{"Name": "volume-id", "Values": ids}],
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        ),
+        "Volumes",
+        volume_ids,
     )
     return {
         v["VolumeId"]: VolumeDetails(
@@ -144,30 +150,19 @@ async def describe_volumes(
 
 
 async def _describe_by_filter(
-    aws: AwsClients,
-    region: str,
-    *,
-    operation: str,
+    pages: Callable[[list[str]], AsyncIterator[dict[str, Any]]],
     result_key: str,
-    filter_name: str,
     values: Iterable[str],
-    **params: Any,
 ) -> list[dict[str, Any]]:
-    """A paginated Describe* of many ids through a filter, ≤200 values a call, a few calls at
-    once: a filter (not `SnapshotIds`/`VolumeIds`) so one unknown id cannot fail the call."""
+    """Run a paginated, filtered Describe* (`pages(ids)`) over ≤200-value chunks, a few at
+    once, and concatenate `result_key`: a filter, not `SnapshotIds`/`VolumeIds`, so one
+    unknown id cannot fail the call."""
     limit = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
 
     async def one_chunk(ids: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         async with limit:
-            async for page in aws.pages(
-                "ec2",
-                region,
-                operation,
-                Filters=[{"Name": filter_name, "Values": ids}],
-                PaginationConfig={"PageSize": PAGE_SIZE},
-                **params,
-            ):
+            async for page in pages(ids):
                 found.extend(page.get(result_key, []))
         return found
 
