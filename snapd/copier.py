@@ -25,6 +25,12 @@ a refused CopySnapshot (a permanent AWS error) counts as a try too. A source tha
 tries is reported and given up until `GIVE_UP_COOLDOWN` has passed (the daemon keeps trying,
 slowly; `snapd sync` reports it and exits 1). One failure never blocks the other copies.
 A copy that EC2 does not show yet (eventual consistency) is tolerated for `NOT_FOUND_WINDOW`.
+
+Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
+minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
+its CopySnapshot is sent, a failed copy's retry-or-give-up is decided before anything awaits,
+and the copier remembers what it settled (`settled_since`) for `SETTLED_MEMORY`: a copy that
+completed or failed after the listing was taken is neither adopted again nor planned again.
 """
 
 from __future__ import annotations
@@ -45,12 +51,14 @@ from snapd.errors import AwsError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, Replica, SourceSnapshot
 from snapd.tags import to_tag_list
+from snapd.waiting import NOT_FOUND_WINDOW
 
 log = structlog.get_logger("snapd.copier")
 
-NOT_FOUND_WINDOW = 120.0
 GIVE_UP_COOLDOWN = 3600.0
 MAX_BACKOFF = 900.0
+#: How long settled copies are remembered; far longer than any cycle's listing can be stale.
+SETTLED_MEMORY = 3600.0
 
 
 class CopyEvents(Protocol):
@@ -80,6 +88,14 @@ class Failure:
     label: str
     reason: str
     given_up_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """A copy this process saw complete or fail, kept to see through stale listings."""
+
+    source_id: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -137,6 +153,8 @@ class Copier:
         self.active: dict[str, Tracked] = {}
         self.attempts: dict[str, int] = {}
         self.stats = CopyStats()
+        self._starting_sources: set[str] = set()
+        self._settled_copies: dict[str, _Settled] = {}
         self._last_refusal = -1e18
         self._refusals_in_a_row = 0
         self._wake_starter = asyncio.Event()
@@ -149,10 +167,26 @@ class Copier:
     # ----------------------------------------------------------------- feeding the pool
 
     def busy_sources(self) -> set[str]:
-        """Sources queued or pending here; the planner must not plan them again."""
-        return {q.action.source.snapshot_id for q in self.queue} | {
-            t.source_id for t in self.active.values()
-        }
+        """Sources queued, being started or pending here; the planner must not plan them again."""
+        return (
+            {q.action.source.snapshot_id for q in self.queue}
+            | self._starting_sources
+            | {t.source_id for t in self.active.values()}
+        )
+
+    def settled_since(self, moment: float) -> set[str]:
+        """Sources whose copy completed or failed here at or after `moment` (this clock).
+
+        A plan made from a listing taken before `moment` must treat them as covered: their
+        replica is either complete but missing from the listing, or being retried here.
+        """
+        return {s.source_id for s in self._settled_copies.values() if s.at >= moment}
+
+    def _remember_settled(self, tracked: Tracked, now: float) -> None:
+        self._settled_copies[tracked.replica_id] = _Settled(tracked.source_id, now)
+        horizon = now - SETTLED_MEMORY
+        for replica_id in [r for r, s in self._settled_copies.items() if s.at < horizon]:
+            del self._settled_copies[replica_id]
 
     def enqueue(self, copies: Iterable[CopyAction]) -> int:
         """Append planned copies (already in queue order) that are not queued or pending."""
@@ -177,6 +211,8 @@ class Copier:
         for replica in replicas:
             if not replica.pending or replica.snapshot_id in known:
                 continue
+            if replica.snapshot_id in self._settled_copies:
+                continue  # a stale listing: this process already saw it complete or fail
             if replica.scope != self.scope or not replica.source_snapshot_id:
                 continue
             self.active[replica.snapshot_id] = Tracked(
@@ -299,6 +335,7 @@ class Copier:
             return
         source = queued.action.source
         self._starting += 1
+        self._starting_sources.add(source.snapshot_id)
         try:
             replica_id = await self.start_copy(source)
         except AwsError as error:
@@ -307,6 +344,7 @@ class Copier:
             return
         finally:
             self._starting -= 1
+            self._starting_sources.discard(source.snapshot_id)
         self._refusals_in_a_row = 0
         self.attempts[source.snapshot_id] = self.attempts.get(source.snapshot_id, 0) + 1
         tracked = Tracked(
@@ -436,6 +474,7 @@ class Copier:
 
     def _completed(self, tracked: Tracked, now: float) -> None:
         del self.active[tracked.replica_id]
+        self._remember_settled(tracked, now)
         tracked.progress = 100
         self.stats.completed += 1
         self.metrics.copies_completed.inc()
@@ -454,6 +493,7 @@ class Copier:
 
     async def _failed(self, tracked: Tracked, message: str) -> None:
         del self.active[tracked.replica_id]
+        self._remember_settled(tracked, self.clock())
         self.stats.failed += 1
         self.metrics.copies_failed.labels(reason="error_state").inc()
         self._emit("failed", tracked)
@@ -463,13 +503,15 @@ class Copier:
             source_snapshot_id=tracked.source_id,
             state_message=message,
         )
-        await self.delete_replica(tracked.replica_id)
-        tries = self.attempts.get(tracked.source_id, 1)
+        # Decide before the delete awaits: meanwhile a cycle may enqueue, and the source must
+        # already be queued again or given up, or it would be copied twice.
         if tracked.source is None:
             # Adopted: the next cycle's plan queues it again, with the planner's reasons.
             self.stats.adopted_failed += 1
-            return
-        self._retry_or_give_up(CopyAction(tracked.source, "retry"), tries, message)
+        else:
+            tries = self.attempts.get(tracked.source_id, 1)
+            self._retry_or_give_up(CopyAction(tracked.source, "retry"), tries, message)
+        await self.delete_replica(tracked.replica_id)
 
     async def delete_replica(self, snapshot_id: str) -> None:
         """Delete a failed copy so it neither blocks a slot nor hides the source from plans."""
@@ -517,45 +559,6 @@ async def copy_snapshot(
         params["CompletionDurationMinutes"] = completion_minutes
     response = await aws.call("ec2", destination_region, "CopySnapshot", **params)
     return str(response["SnapshotId"])
-
-
-async def wait_for_snapshots(
-    aws: AwsClients,
-    region: str,
-    snapshot_ids: Iterable[str],
-    *,
-    poll_interval: float,
-    on_progress: Callable[[Replica], None] | None = None,
-    not_found_window: float = NOT_FOUND_WINDOW,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Replica]:
-    """Poll snapshots (one batched call per round) until each is `completed` or `error`.
-
-    Used by restore for its copy-backs. Returns the final record of each; a snapshot EC2
-    still does not show after `not_found_window` seconds is an error. The caller bounds the
-    total time (`asyncio.timeout`).
-    """
-    waiting = set(snapshot_ids)
-    started = clock()
-    final: dict[str, Replica] = {}
-    while waiting:
-        found = await inventory.describe_replicas(aws, region, waiting)
-        for snapshot_id in list(waiting):
-            replica = found.get(snapshot_id)
-            if replica is None:
-                if clock() - started > not_found_window:
-                    raise PermanentError(
-                        "DescribeSnapshots", "InvalidSnapshot.NotFound", f"{snapshot_id} vanished"
-                    )
-                continue
-            if on_progress is not None:
-                on_progress(replica)
-            if replica.state in ("completed", "error"):
-                final[snapshot_id] = replica
-                waiting.discard(snapshot_id)
-        if waiting:
-            await asyncio.sleep(poll_interval)
-    return final
 
 
 def _label(namespace: str | None, pvc: str | None, backup: str | None) -> str:

@@ -10,9 +10,9 @@ tests can see every decision without touching anything:
   line or the names it uses is a `ConfigError` (exit 2) raised before anything is changed.
 - **Doing, I/O** (`find_copy_backs`, `find_volumes`, `inspect_kube`, `restore_one`, …): look
   up what a previous run already made (copy-back and volume by their tags, PV by its
-  deterministic name), then per PVC: copy back with the copier's own `copy_snapshot` and
-  `wait_for_snapshots`, CreateVolume with a ClientToken, wait for `available` (one batched
-  DescribeVolumes per round for all PVCs), delete the copy-back, create the PV. One PVC
+  deterministic name), then per PVC: copy back with the copier's own `copy_snapshot`, wait
+  for it, CreateVolume with a ClientToken, wait for `available` (`waiting.BatchWaiter`: one
+  batched Describe per round for all PVCs), delete the copy-back, create the PV. One PVC
   failing never stops the others (`--all`); the command then exits 1.
 
 Re-running is safe: the copy-back is found by `snapd.io/restore-of`, the volume by
@@ -42,9 +42,10 @@ import re
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -54,7 +55,14 @@ import yaml
 from snapd import copier, inventory, kube
 from snapd.aws import AwsClients
 from snapd.config import Settings, parse_duration
-from snapd.errors import AwsError, ConfigError, KubeError, SnapdError, WorkFailedError
+from snapd.errors import (
+    AwsError,
+    ConfigError,
+    KubeError,
+    SnapdError,
+    WorkFailedError,
+    first_error,
+)
 from snapd.models import Replica
 from snapd.tags import (
     CLUSTER,
@@ -68,6 +76,7 @@ from snapd.tags import (
     RESTORE_SCOPE,
     RESTORE_TARGET,
 )
+from snapd.waiting import BatchWaiter
 
 log = structlog.get_logger("snapd.restore")
 
@@ -82,6 +91,10 @@ COMPLETION_STEP, COMPLETION_MIN, COMPLETION_MAX = 15, 15, 48 * 60
 #: a volume to leave `creating`.
 COPY_TIMEOUT = 24 * 3600.0
 VOLUME_TIMEOUT = 3600.0
+#: Volumes are polled at this share of the poll interval (and copy-backs no sooner than it):
+#: a volume is `available` within seconds, a person is waiting, and one batched
+#: DescribeVolumes a round for every PVC costs next to nothing.
+VOLUME_POLL_SHARE = 0.25
 #: Backoff cap while the target region's copy slots are all taken (ResourceLimitExceeded).
 MAX_SLOT_BACKOFF = 300.0
 #: Volume states that hold a restore's data; `error` ones are counted, others ignored.
@@ -1024,69 +1037,50 @@ def pick_volume(volumes: Sequence[VolumeRecord]) -> tuple[VolumeRecord | None, i
     return (live[0] if live else None), failed
 
 
-class VolumeWaiter:
-    """Waits for many volumes with one DescribeVolumes per round (batched for `--all`).
+async def describe_volumes_by_id(
+    aws: AwsClients, region: str, volume_ids: Collection[str]
+) -> dict[str, VolumeRecord]:
+    """The volumes EC2 shows of these ids, one DescribeVolumes per 200 (the waiter's poll)."""
+    records: dict[str, VolumeRecord] = {}
+    for chunk in inventory.chunks(volume_ids):
+        filters = [{"Name": "volume-id", "Values": chunk}]
+        for record, _ in await describe_volume_records(aws, region, filters):
+            records[record.volume_id] = record
+    return records
 
-    Each `wait(volume_id)` gets a future; one poller task describes every awaited volume by
-    a `volume-id` filter each `poll_interval` and settles those that are `available`,
-    `in-use` or `error`. A volume EC2 does not show yet is tolerated for the copier's
-    eventual-consistency window.
-    """
 
-    def __init__(self, aws: AwsClients, region: str, poll_interval: float) -> None:
-        self.aws = aws
-        self.region = region
-        self.poll_interval = poll_interval
-        self._waiting: dict[str, asyncio.Future[VolumeRecord]] = {}
-        self._since: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+@dataclass
+class Waiters:
+    """The two batched waits of a restore run, shared by every PVC of `--all`."""
 
-    async def wait(self, volume_id: str) -> VolumeRecord:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[VolumeRecord] = loop.create_future()
-        self._waiting[volume_id] = future
-        self._since[volume_id] = loop.time()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll(), name="restore.volume_poller")
-        try:
-            return await future
-        finally:
-            self._waiting.pop(volume_id, None)
+    copy_backs: BatchWaiter[Replica]
+    volumes: BatchWaiter[VolumeRecord]
+
+    @classmethod
+    def for_region(cls, aws: AwsClients, region: str, poll_interval: float) -> Waiters:
+        """Copy-backs polled at the poll interval, sooner when their progress says they are
+        about done; volumes, which take seconds and say nothing of their progress, at a
+        `VOLUME_POLL_SHARE` of it."""
+        return cls(
+            copy_backs=BatchWaiter(
+                partial(inventory.describe_replicas, aws, region),
+                done=lambda r: r.state in ("completed", "error"),
+                progress=lambda r: r.progress,
+                what="copy-back",
+                poll_interval=poll_interval,
+                min_interval=poll_interval * VOLUME_POLL_SHARE,
+            ),
+            volumes=BatchWaiter(
+                partial(describe_volumes_by_id, aws, region),
+                done=lambda v: v.state in ("available", "in-use", "error"),
+                what="volume",
+                poll_interval=poll_interval * VOLUME_POLL_SHARE,
+            ),
+        )
 
     async def close(self) -> None:
-        """Stop the poller (when every wait ended early, e.g. on a timeout)."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            # asyncio.wait never raises the task's CancelledError, and never swallows ours.
-            await asyncio.wait([self._task])
-
-    async def _poll(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            waiting = {vid: f for vid, f in self._waiting.items() if not f.done()}
-            if not waiting:
-                return
-            records: dict[str, VolumeRecord] = {}
-            try:
-                for chunk in inventory.chunks(waiting):
-                    filters = [{"Name": "volume-id", "Values": chunk}]
-                    for record, _ in await describe_volume_records(self.aws, self.region, filters):
-                        records[record.volume_id] = record
-            except AwsError as error:
-                for future in waiting.values():
-                    if not future.done():
-                        future.set_exception(error)
-                return
-            for volume_id, future in waiting.items():
-                seen = records.get(volume_id)
-                if seen is None:
-                    if loop.time() - self._since[volume_id] > copier.NOT_FOUND_WINDOW:
-                        future.set_exception(
-                            WorkFailedError(f"volume {volume_id} vanished from EC2")
-                        )
-                elif seen.state in ("available", "in-use", "error"):
-                    future.set_result(seen)
-            await asyncio.sleep(self.poll_interval)
+        await self.copy_backs.close()
+        await self.volumes.close()
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -1096,8 +1090,9 @@ async def inspect_kube(
     client: kube.KubeClient, plan: RestorePlan
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
     """The PV of the target's name, the target PVC now, and the PV that PVC is bound to."""
-    pv = await client.get_pv(plan.pv_name)
-    pvc = await client.get_pvc(plan.target_namespace, plan.target_pvc)
+    pv, pvc = await asyncio.gather(
+        client.get_pv(plan.pv_name), client.get_pvc(plan.target_namespace, plan.target_pvc)
+    )
     bound_pv = None
     volume_name = ((pvc or {}).get("spec") or {}).get("volumeName")
     if volume_name and volume_name != plan.pv_name:
@@ -1134,7 +1129,7 @@ class Restorer:
     aws: AwsClients
     kube: kube.KubeClient
     request: RestoreRequest
-    volumes: VolumeWaiter
+    waiters: Waiters
     progress: ProgressPrinter = field(default_factory=ProgressPrinter)
     rng: random.Random = field(default_factory=random.Random)  # jitter, not cryptography
     limit: asyncio.Semaphore = field(init=False)
@@ -1221,13 +1216,7 @@ class Restorer:
                     snapshot_id = await self._start_copy_back(plan)
                 else:
                     log.info("restore.copy_back_adopted", snapshot_id=snapshot_id)
-                final = await copier.wait_for_snapshots(
-                    self.aws,
-                    plan.region,
-                    [snapshot_id],
-                    poll_interval=self.request.poll_interval,
-                    on_progress=on_progress,
-                )
+                final = await self.waiters.copy_backs.wait(snapshot_id, on_progress)
         except TimeoutError:
             progress = f" ({last[0].progress}%)" if last else ""
             raise WorkFailedError(
@@ -1235,12 +1224,11 @@ class Restorer:
                 f"{timeout / 3600:g}h{progress}; run the restore again later: it picks the "
                 "copy up where it is"
             ) from None
-        result = final[snapshot_id]
-        if not result.completed:
+        if not final.completed:
             await self._delete_snapshot(plan.region, snapshot_id)
             raise WorkFailedError(
-                f"copy-back {snapshot_id} ended in state {result.state}: "
-                f"{result.state_message or 'no message'}; it was deleted — run the restore "
+                f"copy-back {snapshot_id} ended in state {final.state}: "
+                f"{final.state_message or 'no message'}; it was deleted — run the restore "
                 "again to retry"
             )
         log.info("restore.copy_back_completed", snapshot_id=snapshot_id)
@@ -1300,7 +1288,7 @@ class Restorer:
     async def _wait_volume(self, plan: RestorePlan, volume_id: str) -> VolumeRecord:
         try:
             async with asyncio.timeout(VOLUME_TIMEOUT):
-                record = await self.volumes.wait(volume_id)
+                record = await self.waiters.volumes.wait(volume_id)
         except TimeoutError:
             raise WorkFailedError(
                 f"volume {volume_id} is still creating after {VOLUME_TIMEOUT / 60:g} minutes; "
@@ -1359,20 +1347,39 @@ async def discover(
     plans: Sequence[RestorePlan],
     request: RestoreRequest,
 ) -> dict[str, Found]:
-    """What already exists of every planned restore, read-only: AWS by tags, Kubernetes by name."""
-    copy_backs: dict[str, list[Replica]] = {}
-    if request.copy_back and plans:
-        copy_backs = await find_copy_backs(
-            aws, request.target_region, request.scope, (p.replica.snapshot_id for p in plans)
-        )
-    volumes = await find_volumes(aws, request.target_region, request.scope, (p.key for p in plans))
-    kube_state: list[tuple[Any, Any, Any]] = []
-    if client is not None:
-        kube_state = list(await asyncio.gather(*(inspect_kube(client, p) for p in plans)))
+    """What already exists of every planned restore, read-only: AWS by tags, Kubernetes by name.
+
+    The three lookups are independent and run side by side (a person waits on them)."""
+
+    async def copy_backs_of() -> dict[str, list[Replica]]:
+        if not (request.copy_back and plans):
+            return {}
+        replica_ids = (p.replica.snapshot_id for p in plans)
+        return await find_copy_backs(aws, request.target_region, request.scope, replica_ids)
+
+    async def kube_state_of() -> list[tuple[Any, Any, Any]]:
+        if client is None:
+            return [(None, None, None)] * len(plans)
+        return list(await asyncio.gather(*(inspect_kube(client, p) for p in plans)))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            copy_backs_task = group.create_task(copy_backs_of())
+            volumes_task = group.create_task(
+                find_volumes(aws, request.target_region, request.scope, (p.key for p in plans))
+            )
+            kube_task = group.create_task(kube_state_of())
+    except ExceptionGroup as group_error:
+        raise first_error(group_error) from group_error
+    copy_backs, volumes, kube_state = (
+        copy_backs_task.result(),
+        volumes_task.result(),
+        kube_task.result(),
+    )
     result: dict[str, Found] = {}
     for index, plan in enumerate(plans):
         volume, failed = pick_volume(volumes.get(plan.key, []))
-        pv, pvc, bound_pv = kube_state[index] if client is not None else (None, None, None)
+        pv, pvc, bound_pv = kube_state[index]
         result[plan.key] = Found(
             copy_backs=tuple(copy_backs.get(plan.replica.snapshot_id, [])),
             volume=volume,
@@ -1440,17 +1447,31 @@ async def _connect(request: RestoreRequest) -> kube.KubeClient | None:
     return client
 
 
+async def _replicas_and_zones(
+    aws: AwsClients, request: RestoreRequest
+) -> tuple[list[Replica], list[str]]:
+    """The replicas (destination region) and the target region's zones, side by side."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            replicas = group.create_task(
+                inventory.list_replicas(aws, request.destination_region, request.scope)
+            )
+            zones = group.create_task(list_zones(aws, request.target_region))
+    except ExceptionGroup as group_error:
+        raise first_error(group_error) from group_error
+    return replicas.result(), zones.result()
+
+
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     """`snapd restore`: exit 0 done (or already restored), 1 a PVC failed, 2 usage error."""
     request = parse_request(args, settings)
     async with AwsClients() as aws:
-        replicas = await inventory.list_replicas(aws, request.destination_region, request.scope)
+        replicas, zones = await _replicas_and_zones(aws, request)
         selection = select_replicas(replicas, request)
         if not request.restore_all and selection.refused:
             refusal = selection.refused[0]
             print(f"snapd restore: {refusal.label}: {refusal.reason}", file=sys.stderr)
             return 1
-        zones = await list_zones(aws, request.target_region)
         plans, unbuildable = plan_restores(selection.replicas, request, zones)
         refused = [*selection.refused, *unbuildable]
         client = await _connect(request)
@@ -1491,8 +1512,8 @@ async def _run(
             f"{request.output} exists; it is never overwritten without --force "
             "(or choose another file with --output)"
         )
-    volumes = VolumeWaiter(aws, request.target_region, request.poll_interval)
-    restorer = Restorer(aws, client, request, volumes)
+    waiters = Waiters.for_region(aws, request.target_region, request.poll_interval)
+    restorer = Restorer(aws, client, request, waiters)
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -1500,7 +1521,7 @@ async def _run(
                 for p in plans
             ]
     finally:
-        await volumes.close()
+        await waiters.close()
     outcomes = [task.result() for task in tasks]
     done = [o for o in outcomes if o.ok]
     lines: list[str] = []

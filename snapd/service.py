@@ -122,6 +122,7 @@ class Engine:
     async def plan_cycle(self) -> CycleResult:
         """Discover and list replicas side by side, add source details, plan — no change."""
         async with self._plan_lock:
+            listing_started = self.copier.clock()
             try:
                 async with asyncio.TaskGroup() as group:
                     found = group.create_task(self.discover(), name="discover")
@@ -132,7 +133,8 @@ class Engine:
             except ExceptionGroup as group_error:
                 raise first_error(group_error) from group_error
             replicas = listed.result()
-            in_progress = self.copier.busy_sources()
+            # The listing may be stale by now: what settled since it started is covered too.
+            in_progress = self.copier.busy_sources() | self.copier.settled_since(listing_started)
             covered = in_progress | {
                 r.source_snapshot_id for r in replicas if r.completed or r.pending
             }

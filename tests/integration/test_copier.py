@@ -11,7 +11,7 @@ import pytest
 
 from snapd import inventory, tags
 from snapd.aws import AwsClients
-from snapd.copier import Copier
+from snapd.copier import Copier, Tracked
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot
 from snapd.testing.ec2sim import Ec2Simulator
@@ -200,3 +200,93 @@ async def test_late_visibility_tolerated(aws: AwsClients, ec2sim: Ec2Simulator) 
     await run_until_settled(copier, ec2sim)
     assert copier.stats.completed == 2
     assert copier.stats.failed == 0
+
+
+# ------------------------------------------------------------- stale listings (daemon cycles)
+# A daemon cycle plans from a replica listing taken while the copier keeps working; these pin
+# the copier's side of "nothing is copied twice, nothing is counted twice".
+
+
+async def test_source_is_busy_while_its_copy_is_being_started(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """Between sending CopySnapshot and its answer, a cycle must not plan the source again."""
+    ec2sim.copy_duration = 0.1
+    (first,) = seed_sources(ec2sim, 1)
+    copier = make_copier(aws)
+    busy_during_call: list[set[str]] = []
+    requeued_during_call: list[int] = []
+    send = copier.start_copy
+
+    async def watched_start(source: SourceSnapshot) -> str:
+        busy_during_call.append(copier.busy_sources())
+        requeued_during_call.append(copier.enqueue([CopyAction(source, "missing")]))
+        return await send(source)
+
+    copier.start_copy = watched_start  # type: ignore[method-assign]
+    copier.enqueue([CopyAction(first, "missing")])
+    await run_until_settled(copier, ec2sim)
+    assert busy_during_call == [{first.snapshot_id}]
+    assert requeued_during_call == [0]
+    assert ec2sim.calls["CopySnapshot"] == 1
+
+
+async def test_failed_copy_is_queued_or_given_up_before_its_delete(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """While a failed copy is being deleted, enqueueing its source again adds nothing: the
+    retry (or give-up) is already decided, so the source is never copied twice at once."""
+    ec2sim.copy_duration = 0.1
+    (source,) = seed_sources(ec2sim, 1)
+    ec2sim.fail_copies(source.snapshot_id, times=10)
+    metrics = Metrics()
+    copier = make_copier(aws, metrics, copy_retries=2)
+    added_during_delete: list[int] = []
+    delete = copier.delete_replica
+
+    async def watched_delete(snapshot_id: str) -> None:
+        added_during_delete.append(copier.enqueue([CopyAction(source, "missing")]))
+        await delete(snapshot_id)
+
+    copier.delete_replica = watched_delete  # type: ignore[method-assign]
+    copier.enqueue([CopyAction(source, "missing")])
+    await run_until_settled(copier, ec2sim)
+    assert added_during_delete == [0, 0]
+    assert ec2sim.calls["CopySnapshot"] == 2
+    assert metrics.copies_failed.labels(reason="error_state")._value.get() == 2
+    assert set(copier.stats.failures) == {source.snapshot_id}
+
+
+async def test_stale_listing_neither_adopts_nor_replans_settled_copies(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """A listing taken while a copy was pending, used after it completed: the copy is not
+    adopted (and counted) again, and its source counts as covered for that listing."""
+    ec2sim.copy_duration = 0.3
+    (source,) = seed_sources(ec2sim, 1)
+    metrics = Metrics()
+    started = asyncio.Event()
+
+    class OnStart:
+        def copy_event(self, event: str, copy: Tracked) -> None:
+            if event == "started":
+                started.set()
+
+    copier = make_copier(aws, metrics, events=OnStart())
+    copier.enqueue([CopyAction(source, "missing")])
+    stop = asyncio.Event()
+    pool = asyncio.create_task(copier.run(stop))
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        listing_started = copier.clock()
+        stale = await inventory.list_replicas(aws, DST, SCOPE)
+        assert [r.pending for r in stale] == [True]
+        await asyncio.wait_for(copier.wait_settled(), 30)
+        assert copier.settled_since(listing_started) == {source.snapshot_id}
+        assert copier.settled_since(copier.clock() + 1) == set()
+        assert copier.adopt(stale) == 0
+        assert copier.idle
+    finally:
+        stop.set()
+        await pool
+    assert metrics.copies_completed._value.get() == 1

@@ -1,0 +1,152 @@
+"""Batched waits: many callers wait on EC2 resources, one Describe per round answers them all.
+
+Restore waits on copy-backs and on volumes — one of each per PVC with `--all`. A loop per
+resource would make N Describe calls a round (the N+1 pattern the copier's poller avoids);
+here each `wait(id)` parks a future, and one poller task describes every awaited id together
+and settles those that reached a final state.
+
+When to look again. `poll_interval` bounds how stale an answer can be. A person is watching a
+restore, so a resource that reports progress (a snapshot copy's `Progress`) is looked at again
+when its measured rate says it should be done — never sooner than `min_interval`, never later
+than `poll_interval`. A resource without progress (a volume `creating`) is polled every
+`poll_interval`; the caller picks a short one when the wait is short (volumes: seconds).
+
+A resource EC2 does not show yet (eventual consistency right after it was made) is tolerated
+for `not_found_window` seconds; after that its waiter fails. A Describe that fails (after
+botocore's retries) fails every waiter of that round: the caller reports it per PVC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from snapd.errors import SnapdError, WorkFailedError
+
+T = TypeVar("T")
+
+#: How long a resource may be missing from Describe right after it was made.
+NOT_FOUND_WINDOW = 120.0
+
+
+@dataclass
+class _Waiter(Generic[T]):
+    """One awaited resource: its future, when it was registered, the progress seen of it."""
+
+    future: asyncio.Future[T]
+    since: float
+    on_update: Callable[[T], None] | None = None
+    #: (time, percent) of the first and of the latest sighting with a progress figure.
+    first: tuple[float, int] | None = None
+    latest: tuple[float, int] | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left at the rate measured between the first and latest sightings."""
+        if self.first is None or self.latest is None:
+            return None
+        (t0, p0), (t1, p1) = self.first, self.latest
+        if p1 <= p0 or t1 <= t0:
+            return None
+        return (100 - p1) * (t1 - t0) / (p1 - p0)
+
+
+class BatchWaiter(Generic[T]):
+    """Waits for many resources of one kind with one batched Describe per round.
+
+    `describe(ids)` returns what EC2 shows of those ids (missing ids are absent); `done(x)`
+    says whether `x` is final; `progress(x)`, when given, is its percent complete.
+    """
+
+    def __init__(
+        self,
+        describe: Callable[[Collection[str]], Awaitable[Mapping[str, T]]],
+        *,
+        done: Callable[[T], bool],
+        what: str,
+        poll_interval: float,
+        min_interval: float | None = None,
+        progress: Callable[[T], int | None] | None = None,
+        not_found_window: float = NOT_FOUND_WINDOW,
+    ) -> None:
+        self.describe = describe
+        self.done = done
+        self.what = what
+        self.poll_interval = poll_interval
+        self.min_interval = poll_interval if min_interval is None else min_interval
+        self.progress = progress
+        self.not_found_window = not_found_window
+        self._waiting: dict[str, _Waiter[T]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, resource_id: str, on_update: Callable[[T], None] | None = None) -> T:
+        """The resource's final record; `on_update` sees every record polled on the way."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter[T](loop.create_future(), loop.time(), on_update)
+        self._waiting[resource_id] = waiter
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name=f"wait.{self.what}")
+        try:
+            return await waiter.future
+        finally:
+            if self._waiting.get(resource_id) is waiter:
+                del self._waiting[resource_id]
+
+    async def close(self) -> None:
+        """Stop the poller (when every wait ended early, e.g. on a timeout)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            # asyncio.wait never raises the task's CancelledError, and never swallows ours.
+            await asyncio.wait([self._task])
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = {rid: w for rid, w in self._waiting.items() if not w.future.done()}
+            if not waiting:
+                return
+            try:
+                seen = await self.describe(list(waiting))
+            except SnapdError as error:
+                for waiter in waiting.values():
+                    if not waiter.future.done():
+                        waiter.future.set_exception(error)
+                return
+            now = loop.time()
+            for resource_id, waiter in waiting.items():
+                self._settle(resource_id, waiter, seen.get(resource_id), now)
+            await asyncio.sleep(self._next_delay(waiting.values(), now))
+
+    def _settle(self, resource_id: str, waiter: _Waiter[T], record: T | None, now: float) -> None:
+        if waiter.future.done():
+            return
+        if record is None:
+            if now - waiter.since > self.not_found_window:
+                waiter.future.set_exception(
+                    WorkFailedError(f"{self.what} {resource_id} vanished from EC2")
+                )
+            return
+        if waiter.on_update is not None:
+            waiter.on_update(record)
+        if self.done(record):
+            waiter.future.set_result(record)
+            return
+        percent = self.progress(record) if self.progress is not None else None
+        if percent is not None:
+            waiter.latest = (now, percent)
+            waiter.first = waiter.first or waiter.latest
+
+    def _next_delay(self, waiters: Collection[_Waiter[T]], now: float) -> float:
+        """The soonest any awaited resource should be looked at again."""
+        return min(
+            (self._delay_for(w, now) for w in waiters if not w.future.done()),
+            default=self.poll_interval,
+        )
+
+    def _delay_for(self, waiter: _Waiter[T], now: float) -> float:
+        remaining = waiter.remaining()
+        if remaining is None or waiter.latest is None:
+            return self.poll_interval
+        left = remaining - (now - waiter.latest[0])
+        return max(self.min_interval, min(self.poll_interval, left))

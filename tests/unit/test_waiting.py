@@ -1,0 +1,141 @@
+"""The batched waiter restore uses for copy-backs and volumes (driven by a scripted EC2)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from snapd.errors import TransientError, WorkFailedError
+from snapd.waiting import BatchWaiter, _Waiter
+
+
+@dataclass
+class Thing:
+    state: str
+    progress: int = 0
+
+
+@dataclass
+class ScriptedEc2:
+    """Answers Describe from a script: each id's records in turn, the last one repeated
+    (None: EC2 does not show the id in that answer)."""
+
+    script: dict[str, list[Thing | None]]
+    calls: list[list[str]] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    async def describe(self, ids: Collection[str]) -> Mapping[str, Thing]:
+        self.calls.append(sorted(ids))
+        if self.fail_with is not None:
+            raise self.fail_with
+        found = {}
+        for resource_id in ids:
+            records = self.script.get(resource_id, [])
+            record = (records.pop(0) if len(records) > 1 else records[0]) if records else None
+            if record is not None:
+                found[resource_id] = record
+        return found
+
+
+def waiter(ec2: ScriptedEc2, **options: float) -> BatchWaiter[Thing]:
+    return BatchWaiter(
+        ec2.describe,
+        done=lambda t: t.state in ("completed", "error"),
+        progress=lambda t: t.progress,
+        what="copy-back",
+        poll_interval=options.get("poll_interval", 0.01),
+        min_interval=options.get("min_interval", 0.001),
+        not_found_window=options.get("not_found_window", 60.0),
+    )
+
+
+async def test_many_waits_share_one_describe_per_round() -> None:
+    """Ten resources in flight: each round is one Describe naming all that are still awaited."""
+    ids = [f"snap-{i}" for i in range(10)]
+    script: dict[str, list[Thing | None]] = {
+        rid: [*[Thing("pending")] * (i % 3 + 1), Thing("completed")] for i, rid in enumerate(ids)
+    }
+    ec2 = ScriptedEc2(script)
+    batch = waiter(ec2)
+    results = await asyncio.gather(*(batch.wait(rid) for rid in ids))
+    assert [r.state for r in results] == ["completed"] * 10
+    assert len(ec2.calls) <= 4  # the slowest needs 4 sightings
+    assert ec2.calls[0] == sorted(ids)
+    assert all(set(later) <= set(ids) for later in ec2.calls)
+
+
+async def test_updates_seen_and_final_error_returned() -> None:
+    """Every sighting reaches `on_update`; a final `error` is a result, not an exception."""
+    ec2 = ScriptedEc2({"snap-1": [Thing("pending", 10), Thing("pending", 60), Thing("error")]})
+    seen: list[int] = []
+    final = await waiter(ec2).wait("snap-1", lambda t: seen.append(t.progress))
+    assert final.state == "error"
+    assert seen == [10, 60, 0]
+
+
+async def test_missing_past_the_window_fails() -> None:
+    """A resource EC2 never shows fails its waiter with a message naming it."""
+    batch = waiter(ScriptedEc2({}), not_found_window=0.02)
+    with pytest.raises(WorkFailedError, match="copy-back snap-gone vanished from EC2"):
+        await asyncio.wait_for(batch.wait("snap-gone"), 5)
+
+
+async def test_missing_for_a_moment_is_tolerated() -> None:
+    """Eventual consistency: not shown at first, then shown and completed."""
+    ec2 = ScriptedEc2({"snap-late": [None, None, Thing("completed")]})
+    assert (await asyncio.wait_for(waiter(ec2).wait("snap-late"), 5)).state == "completed"
+    assert len(ec2.calls) == 3
+
+
+async def test_describe_error_fails_every_waiter() -> None:
+    """A Describe that fails after botocore's retries reaches each waiting PVC."""
+    ec2 = ScriptedEc2({"a": [Thing("pending")], "b": [Thing("pending")]})
+    ec2.fail_with = TransientError("DescribeSnapshots", "InternalError", "boom")
+    batch = waiter(ec2)
+    results = await asyncio.gather(batch.wait("a"), batch.wait("b"), return_exceptions=True)
+    assert [type(r) for r in results] == [TransientError, TransientError]
+
+
+async def test_close_stops_the_poller_when_waits_were_abandoned() -> None:
+    ec2 = ScriptedEc2({"a": [Thing("pending")]})
+    batch = waiter(ec2, poll_interval=0.01)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batch.wait("a"), 0.05)
+    await batch.close()
+    calls = len(ec2.calls)
+    await asyncio.sleep(0.05)
+    assert len(ec2.calls) == calls
+
+
+# ------------------------------------------------------------------ when to look again
+
+
+def sighted(*points: tuple[float, int]) -> _Waiter[Thing]:
+    loop = asyncio.new_event_loop()
+    try:
+        w = _Waiter[Thing](loop.create_future(), since=0.0)
+    finally:
+        loop.close()
+    w.first, w.latest = points[0], points[-1]
+    return w
+
+
+@pytest.mark.parametrize(
+    ("points", "now", "expected"),
+    [
+        pytest.param([(0.0, 0)], 0.0, 30.0, id="no rate yet: the poll interval"),
+        pytest.param([(0.0, 10), (10.0, 10)], 10.0, 30.0, id="no progress: the poll interval"),
+        pytest.param([(0.0, 0), (10.0, 50)], 10.0, 10.0, id="half done in 10 s: 10 s more"),
+        pytest.param([(0.0, 0), (10.0, 50)], 15.0, 5.0, id="time since the sighting counts"),
+        pytest.param([(0.0, 0), (10.0, 10)], 10.0, 30.0, id="far off: never beyond the poll"),
+        pytest.param([(0.0, 0), (10.0, 99)], 10.0, 2.0, id="about done: never below the floor"),
+    ],
+)
+def test_next_look_follows_the_measured_rate(
+    points: list[tuple[float, int]], now: float, expected: float
+) -> None:
+    batch = waiter(ScriptedEc2({}), poll_interval=30.0, min_interval=2.0)
+    assert batch._delay_for(sighted(*points), now) == pytest.approx(expected)
