@@ -51,7 +51,7 @@ from snapd.errors import AwsError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, Replica, SourceSnapshot
 from snapd.tags import to_tag_list
-from snapd.waiting import NOT_FOUND_WINDOW
+from snapd.waiting import EARLIEST_LOOK, NOT_FOUND_WINDOW, ProgressTrack
 
 log = structlog.get_logger("snapd.copier")
 
@@ -78,6 +78,8 @@ class Tracked:
     adopted: bool = False
     progress: int = 0
     source: SourceSnapshot | None = None
+    #: Progress seen over time: when the copy should be done (the poller looks then).
+    track: ProgressTrack = field(default_factory=ProgressTrack)
 
 
 @dataclass(slots=True)
@@ -223,6 +225,7 @@ class Copier:
                 adopted=True,
                 progress=replica.progress,
             )
+            self.active[replica.snapshot_id].track.see(self.clock(), replica.progress)
             log.info(
                 "copy.adopted",
                 snapshot_id=replica.snapshot_id,
@@ -354,6 +357,7 @@ class Copier:
             started=self.clock(),
             source=source,
         )
+        tracked.track.see(tracked.started, 0)  # a copy starts at 0%: the rate from poll one
         self.active[replica_id] = tracked
         self.stats.started += 1
         self.metrics.copies_started.inc()
@@ -442,13 +446,26 @@ class Copier:
 
     async def _poller(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._wait(self._wake_poller, self.poll_interval, stop)
+            await self._wait(self._wake_poller, self._next_poll_in(), stop)
             if stop.is_set() or not self.active:
                 continue
             try:
                 await self.poll_once()
             except AwsError as error:
                 log.warning("copy.poll_failed", code=error.code, error=error.message)
+
+    def _next_poll_in(self) -> float:
+        """Every `poll_interval`, sooner when a copy's measured progress says it is due:
+        the slot it holds is refilled that much earlier."""
+        now = self.clock()
+        floor = self.poll_interval * EARLIEST_LOOK
+        return min(
+            (
+                t.track.due_in(now, floor=floor, ceiling=self.poll_interval)
+                for t in self.active.values()
+            ),
+            default=self.poll_interval,
+        )
 
     async def poll_once(self) -> None:
         """One batched DescribeSnapshots of every pending copy; settle the finished ones."""
@@ -467,10 +484,15 @@ class Copier:
                 self._completed(tracked, now)
             elif replica.state == "error":
                 await self._failed(tracked, replica.state_message or "copy ended in error")
-            elif replica.progress != tracked.progress:
-                tracked.progress = replica.progress
-                self._emit("progress", tracked)
+            else:
+                self._progressed(tracked, replica.progress, now)
         self._changed()
+
+    def _progressed(self, tracked: Tracked, progress: int, now: float) -> None:
+        tracked.track.see(now, progress)
+        if progress != tracked.progress:
+            tracked.progress = progress
+            self._emit("progress", tracked)
 
     def _completed(self, tracked: Tracked, now: float) -> None:
         del self.active[tracked.replica_id]

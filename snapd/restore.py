@@ -76,7 +76,7 @@ from snapd.tags import (
     RESTORE_SCOPE,
     RESTORE_TARGET,
 )
-from snapd.waiting import BatchWaiter
+from snapd.waiting import EARLIEST_LOOK, BatchWaiter
 
 log = structlog.get_logger("snapd.restore")
 
@@ -91,9 +91,9 @@ COMPLETION_STEP, COMPLETION_MIN, COMPLETION_MAX = 15, 15, 48 * 60
 #: a volume to leave `creating`.
 COPY_TIMEOUT = 24 * 3600.0
 VOLUME_TIMEOUT = 3600.0
-#: Volumes are polled at this share of the poll interval (and copy-backs no sooner than it):
-#: a volume is `available` within seconds, a person is waiting, and one batched
-#: DescribeVolumes a round for every PVC costs next to nothing.
+#: Volumes are polled at this share of the poll interval: a volume is `available` within
+#: seconds, a person is waiting, and one batched DescribeVolumes a round for every PVC costs
+#: next to nothing.
 VOLUME_POLL_SHARE = 0.25
 #: Backoff cap while the target region's copy slots are all taken (ResourceLimitExceeded).
 MAX_SLOT_BACKOFF = 300.0
@@ -1068,7 +1068,7 @@ class Waiters:
                 progress=lambda r: r.progress,
                 what="copy-back",
                 poll_interval=poll_interval,
-                min_interval=poll_interval * VOLUME_POLL_SHARE,
+                min_interval=poll_interval * EARLIEST_LOOK,
             ),
             volumes=BatchWaiter(
                 partial(describe_volumes_by_id, aws, region),

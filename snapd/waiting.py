@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from snapd.errors import SnapdError, WorkFailedError
@@ -29,6 +29,43 @@ T = TypeVar("T")
 
 #: How long a resource may be missing from Describe right after it was made.
 NOT_FOUND_WINDOW = 120.0
+#: The soonest a progress-predicted look may come, as a share of the poll interval.
+EARLIEST_LOOK = 0.25
+
+
+@dataclass
+class ProgressTrack:
+    """The first and latest (time, percent) seen of one resource: when should it be done?
+
+    The rate between the two sightings predicts the end; `due_in` clamps that to
+    [floor, ceiling] so a wrong guess (EC2's Progress is coarse and uneven) costs at most a
+    few extra Describe calls near the end, and no guess ever delays a look past the ceiling.
+    """
+
+    first: tuple[float, int] | None = None
+    latest: tuple[float, int] | None = None
+
+    def see(self, now: float, percent: int) -> None:
+        self.latest = (now, percent)
+        if self.first is None:
+            self.first = self.latest
+
+    def remaining(self) -> float | None:
+        """Seconds left at the measured rate, from the latest sighting; None without a rate."""
+        if self.first is None or self.latest is None:
+            return None
+        (t0, p0), (t1, p1) = self.first, self.latest
+        if p1 <= p0 or t1 <= t0:
+            return None
+        return (100 - p1) * (t1 - t0) / (p1 - p0)
+
+    def due_in(self, now: float, *, floor: float, ceiling: float) -> float:
+        """Seconds until the next look: the predicted end, within [floor, ceiling]."""
+        remaining = self.remaining()
+        if remaining is None or self.latest is None:
+            return ceiling
+        left = remaining - (now - self.latest[0])
+        return max(floor, min(ceiling, left))
 
 
 @dataclass
@@ -38,18 +75,7 @@ class _Waiter(Generic[T]):
     future: asyncio.Future[T]
     since: float
     on_update: Callable[[T], None] | None = None
-    #: (time, percent) of the first and of the latest sighting with a progress figure.
-    first: tuple[float, int] | None = None
-    latest: tuple[float, int] | None = None
-
-    def remaining(self) -> float | None:
-        """Seconds left at the rate measured between the first and latest sightings."""
-        if self.first is None or self.latest is None:
-            return None
-        (t0, p0), (t1, p1) = self.first, self.latest
-        if p1 <= p0 or t1 <= t0:
-            return None
-        return (100 - p1) * (t1 - t0) / (p1 - p0)
+    track: ProgressTrack = field(default_factory=ProgressTrack)
 
 
 class BatchWaiter(Generic[T]):
@@ -134,8 +160,7 @@ class BatchWaiter(Generic[T]):
             return
         percent = self.progress(record) if self.progress is not None else None
         if percent is not None:
-            waiter.latest = (now, percent)
-            waiter.first = waiter.first or waiter.latest
+            waiter.track.see(now, percent)
 
     def _next_delay(self, waiters: Collection[_Waiter[T]], now: float) -> float:
         """The soonest any awaited resource should be looked at again."""
@@ -145,8 +170,4 @@ class BatchWaiter(Generic[T]):
         )
 
     def _delay_for(self, waiter: _Waiter[T], now: float) -> float:
-        remaining = waiter.remaining()
-        if remaining is None or waiter.latest is None:
-            return self.poll_interval
-        left = remaining - (now - waiter.latest[0])
-        return max(self.min_interval, min(self.poll_interval, left))
+        return waiter.track.due_in(now, floor=self.min_interval, ceiling=self.poll_interval)

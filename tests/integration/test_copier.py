@@ -290,3 +290,25 @@ async def test_stale_listing_neither_adopts_nor_replans_settled_copies(
         stop.set()
         await pool
     assert metrics.copies_completed._value.get() == 1
+
+
+async def test_poller_looks_when_progress_says_a_copy_is_due(aws: AwsClients) -> None:
+    """Between polls the next look comes at the predicted end of the soonest copy, never
+    sooner than a quarter of the poll interval nor later than the poll interval."""
+    now = [100.0]
+    copier = make_copier(aws, poll_interval=20.0, clock=lambda: now[0])
+    assert copier._next_poll_in() == 20.0  # nothing pending
+
+    def pending(replica_id: str, started: float, seen: list[tuple[float, int]]) -> None:
+        tracked = Tracked(replica_id, f"src-{replica_id}", "app/data b", started=started)
+        tracked.track.see(started, 0)
+        for when, percent in seen:
+            tracked.track.see(when, percent)
+        copier.active[replica_id] = tracked
+
+    pending("slow", 0.0, [(100.0, 10)])  # 900 s to go
+    assert copier._next_poll_in() == 20.0
+    pending("soon", 60.0, [(100.0, 80)])  # 80 % in 40 s: due in 10 s
+    assert copier._next_poll_in() == pytest.approx(10.0)
+    now[0] = 109.0
+    assert copier._next_poll_in() == pytest.approx(5.0)  # overdue: the floor, poll / 4

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from snapd.errors import TransientError, WorkFailedError
-from snapd.waiting import BatchWaiter, _Waiter
+from snapd.waiting import BatchWaiter, ProgressTrack
 
 
 @dataclass
@@ -113,14 +113,11 @@ async def test_close_stops_the_poller_when_waits_were_abandoned() -> None:
 # ------------------------------------------------------------------ when to look again
 
 
-def sighted(*points: tuple[float, int]) -> _Waiter[Thing]:
-    loop = asyncio.new_event_loop()
-    try:
-        w = _Waiter[Thing](loop.create_future(), since=0.0)
-    finally:
-        loop.close()
-    w.first, w.latest = points[0], points[-1]
-    return w
+def sighted(*points: tuple[float, int]) -> ProgressTrack:
+    track = ProgressTrack()
+    for when, percent in points:
+        track.see(when, percent)
+    return track
 
 
 @pytest.mark.parametrize(
@@ -137,5 +134,5 @@ def sighted(*points: tuple[float, int]) -> _Waiter[Thing]:
 def test_next_look_follows_the_measured_rate(
     points: list[tuple[float, int]], now: float, expected: float
 ) -> None:
-    batch = waiter(ScriptedEc2({}), poll_interval=30.0, min_interval=2.0)
-    assert batch._delay_for(sighted(*points), now) == pytest.approx(expected)
+    due = sighted(*points).due_in(now, floor=2.0, ceiling=30.0)
+    assert due == pytest.approx(expected)
