@@ -3,7 +3,8 @@
 Shape. One *starter* task takes copies from an ordered queue and calls CopySnapshot while
 fewer than the effective limit of our copies are pending; one *poller* task describes all
 pending copies in one batched DescribeSnapshots every `poll_interval` (plus right after a
-start) and settles them. A slot frees the moment the poller sees a copy `completed`, and the
+start, and sooner when a copy's measured progress says it is due: `waiting.ProgressTrack`)
+and settles them. A slot frees the moment the poller sees a copy `completed`, and the
 starter is woken to start the next queued copy at once — not at the next cycle. There are no
 per-copy polling loops.
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -42,7 +43,7 @@ import re
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -1462,10 +1463,31 @@ async def _replicas_and_zones(
     return replicas.result(), zones.result()
 
 
+@contextlib.asynccontextmanager
+async def _kube_connecting(
+    request: RestoreRequest,
+) -> AsyncIterator[asyncio.Task[kube.KubeClient | None]]:
+    """Connect to Kubernetes while AWS is being read; close whatever came of it at the end.
+
+    When the command stops before it needs the client (an unknown backup, say), a failed
+    connection is not reported: the first problem the operator sees is the real one.
+    """
+    task = asyncio.create_task(_connect(request), name="restore.kube_connect")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is None:
+            client = task.result()
+            if client is not None:
+                await client.close()
+
+
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     """`snapd restore`: exit 0 done (or already restored), 1 a PVC failed, 2 usage error."""
     request = parse_request(args, settings)
-    async with AwsClients() as aws:
+    async with AwsClients() as aws, _kube_connecting(request) as connecting:
         replicas, zones = await _replicas_and_zones(aws, request)
         selection = select_replicas(replicas, request)
         if not request.restore_all and selection.refused:
@@ -1474,19 +1496,15 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         plans, unbuildable = plan_restores(selection.replicas, request, zones)
         refused = [*selection.refused, *unbuildable]
-        client = await _connect(request)
-        try:
-            found = await discover(aws, client, plans, request)
-            if request.dry_run or client is None:
-                sys.stdout.write(render_dry_run(plans, found, request, refused))
-                conflicts = [p for p in plans if pv_conflict(p, found[p.key])]
-                return 1 if refused or conflicts else 0
-            return await _run(
-                aws=aws, client=client, request=request, plans=plans, found=found, refused=refused
-            )
-        finally:
-            if client is not None:
-                await client.close()
+        client = await connecting
+        found = await discover(aws, client, plans, request)
+        if request.dry_run or client is None:
+            sys.stdout.write(render_dry_run(plans, found, request, refused))
+            conflicts = [p for p in plans if pv_conflict(p, found[p.key])]
+            return 1 if refused or conflicts else 0
+        return await _run(
+            aws=aws, client=client, request=request, plans=plans, found=found, refused=refused
+        )
 
 
 async def _run(
