@@ -218,7 +218,7 @@ class Copier:
                 continue  # a stale listing: this process already saw it complete or fail
             if replica.scope != self.scope or not replica.source_snapshot_id:
                 continue
-            self.active[replica.snapshot_id] = Tracked(
+            tracked = Tracked(
                 replica_id=replica.snapshot_id,
                 source_id=replica.source_snapshot_id,
                 label=_label(replica.namespace, replica.pvc, replica.backup),
@@ -226,7 +226,8 @@ class Copier:
                 adopted=True,
                 progress=replica.progress,
             )
-            self.active[replica.snapshot_id].track.see(self.clock(), replica.progress)
+            tracked.track.see(tracked.started, replica.progress)
+            self.active[replica.snapshot_id] = tracked
             log.info(
                 "copy.adopted",
                 snapshot_id=replica.snapshot_id,
