@@ -58,6 +58,8 @@ from snapd.testing.moto_server import ACCOUNT_ID
 MOTO_VERSION = "5.2.5"
 #: AWS: concurrent snapshot copies per destination region, per account (not adjustable).
 DEFAULT_COPY_LIMIT = 20
+#: CopySnapshot's CompletionDurationMinutes: 15 to 2880 (48 h), in steps of 15.
+COMPLETION_MINUTES_MAX = 2880
 #: StateMessage of a copy whose KMS key cannot be used (reference aws-ebs.md §1.1).
 KMS_KEY_NOT_ACCESSIBLE = "Given key ID is not accessible"
 #: AWS tag limits.
@@ -183,6 +185,9 @@ class Ec2Simulator:
         self._copy_errors: dict[str, list[Any]] = {}  # source id → [remaining, message]
         self._volume_errors: dict[str, int] = {}  # snapshot id → remaining
         self._in_use: dict[str, str] = {}  # snapshot id → AMI id
+        #: CopySnapshot's time-based copy, as asked: copy id → CompletionDurationMinutes.
+        #: moto ignores the parameter; the simulator validates and records it.
+        self.completion_minutes: dict[str, int] = {}
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -418,6 +423,7 @@ class Ec2Simulator:
         base_copy = EBSBackend.copy_snapshot
         base_delete = EBSBackend.delete_snapshot
         base_create_volume = ElasticBlockStore.create_volume
+        base_copy_response = ElasticBlockStore.copy_snapshot
         base_parse_tags = EC2BaseResponse._parse_tag_specification
 
         # --- every EC2 request: count it, answer queued faults, apply non-400 statuses
@@ -575,6 +581,24 @@ class Ec2Simulator:
                 )
                 return snapshot
 
+        # ... and the time-based copy (response level: moto drops the parameter)
+        def copy_snapshot_response(response: Any) -> Any:
+            minutes = response._get_param("CompletionDurationMinutes")
+            if minutes is not None and (
+                not 15 <= int(minutes) <= COMPLETION_MINUTES_MAX or int(minutes) % 15
+            ):
+                raise sim._error(
+                    "InvalidParameterValue",
+                    f"CompletionDurationMinutes {minutes} is invalid: it must be a multiple "
+                    f"of 15 between 15 and {COMPLETION_MINUTES_MAX}.",
+                )
+            answer = base_copy_response(response)
+            if minutes is not None:
+                copied: Any = answer.result  # moto's ActionResult of {"SnapshotId": …}
+                with sim._lock:
+                    sim.completion_minutes[str(copied["SnapshotId"])] = int(minutes)
+            return answer
+
         # --- DescribeSnapshots: visibility window and fast filters (backend level) ...
         def describe_snapshots(
             backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None
@@ -713,6 +737,7 @@ class Ec2Simulator:
         self._set(ElasticBlockStore, "describe_snapshots", describe_snapshots_response)
         self._set(ElasticBlockStore, "describe_volumes", describe_volumes_response)
         self._set(ElasticBlockStore, "create_volume", create_volume_response)
+        self._set(ElasticBlockStore, "copy_snapshot", copy_snapshot_response)
 
 
 def _kms_region(key: str) -> str | None:

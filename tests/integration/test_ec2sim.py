@@ -650,3 +650,22 @@ async def test_a_subprocess_client_sees_the_simulation(
     assert process.returncode == 0, err.decode()
     assert json.loads(out) == {"state": "pending", "limit": "ResourceLimitExceeded", "retries": 1}
     assert ec2sim.calls["CopySnapshot"] == 2
+
+
+async def test_time_based_copy_is_recorded_and_validated(
+    ec2sim: Ec2Simulator, raw_ec2: Any
+) -> None:
+    """moto drops CompletionDurationMinutes: the simulator records it, and refuses what AWS
+    refuses (not a multiple of 15 minutes, or beyond 48 hours)."""
+    source = ec2sim.add_snapshot(SRC)
+    timed = await raw_ec2.copy_snapshot(
+        SourceRegion=SRC, SourceSnapshotId=source, CompletionDurationMinutes=90
+    )
+    plain = await raw_ec2.copy_snapshot(SourceRegion=SRC, SourceSnapshotId=source)
+    assert ec2sim.completion_minutes == {timed["SnapshotId"]: 90}
+    assert plain["SnapshotId"] not in ec2sim.completion_minutes
+    for minutes in (10, 2895):
+        with pytest.raises(ClientError, match="InvalidParameterValue"):
+            await raw_ec2.copy_snapshot(
+                SourceRegion=SRC, SourceSnapshotId=source, CompletionDurationMinutes=minutes
+            )

@@ -241,6 +241,7 @@ def test_keep_snapshot_keeps_the_tagged_copy_back_and_a_beside_restore_gets_its_
     assert "snapd.io/source-snapshot-id" not in tags, "a copy-back is not a replica"
     assert copy_back["SnapshotId"] in result.stdout
     assert "kept" in result.stdout
+    assert world.sim.completion_minutes == {copy_back["SnapshotId"]: 15}, "a time-based copy"
     [pv] = world.pvs()
     assert pv["spec"]["claimRef"]["namespace"] == "restored"
     assert pv["spec"]["claimRef"]["name"] == "data-copy"
