@@ -1,31 +1,15 @@
 """`snapd restore`: a replica back as a Kubernetes volume — copy back → EBS volume → PV → pvc.yaml.
 
-Owns the procedure of DESIGN "Restore". Two halves, kept apart so that `--dry-run` and the
-tests can see every decision without touching anything:
+Owns the procedure of DESIGN "Restore". This is the half that acts; every decision (which
+replica, region, zone, ClientToken, tags, manifests) is made first, pure, in
+`restore_plan.py`, so `--dry-run` and the tests see them without touching anything.
 
-- **Planning, pure** (`parse_request`, `select_replicas`, `choose_zone`, `plan_restores`,
-  `build_restore_key`, `build_client_token`, `build_copy_back_tags`, `build_volume_tags`,
-  `build_volume_params`, `build_manifests`, `build_next_steps`): which replica, which region
-  and zone, which ClientToken, which tags, which manifests. Every problem with the command
-  line or the names it uses is a `ConfigError` (exit 2) raised before anything is changed.
-- **Doing, I/O** (`find_copy_backs`, `find_volumes`, `inspect_kube`, `restore_one`, …): look
-  up what a previous run already made (copy-back and volume by their tags, PV by its
-  deterministic name), then per PVC: copy back with the copier's own `copy_snapshot`, wait
-  for it, CreateVolume with a ClientToken, wait for `available` (`waiting.BatchWaiter`: one
-  batched Describe per round for all PVCs), delete the copy-back, create the PV. One PVC
-  failing never stops the others (`--all`); the command then exits 1.
-
-Re-running is safe: the copy-back is found by `snapd.io/restore-of`, the volume by
-`snapd.io/restore-key` (a hash of scope, backup, namespace, PVC, target, region and zone),
-and CreateVolume's ClientToken is derived from the same key, so a crash between CreateVolume
-and its answer never makes a second volume. A volume that ended in `error` is left for
-inspection and bumps the token's generation, so the next run makes a fresh one.
-
-Tags. The copy-back carries `snapd.io/cluster` (the scope) plus the `snapd.io/restore-*`
-keys. The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica
-keys (`snapd.io/backup`, …): Velero copies a volume's tags onto every later snapshot of it,
-and a DR-region Velero would then make snapshots that our inventory takes for replicas —
-and the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.
+Here: look up what a previous run already made (copy-back and volume by their tags, PV by its
+deterministic name; side by side), then per PVC: copy back with the copier's own
+`copy_snapshot`, wait for it, CreateVolume with the plan's ClientToken, wait for `available`
+(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), delete the copy-back,
+create the PV, write `pvc.yaml`. One PVC failing never stops the others (`--all`); the command
+then exits 1. A volume that ended in `error` is left for inspection.
 
 Must not: import botocore or kubernetes_asyncio (only `aws.py` and `kube.py` do), issue a
 CopySnapshot of its own (the copier's is reused), or write anything in `--dry-run`.
@@ -36,26 +20,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import os
 import random
-import re
 import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
-import yaml
 
 from snapd import copier, inventory, kube
 from snapd.aws import AwsClients
-from snapd.config import Settings, parse_duration
+from snapd.config import Settings
 from snapd.errors import (
     AwsError,
     ConfigError,
@@ -65,29 +46,37 @@ from snapd.errors import (
     first_error,
 )
 from snapd.models import Replica
+from snapd.restore_plan import (
+    Found,
+    Outcome,
+    Refusal,
+    RestorePlan,
+    RestoreRequest,
+    VolumeRecord,
+    build_copy_back_tags,
+    build_manifests,
+    build_next_steps,
+    build_volume_params,
+    parse_request,
+    pick_volume,
+    plan_restores,
+    pv_conflict,
+    pv_volume_id,
+    render_dry_run,
+    render_pvc_file,
+    select_replicas,
+    summarize,
+)
 from snapd.tags import (
     CLUSTER,
-    MAX_VALUE_LENGTH,
-    NAME,
-    RESTORE_BACKUP,
     RESTORE_KEY,
-    RESTORE_NAMESPACE,
     RESTORE_OF,
-    RESTORE_PVC,
     RESTORE_SCOPE,
-    RESTORE_TARGET,
 )
 from snapd.waiting import EARLIEST_LOOK, BatchWaiter
 
 log = structlog.get_logger("snapd.restore")
 
-
-#: Volume types that take provisioned IOPS, and the one that takes throughput (EC2 rules).
-IOPS_TYPES = frozenset({"io1", "io2", "gp3"})
-IOPS_REQUIRED = frozenset({"io1", "io2"})
-THROUGHPUT_TYPES = frozenset({"gp3"})
-#: CompletionDurationMinutes: 15-minute steps from 15 minutes to 48 hours (aws-ebs §1.1).
-COMPLETION_STEP, COMPLETION_MIN, COMPLETION_MAX = 15, 15, 48 * 60
 #: Longest wait for a copy-back (best effort copies of large volumes take hours) and for
 #: a volume to leave `creating`.
 COPY_TIMEOUT = 24 * 3600.0
@@ -98,846 +87,6 @@ VOLUME_TIMEOUT = 3600.0
 VOLUME_POLL_SHARE = 0.25
 #: Backoff cap while the target region's copy slots are all taken (ResourceLimitExceeded).
 MAX_SLOT_BACKOFF = 300.0
-#: Volume states that hold a restore's data; `error` ones are counted, others ignored.
-LIVE_VOLUME_STATES = ("available", "in-use", "creating")
-PLACEHOLDER_VOLUME = "vol-new"
-#: How many names an error message lists before "… and N more".
-LISTED = 30
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreRequest:
-    """The command line, validated: every name checked, every flag combination allowed."""
-
-    backup: str
-    pvc: str | None
-    namespace: str | None
-    restore_all: bool
-    target_region: str
-    availability_zone: str | None
-    target_namespace: str | None
-    target_pvc: str | None
-    kms_key_id: str | None
-    completion_minutes: int | None
-    keep_snapshot: bool
-    context: str | None
-    output: Path
-    force: bool
-    dry_run: bool
-    scope: str
-    source_region: str
-    destination_region: str
-    poll_interval: float
-    concurrency: int
-
-    @property
-    def copy_back(self) -> bool:
-        """Restoring anywhere but the destination region needs the replica copied there."""
-        return self.target_region != self.destination_region
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A PVC that cannot be restored as asked, and why (exit 1)."""
-
-    label: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The replicas chosen for a restore (one per PVC) and the PVCs refused."""
-
-    replicas: tuple[Replica, ...]
-    refused: tuple[Refusal, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RestorePlan:
-    """Everything about restoring one replica, decided before any change."""
-
-    replica: Replica
-    backup: str
-    source_namespace: str
-    source_pvc: str
-    target_namespace: str
-    target_pvc: str
-    region: str
-    zone: str
-    zone_note: str | None
-    copy_back: bool
-    pv_name: str
-    key: str
-    size_gib: int
-    volume_type: str | None
-    iops: int | None
-    throughput: int | None
-    encrypted: bool
-    kms_key_id: str | None
-
-    @property
-    def label(self) -> str:
-        return f"{self.source_namespace}/{self.source_pvc}"
-
-    @property
-    def target_label(self) -> str:
-        return f"{self.target_namespace}/{self.target_pvc}"
-
-    @property
-    def beside(self) -> bool:
-        """The restore targets another PVC than the one backed up."""
-        return (self.target_namespace, self.target_pvc) != (
-            self.source_namespace,
-            self.source_pvc,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeRecord:
-    """One EBS volume as DescribeVolumes shows it."""
-
-    volume_id: str
-    state: str
-    zone: str | None
-    size_gib: int | None
-    snapshot_id: str | None
-    volume_type: str | None
-    iops: int | None
-    throughput: int | None
-    create_time: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """What already exists of one restore (a previous run, or a crash half-way)."""
-
-    copy_backs: tuple[Replica, ...] = ()
-    volume: VolumeRecord | None = None
-    failed_volumes: int = 0
-    pv: Mapping[str, Any] | None = None
-    pvc: Mapping[str, Any] | None = None
-    bound_pv: Mapping[str, Any] | None = None
-    kube_checked: bool = True
-
-    @property
-    def usable_volume(self) -> bool:
-        return self.volume is not None and self.volume.state in ("available", "in-use")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one PVC, for the summary and the exit code."""
-
-    plan: RestorePlan
-    error: str | None = None
-    already: bool = False
-    copy_back_id: str | None = None
-    copy_back_kept: bool = False
-    volume: VolumeRecord | None = None
-    found: Found = field(default_factory=Found)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-# --------------------------------------------------------------------------- pure planning
-
-
-def parse_completion_minutes(text: str | None) -> int | None:
-    """`--completion-duration` → CompletionDurationMinutes (15-minute steps, 15 min–48 h)."""
-    if text is None or text == "":
-        return None
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValueError as error:
-        raise ConfigError(f"invalid --completion-duration: {error}") from error
-    minutes = seconds / 60
-    if (
-        minutes != int(minutes)
-        or int(minutes) % COMPLETION_STEP
-        or not COMPLETION_MIN <= minutes <= COMPLETION_MAX
-    ):
-        raise ConfigError(
-            f"invalid --completion-duration {text!r}: EC2 takes a multiple of 15 minutes "
-            "from 15m to 48h (e.g. 15m, 1h30m, 48h)"
-        )
-    return int(minutes)
-
-
-def parse_request(args: argparse.Namespace, settings: Settings) -> RestoreRequest:
-    """The `restore` command line and settings, validated (ConfigError → exit 2).
-
-    Names are checked here, before they become tag filters, file names or Kubernetes
-    objects (DESIGN "Names are checked").
-    """
-    source = settings.source_region or ""
-    destination = settings.destination_region or ""
-    backup = kube.validate_dns1123_subdomain(str(args.backup), "backup name")
-    pvc = getattr(args, "pvc", None)
-    restore_all = bool(getattr(args, "all", False))
-    target_pvc = getattr(args, "target_pvc", None)
-    if restore_all and pvc:
-        raise ConfigError("give a PVC name or --all, not both")
-    if not restore_all and not pvc:
-        raise ConfigError("give the PVC to restore, or --all for every PVC of the backup")
-    if restore_all and target_pvc:
-        raise ConfigError("--target-pvc names one PVC; it cannot be used with --all")
-    if pvc:
-        kube.validate_dns1123_subdomain(pvc, "PVC name")
-    namespace = getattr(args, "namespace", None)
-    if namespace:
-        kube.validate_dns1123_label(namespace, "namespace")
-    target_namespace = getattr(args, "target_namespace", None)
-    if target_namespace:
-        kube.validate_dns1123_label(target_namespace, "target namespace")
-    if target_pvc:
-        kube.validate_dns1123_subdomain(target_pvc, "target PVC name")
-    target_region = getattr(args, "target_region", None) or source
-    if target_region not in (source, destination):
-        raise ConfigError(
-            f"invalid --target-region {target_region!r}: a restore goes to the source region "
-            f"{source} (the replica is copied back) or to the destination region "
-            f"{destination} (no copy)"
-        )
-    zone = getattr(args, "availability_zone", None)
-    if zone is not None and not zone.startswith(target_region):
-        raise ConfigError(
-            f"invalid --availability-zone {zone!r}: it is not a zone of the target region "
-            f"{target_region}"
-        )
-    output = Path(getattr(args, "output", None) or "pvc.yaml")
-    if not output.parent.is_dir():
-        raise ConfigError(f"invalid --output {output}: directory {output.parent} does not exist")
-    if output.is_dir():
-        raise ConfigError(f"invalid --output {output}: it is a directory")
-    return RestoreRequest(
-        backup=backup,
-        pvc=pvc,
-        namespace=namespace,
-        restore_all=restore_all,
-        target_region=target_region,
-        availability_zone=zone,
-        target_namespace=target_namespace,
-        target_pvc=target_pvc,
-        kms_key_id=getattr(args, "kms_key_id", None) or None,
-        completion_minutes=parse_completion_minutes(getattr(args, "completion_duration", None)),
-        keep_snapshot=bool(getattr(args, "keep_snapshot", False)),
-        context=getattr(args, "context", None),
-        output=output,
-        force=bool(getattr(args, "force", False)),
-        dry_run=bool(getattr(args, "dry_run", False)),
-        scope=settings.scope or "",
-        source_region=source,
-        destination_region=destination,
-        poll_interval=settings.poll_interval.total_seconds(),
-        concurrency=settings.max_in_flight,
-    )
-
-
-def _listing(items: Iterable[str]) -> str:
-    """`a, b, c` — at most LISTED names, then how many more."""
-    names = list(items)
-    shown = ", ".join(names[:LISTED])
-    more = len(names) - LISTED
-    return f"{shown} … and {more} more" if more > 0 else shown
-
-
-def _newest_first(replicas: Iterable[Replica]) -> list[str]:
-    """Backup names, newest backup first (the one an operator most likely wants)."""
-    newest: dict[str, datetime] = {}
-    floor = datetime.min.replace(tzinfo=UTC)
-    for replica in replicas:
-        if replica.backup:
-            when = replica.backup_time or floor
-            newest[replica.backup] = max(newest.get(replica.backup, floor), when)
-    return sorted(newest, key=lambda name: (newest[name], name), reverse=True)
-
-
-def _pick(replicas: Sequence[Replica]) -> Replica:
-    """One replica of a PVC: a completed one (oldest first: duplicates are pruned later),
-    else the one furthest along, so a refusal shows the most useful state."""
-    floor = datetime.min.replace(tzinfo=UTC)
-    completed = sorted(
-        (r for r in replicas if r.completed),
-        key=lambda r: (r.start_time or floor, r.snapshot_id),
-    )
-    if completed:
-        return completed[0]
-    return max(replicas, key=lambda r: (r.pending, r.progress, r.snapshot_id))
-
-
-def refusal_reason(replica: Replica) -> str:
-    """Why a replica that is not `completed` cannot be restored, with state and progress."""
-    where = f"replica {replica.snapshot_id} in {replica.region}"
-    if replica.pending:
-        return (
-            f"{where} is still pending ({replica.progress}% copied); wait until "
-            f"`snapd list --backup {replica.backup}` shows it completed, then run the "
-            "restore again"
-        )
-    message = f": {replica.state_message}" if replica.state_message else ""
-    return (
-        f"{where} is in state {replica.state} ({replica.progress}%){message}; it cannot be restored"
-    )
-
-
-def select_replicas(replicas: Sequence[Replica], request: RestoreRequest) -> Selection:
-    """The replica of each PVC to restore; unknown or ambiguous names are ConfigError.
-
-    Errors list what exists (the backups, the PVCs of the backup, the namespaces that have
-    the PVC) so the next command can be typed from the message.
-    """
-    backup = request.backup
-    of_backup = [r for r in replicas if r.backup == backup]
-    if not of_backup:
-        known = _newest_first(replicas)
-        listing = (
-            f"backups with replicas (newest first): {_listing(known)}"
-            if known
-            else "there are no replicas of this scope at all"
-        )
-        raise ConfigError(
-            f"no replicas of backup {backup!r} in {request.destination_region} "
-            f"(scope {request.scope}); {listing}"
-        )
-    pool = of_backup
-    if request.namespace:
-        pool = [r for r in of_backup if r.namespace == request.namespace]
-        if not pool:
-            namespaces = sorted({r.namespace or "-" for r in of_backup})
-            raise ConfigError(
-                f"backup {backup!r} has no replica in namespace {request.namespace!r}; "
-                f"its namespaces: {_listing(namespaces)}"
-            )
-    if request.restore_all:
-        named = [r for r in pool if r.pvc and r.namespace]
-        refused = [
-            Refusal(
-                f"{r.namespace or '-'}/{r.pv or r.source_volume_id or r.snapshot_id}",
-                f"replica {r.snapshot_id} records no namespace/PVC, so no claim can be made for it",
-            )
-            for r in pool
-            if not (r.pvc and r.namespace)
-        ]
-    else:
-        named = [r for r in pool if r.pvc == request.pvc and r.namespace]
-        if not named:
-            pvcs = sorted({f"{r.namespace or '-'}/{r.pvc or '-'}" for r in pool})
-            where = f" in namespace {request.namespace!r}" if request.namespace else ""
-            raise ConfigError(
-                f"backup {backup!r} has no replica of PVC {request.pvc!r}{where}; "
-                f"its PVCs: {_listing(pvcs)}"
-            )
-        namespaces = sorted({r.namespace or "" for r in named})
-        if len(namespaces) > 1:
-            raise ConfigError(
-                f"PVC {request.pvc!r} of backup {backup!r} exists in several namespaces: "
-                f"{_listing(namespaces)}; choose one with -n NAMESPACE"
-            )
-        refused = []
-    groups: dict[tuple[str, str], list[Replica]] = defaultdict(list)
-    for replica in named:
-        groups[replica.namespace or "", replica.pvc or ""].append(replica)
-    chosen: list[Replica] = []
-    for (namespace, pvc), members in sorted(groups.items()):
-        replica = _pick(members)
-        if replica.completed:
-            chosen.append(replica)
-        else:
-            refused.append(Refusal(f"{namespace}/{pvc}", refusal_reason(replica)))
-    return Selection(tuple(chosen), tuple(refused))
-
-
-_ZONE_LETTER = re.compile(r"^(?P<region>.*\d)(?P<letter>[a-z]+)$")
-
-
-def choose_zone(
-    region: str, recorded: str | None, requested: str | None, zones: Sequence[str]
-) -> tuple[str, str | None]:
-    """The AZ of the new volume and, when it is not the recorded one, a note saying which.
-
-    `--availability-zone` wins (checked against the region's zones); else the recorded AZ
-    when the region has it (the source region); else the recorded AZ's letter in this
-    region (`eu-west-1b` → `eu-central-1b`); else ConfigError listing the region's zones.
-    """
-    available = ", ".join(zones) or "none reported"
-    if requested:
-        if requested not in zones:
-            raise ConfigError(
-                f"--availability-zone {requested} is not a zone of {region}; its zones: {available}"
-            )
-        return requested, None
-    if not recorded:
-        raise ConfigError(
-            f"the replica records no availability zone; choose one of {region} with "
-            f"--availability-zone: {available}"
-        )
-    if recorded in zones:
-        return recorded, None
-    match = _ZONE_LETTER.match(recorded)
-    candidate = f"{region}{match.group('letter')}" if match else None
-    if candidate is not None and candidate in zones:
-        return candidate, f"using {candidate} (same letter as recorded {recorded})"
-    raise ConfigError(
-        f"{region} has no zone like the recorded {recorded}; choose one with "
-        f"--availability-zone: {available}"
-    )
-
-
-def build_restore_key(
-    *,
-    scope: str,
-    backup: str,
-    namespace: str,
-    pvc: str,
-    target_namespace: str,
-    target_pvc: str,
-    region: str,
-    zone: str,
-) -> str:
-    """The identity of one restore: 40 hex of sha256 over what makes it *this* restore.
-
-    The target is part of it so that restoring the same PVC beside the original (another
-    `--target-pvc`) makes its own volume instead of handing one volume to two PVs.
-    """
-    parts = (scope, backup, namespace, pvc, target_namespace, target_pvc, region, zone)
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
-
-
-def build_client_token(key: str, generation: int = 0) -> str:
-    """CreateVolume's ClientToken (≤64 ASCII): the restore key plus the attempt generation.
-
-    Generation = volumes of this restore that ended in `error`; a re-run after a crash sees
-    the same generation and so the same token — EC2 answers with the volume it already
-    made instead of making a second one.
-    """
-    return f"snapd-{key}-{generation}"
-
-
-def _name_tag(prefix: str, plan: RestorePlan) -> str:
-    return f"{prefix} {plan.label} {plan.backup}"[:MAX_VALUE_LENGTH]
-
-
-def _restore_of(plan: RestorePlan) -> dict[str, str]:
-    """The tags that name what a restore came from (replica, backup, namespace, PVC)."""
-    return {
-        RESTORE_OF: plan.replica.snapshot_id,
-        RESTORE_BACKUP: plan.backup,
-        RESTORE_NAMESPACE: plan.source_namespace,
-        RESTORE_PVC: plan.source_pvc,
-    }
-
-
-def build_copy_back_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
-    """Tags of a copy-back (TagSpecifications of CopySnapshot): found again by restore-of."""
-    return {
-        CLUSTER: scope,
-        **_restore_of(plan),
-        NAME: _name_tag("snapd copy-back of", plan),
-    }
-
-
-def build_volume_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
-    """Tags of the restored volume; no `snapd.io/cluster` (see the module docstring)."""
-    return {
-        RESTORE_SCOPE: scope,
-        **_restore_of(plan),
-        RESTORE_TARGET: plan.target_label,
-        RESTORE_KEY: plan.key,
-        NAME: _name_tag("snapd restore of", plan),
-    }
-
-
-def build_volume_params(
-    plan: RestorePlan, snapshot_id: str, scope: str, generation: int = 0
-) -> dict[str, Any]:
-    """CreateVolume's parameters: the recorded type, IOPS, throughput, size, encryption.
-
-    IOPS only for io1/io2/gp3 and throughput only for gp3 (EC2 refuses them elsewhere).
-    Deterministic for a given plan, snapshot and generation: EC2 compares a repeated
-    ClientToken's parameters.
-    """
-    params: dict[str, Any] = {
-        "AvailabilityZone": plan.zone,
-        "SnapshotId": snapshot_id,
-        "Size": plan.size_gib,
-        "ClientToken": build_client_token(plan.key, generation),
-        "TagSpecifications": [
-            {
-                "ResourceType": "volume",
-                "Tags": [{"Key": k, "Value": v} for k, v in build_volume_tags(plan, scope).items()],
-            }
-        ],
-    }
-    if plan.volume_type:
-        params["VolumeType"] = plan.volume_type
-        if plan.volume_type in IOPS_TYPES and plan.iops:
-            params["Iops"] = plan.iops
-        if plan.volume_type in THROUGHPUT_TYPES and plan.throughput:
-            params["Throughput"] = plan.throughput
-    if plan.kms_key_id:
-        params |= {"Encrypted": True, "KmsKeyId": plan.kms_key_id}
-    elif plan.encrypted:
-        params["Encrypted"] = True
-    return params
-
-
-def _check_volume_settings(replica: Replica) -> None:
-    """io1/io2 need IOPS; a replica that records the type but not the IOPS cannot be rebuilt."""
-    if replica.volume_type in IOPS_REQUIRED and not replica.iops:
-        raise ValueError(
-            f"the recorded volume type {replica.volume_type} needs IOPS, which the replica "
-            "does not record"
-        )
-    if not replica.size_gib:
-        raise ValueError("the replica reports no volume size")
-
-
-def plan_restores(
-    replicas: Sequence[Replica], request: RestoreRequest, zones: Sequence[str]
-) -> tuple[list[RestorePlan], list[Refusal]]:
-    """One RestorePlan per replica; zone problems and clashing targets are ConfigError.
-
-    A replica whose recorded settings cannot make a volume (io2 without IOPS, no size) is a
-    refusal of that PVC alone (exit 1); the others go ahead.
-    """
-    plans: list[RestorePlan] = []
-    refused: list[Refusal] = []
-    problems: list[str] = []
-    for replica in replicas:
-        namespace, pvc = replica.namespace or "", replica.pvc or ""
-        label = f"{namespace}/{pvc}"
-        try:
-            zone, note = choose_zone(
-                request.target_region,
-                replica.availability_zone,
-                request.availability_zone,
-                zones,
-            )
-        except ConfigError as error:
-            problems.append(f"{label}: {error}" if request.restore_all else str(error))
-            continue
-        try:
-            _check_volume_settings(replica)
-        except ValueError as error:
-            refused.append(Refusal(label, str(error)))
-            continue
-        target_namespace = request.target_namespace or namespace
-        target_pvc = request.target_pvc or pvc
-        key = build_restore_key(
-            scope=request.scope,
-            backup=request.backup,
-            namespace=namespace,
-            pvc=pvc,
-            target_namespace=target_namespace,
-            target_pvc=target_pvc,
-            region=request.target_region,
-            zone=zone,
-        )
-        plans.append(
-            RestorePlan(
-                replica=replica,
-                backup=request.backup,
-                source_namespace=namespace,
-                source_pvc=pvc,
-                target_namespace=target_namespace,
-                target_pvc=target_pvc,
-                region=request.target_region,
-                zone=zone,
-                zone_note=note,
-                copy_back=request.copy_back,
-                pv_name=kube.build_pv_name(target_namespace, target_pvc, request.backup),
-                key=key,
-                size_gib=int(replica.size_gib or 0),
-                volume_type=replica.volume_type,
-                iops=replica.iops,
-                throughput=replica.throughput,
-                encrypted=replica.encrypted,
-                kms_key_id=request.kms_key_id,
-            )
-        )
-    buildable: list[RestorePlan] = []
-    for plan in plans:
-        try:
-            build_manifests(plan, PLACEHOLDER_VOLUME, request.scope)
-        except ValueError as error:
-            refused.append(Refusal(plan.label, f"cannot build its PV/PVC: {error}"))
-            continue
-        buildable.append(plan)
-    plans = buildable
-    targets: dict[str, list[str]] = defaultdict(list)
-    for plan in plans:
-        targets[plan.target_label].append(plan.label)
-    problems += [
-        f"{', '.join(sources)} would all be restored into {target}"
-        for target, sources in sorted(targets.items())
-        if len(sources) > 1
-    ]
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return plans, refused
-
-
-def build_manifests(
-    plan: RestorePlan, volume_id: str, scope: str, size_gib: int | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The PV of the restored volume and the proposed PVC that binds it (ValueError if bad)."""
-    replica = plan.replica
-    size = size_gib or plan.size_gib
-    pv = kube.build_pv(
-        name=plan.pv_name,
-        volume_id=volume_id,
-        size_gib=size,
-        availability_zone=plan.zone,
-        claim_namespace=plan.target_namespace,
-        claim_name=plan.target_pvc,
-        backup=plan.backup,
-        source_namespace=plan.source_namespace,
-        source_pvc=plan.source_pvc,
-        scope=scope,
-        storage_class=replica.storage_class,
-        fs_type=replica.fs_type,
-        access_modes=replica.access_modes or ("ReadWriteOnce",),
-        volume_mode=replica.volume_mode,
-        annotations={RESTORE_OF: replica.snapshot_id},
-    )
-    identity = kube.restore_labels(
-        backup=plan.backup, namespace=plan.source_namespace, pvc=plan.source_pvc
-    )
-    pvc = kube.build_pvc(
-        name=plan.target_pvc,
-        namespace=plan.target_namespace,
-        volume_name=plan.pv_name,
-        size_gib=size,
-        storage_class=replica.storage_class,
-        access_modes=replica.access_modes or ("ReadWriteOnce",),
-        volume_mode=replica.volume_mode,
-        labels=identity,
-        annotations={**identity, RESTORE_OF: replica.snapshot_id},
-    )
-    return pv, pvc
-
-
-def pv_volume_id(pv: Mapping[str, Any]) -> str | None:
-    """The EBS volume a PV points at (CSI handle, or the in-tree `aws://zone/vol-…`)."""
-    spec = pv.get("spec") or {}
-    handle = (spec.get("csi") or {}).get("volumeHandle")
-    if handle:
-        return str(handle)
-    legacy = (spec.get("awsElasticBlockStore") or {}).get("volumeID")
-    return str(legacy).rsplit("/", 1)[-1] if legacy else None
-
-
-def pv_conflict(plan: RestorePlan, found: Found) -> str | None:
-    """Why an existing PV of the target's name stops this restore (None: no conflict)."""
-    if found.pv is None:
-        return None
-    points_at = pv_volume_id(found.pv) or "no EBS volume"
-    if found.volume is not None and points_at == found.volume.volume_id:
-        return None
-    ours = (
-        f"this restore's volume {found.volume.volume_id}"
-        if found.volume
-        else f"a volume of this restore in {plan.zone}"
-    )
-    return (
-        f"PersistentVolume {plan.pv_name} exists and points at {points_at}, not at {ours}; "
-        f"check it (kubectl get pv {plan.pv_name} -o yaml) and delete it if it is stale"
-    )
-
-
-def build_next_steps(
-    outcomes: Sequence[Outcome], output: Path, backup: str, pvc_exists: Mapping[str, bool | None]
-) -> list[str]:
-    """The operator's next steps with real names: replace the PVC, or restore beside it."""
-    done = [o for o in outcomes if o.ok]
-    if not done:
-        return []
-    file = str(output)
-    lines = [f"Next steps ({file} holds the PVC{'s' if len(done) > 1 else ''} to create):"]
-    targets = [o.plan for o in done]
-    bound = [
-        o.plan.target_label
-        for o in done
-        if ((o.found.pvc or {}).get("spec") or {}).get("volumeName") == o.plan.pv_name
-    ]
-    if bound and len(bound) == len(done):
-        return [f"PVC {', '.join(bound)} already bound to the restored PV: nothing left to do."]
-    lines.append("  To replace the existing PVC with the restored data:")
-    lines.append("    1. stop the pods that use it (scale their Deployment/StatefulSet to 0)")
-    lines += [
-        f"    2. kubectl delete pvc {p.target_pvc} -n {p.target_namespace}"
-        if i == 0
-        else f"       kubectl delete pvc {p.target_pvc} -n {p.target_namespace}"
-        for i, p in enumerate(targets)
-    ]
-    lines += [
-        f"    3. wait until `kubectl get pvc {p.target_pvc} -n {p.target_namespace}` "
-        "no longer finds it"
-        if i == 0
-        else f"       and `kubectl get pvc {p.target_pvc} -n {p.target_namespace}`"
-        for i, p in enumerate(targets)
-    ]
-    lines.append(f"    4. kubectl create -f {file}")
-    lines.append("    5. start the pods again")
-    missing = [p.target_label for p in targets if pvc_exists.get(p.target_label) is False]
-    if missing:
-        lines.append(f"     (PVC {', '.join(missing)} does not exist now: step 4 alone is enough)")
-    for outcome in done:
-        spec = ((outcome.found.bound_pv or {}).get("spec")) or {}
-        name = (outcome.found.bound_pv or {}).get("metadata", {}).get("name")
-        if name and spec.get("persistentVolumeReclaimPolicy") == "Delete":
-            lines.append(
-                f"     Careful: PVC {outcome.plan.target_label} is bound to PV {name} whose "
-                "reclaim policy is Delete — deleting the PVC deletes its EBS volume. To keep "
-                f"it: kubectl patch pv {name} -p "
-                '\'{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}\''
-            )
-    originals = [p for p in targets if not p.beside]
-    if originals:
-        lines.append("  To restore beside it instead (the existing PVC stays as it is):")
-        if len(originals) == 1:
-            p = originals[0]
-            name = f"{p.source_pvc}-restored"[:253]
-            beside = f"{name}.yaml"
-            lines.append(
-                f"    snapd restore {backup} {p.source_pvc} -n {p.source_namespace} "
-                f"--target-pvc {name} [--target-namespace NAMESPACE] --output {beside}"
-            )
-        else:
-            beside = "pvc-restored.yaml"
-            lines.append(
-                f"    snapd restore {backup} --all --target-namespace NAMESPACE --output {beside}"
-            )
-        lines.append(f"    kubectl create -f {beside}")
-    return lines
-
-
-def render_pvc_file(outcomes: Sequence[Outcome], scope: str) -> str:
-    """pvc.yaml: one PVC document per restored PVC, with a comment saying where they came from."""
-    docs = [build_manifests(o.plan, _volume_id(o), scope, _size(o))[1] for o in outcomes]
-    backup = outcomes[0].plan.backup if outcomes else ""
-    header = (
-        f"# PersistentVolumeClaims proposed by `snapd restore` of backup {backup}.\n"
-        "# Each binds its restored PersistentVolume (spec.volumeName); create with\n"
-        "# `kubectl create -f` once the PVC of the same name is gone.\n"
-    )
-    return header + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
-
-
-def _volume_id(outcome: Outcome) -> str:
-    return outcome.volume.volume_id if outcome.volume else PLACEHOLDER_VOLUME
-
-
-def _size(outcome: Outcome) -> int | None:
-    return outcome.volume.size_gib if outcome.volume else None
-
-
-def _describe_volume(plan: RestorePlan) -> str:
-    parts = [plan.volume_type or "EC2's default type (gp2)", f"{plan.size_gib} GiB"]
-    if plan.volume_type in IOPS_TYPES and plan.iops:
-        parts.append(f"{plan.iops} IOPS")
-    if plan.volume_type in THROUGHPUT_TYPES and plan.throughput:
-        parts.append(f"{plan.throughput} MiB/s")
-    if plan.kms_key_id:
-        parts.append(f"encrypted with {plan.kms_key_id}")
-    elif plan.encrypted:
-        parts.append("encrypted")
-    return ", ".join(parts)
-
-
-def _dry_run_steps(plan: RestorePlan, state: Found, request: RestoreRequest) -> list[str]:
-    """The numbered steps a real run would take for one PVC, given what already exists."""
-    replica = plan.replica
-    lines = [
-        f"# {plan.label} from backup {plan.backup}: replica {replica.snapshot_id} "
-        f"({replica.region}, {replica.size_gib} GiB) → PVC {plan.target_label} in {plan.zone}"
-    ]
-    if plan.zone_note:
-        lines.append(f"#   {plan.zone_note}")
-    steps: list[str] = []
-    volume = state.volume
-    snapshot = replica.snapshot_id
-    if plan.copy_back and volume is None:
-        usable = [c for c in state.copy_backs if c.state in ("completed", "pending")]
-        if usable:
-            snapshot = usable[0].snapshot_id
-            steps.append(
-                f"reuse copy-back {snapshot} in {plan.region} "
-                f"({usable[0].state}, {usable[0].progress}%)"
-            )
-        else:
-            timed = (
-                f", CompletionDurationMinutes={request.completion_minutes}"
-                if request.completion_minutes
-                else ""
-            )
-            steps.append(
-                f"CopySnapshot {replica.snapshot_id} from {replica.region} back to "
-                f"{plan.region}{timed}; wait until completed"
-            )
-            snapshot = "the copy-back"
-    if volume is not None:
-        steps.append(f"reuse volume {volume.volume_id} ({volume.state})")
-    else:
-        token = build_client_token(plan.key, state.failed_volumes)
-        steps.append(
-            f"CreateVolume from {snapshot} in {plan.zone}: {_describe_volume(plan)}; "
-            f"ClientToken {token}; wait until available"
-        )
-    if plan.copy_back:
-        keep = request.keep_snapshot
-        steps.append(
-            "once the volume is available, "
-            + ("keep the copy-back (--keep-snapshot)" if keep else "delete the copy-back")
-        )
-    conflict = pv_conflict(plan, state)
-    if conflict:
-        steps.append(f"would fail: {conflict}")
-    elif state.pv is not None:
-        steps.append(f"PersistentVolume {plan.pv_name} exists: nothing to do")
-    else:
-        steps.append(f"create PersistentVolume {plan.pv_name} (claimRef {plan.target_label})")
-    lines += [f"#   {number}. {step}" for number, step in enumerate(steps, 1)]
-    if not state.kube_checked:
-        lines.append("#      (Kubernetes not reachable: existing PVs were not checked)")
-    return lines
-
-
-def render_dry_run(
-    plans: Sequence[RestorePlan],
-    found: Mapping[str, Found],
-    request: RestoreRequest,
-    refused: Sequence[Refusal],
-) -> str:
-    """What a real run would do, as YAML comments, then the PV and PVC manifests (YAML).
-
-    The whole text is a valid multi-document YAML stream, so it can be read back.
-    """
-    lines = ["# snapd restore --dry-run: nothing is changed in AWS, Kubernetes or on disk"]
-    docs: list[dict[str, Any]] = []
-    for plan in plans:
-        state = found.get(plan.key, Found())
-        lines += _dry_run_steps(plan, state, request)
-        volume_id = state.volume.volume_id if state.volume else PLACEHOLDER_VOLUME
-        docs += build_manifests(plan, volume_id, request.scope)
-    lines += [f"# would fail: {r.label}: {r.reason}" for r in refused]
-    if plans:
-        if request.output.exists() and not request.force:
-            lines.append(
-                f"# {request.output} exists: a real run leaves it alone if everything is "
-                "already restored, and otherwise refuses without --force"
-            )
-        else:
-            lines.append(f"# a real run writes {request.output} with the PVC documents below")
-    text = "\n".join(lines) + "\n"
-    if docs:
-        text += yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
-    return text
 
 
 # --------------------------------------------------------------------------- AWS lookups
@@ -1025,17 +174,6 @@ async def find_volumes(
         for record, tags in await describe_volume_records(aws, region, filters):
             found[tags.get(RESTORE_KEY, "")].append(record)
     return found
-
-
-def pick_volume(volumes: Sequence[VolumeRecord]) -> tuple[VolumeRecord | None, int]:
-    """The volume to reuse (ready before creating, then oldest) and how many ended in error."""
-    floor = datetime.min.replace(tzinfo=UTC)
-    live = sorted(
-        (v for v in volumes if v.state in LIVE_VOLUME_STATES),
-        key=lambda v: (v.state == "creating", v.create_time or floor, v.volume_id),
-    )
-    failed = sum(1 for v in volumes if v.state == "error")
-    return (live[0] if live else None), failed
 
 
 async def describe_volumes_by_id(
@@ -1410,30 +548,6 @@ def write_pvc_file(path: Path, text: str, *, force: bool) -> None:
         raise
 
 
-def _summary(outcome: Outcome) -> list[str]:
-    """The stdout lines about one PVC: what was made or found, with names."""
-    plan = outcome.plan
-    if not outcome.ok:
-        return [f"failed {plan.label}: {outcome.error}"]
-    head = "already restored" if outcome.already else "restored"
-    lines = [f"{head} {plan.label} from backup {plan.backup} → PVC {plan.target_label}"]
-    if plan.zone_note:
-        lines.append(f"  {plan.zone_note}")
-    if plan.copy_back:
-        state = "kept (--keep-snapshot)" if outcome.copy_back_kept else "deleted"
-        lines.append(f"  copy-back  {outcome.copy_back_id or '-'} in {plan.region}, {state}")
-    else:
-        lines.append(f"  snapshot   {plan.replica.snapshot_id} in {plan.region} (no copy)")
-    volume = outcome.volume
-    if volume is not None:
-        lines.append(
-            f"  volume     {volume.volume_id} in {volume.zone}: {_describe_volume(plan)}"
-            f" ({volume.state})"
-        )
-    lines.append(f"  PV         {plan.pv_name} → claim {plan.target_label}")
-    return lines
-
-
 async def _connect(request: RestoreRequest) -> kube.KubeClient | None:
     """The Kubernetes client; in `--dry-run` an unreachable cluster only skips the PV checks."""
     try:
@@ -1544,7 +658,7 @@ async def _run(
     done = [o for o in outcomes if o.ok]
     lines: list[str] = []
     for outcome in outcomes:
-        lines += _summary(outcome)
+        lines += summarize(outcome)
     lines += [f"failed {r.label}: {r.reason}" for r in refused]
     if done:
         if output_exists and not request.force:

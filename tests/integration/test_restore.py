@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from snapd import kube, restore
+from snapd import kube, restore_plan
 from snapd import tags as tags_mod
 from snapd.cli import build_parser
 from snapd.config import Settings
@@ -541,11 +541,11 @@ def settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def request_of(*argv: str, tmp_path: Path | None = None) -> restore.RestoreRequest:
+def request_of(*argv: str, tmp_path: Path | None = None) -> restore_plan.RestoreRequest:
     args: argparse.Namespace = build_parser().parse_args(["restore", *argv])
     if tmp_path is not None:
         args.output = str(tmp_path / "pvc.yaml")
-    return restore.parse_request(args, settings())
+    return restore_plan.parse_request(args, settings())
 
 
 @pytest.mark.parametrize(
@@ -601,11 +601,11 @@ def test_choose_zone(
     zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
     if zone is None:
         with pytest.raises(ConfigError) as raised:
-            restore.choose_zone("eu-west-1", recorded, requested, zones)
+            restore_plan.choose_zone("eu-west-1", recorded, requested, zones)
         assert note is not None
         assert note in str(raised.value)
         return
-    chosen, said = restore.choose_zone("eu-west-1", recorded, requested, zones)
+    chosen, said = restore_plan.choose_zone("eu-west-1", recorded, requested, zones)
     assert chosen == zone
     assert (said is None) == (note is None)
     if note is not None:
@@ -634,9 +634,9 @@ def replica(**overrides: Any) -> Replica:
     return Replica(**values)
 
 
-def plan_for(tmp_path: Path, *argv: str, **replica_fields: Any) -> restore.RestorePlan:
+def plan_for(tmp_path: Path, *argv: str, **replica_fields: Any) -> restore_plan.RestorePlan:
     request = request_of(BACKUP, "db", *argv, tmp_path=tmp_path)
-    plans, refused = restore.plan_restores(
+    plans, refused = restore_plan.plan_restores(
         [replica(**replica_fields)], request, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
     )
     assert refused == []
@@ -672,7 +672,7 @@ def test_build_volume_params_sends_only_what_the_type_accepts(
     tmp_path: Path, fields: dict[str, Any], expected: dict[str, Any], absent: tuple[str, ...]
 ) -> None:
     """IOPS for io1/io2/gp3 only, throughput for gp3 only, size and zone always."""
-    params = restore.build_volume_params(plan_for(tmp_path, **fields), "snap-0copy", SCOPE)
+    params = restore_plan.build_volume_params(plan_for(tmp_path, **fields), "snap-0copy", SCOPE)
     assert params["AvailabilityZone"] == "eu-west-1b"
     assert params["SnapshotId"] == "snap-0copy"
     assert expected.items() <= params.items()
@@ -681,7 +681,7 @@ def test_build_volume_params_sends_only_what_the_type_accepts(
 
 def test_kms_key_encrypts_the_volume(tmp_path: Path) -> None:
     """--kms-key-id → Encrypted=True with that KmsKeyId."""
-    params = restore.build_volume_params(
+    params = restore_plan.build_volume_params(
         plan_for(tmp_path, "--kms-key-id", "alias/restore"), "snap-0copy", SCOPE
     )
     assert (params["Encrypted"], params["KmsKeyId"]) == (True, "alias/restore")
@@ -692,14 +692,17 @@ def test_client_token_is_deterministic_short_and_changes_with_the_restore(
 ) -> None:
     """Same restore → same token (≤64 chars); another target or zone → another token."""
     base = plan_for(tmp_path)
-    token = restore.build_volume_params(base, "snap-a", SCOPE)["ClientToken"]
+    token = restore_plan.build_volume_params(base, "snap-a", SCOPE)["ClientToken"]
     assert len(token) <= 64
-    assert restore.build_volume_params(plan_for(tmp_path), "snap-b", SCOPE)["ClientToken"] == token
+    assert (
+        restore_plan.build_volume_params(plan_for(tmp_path), "snap-b", SCOPE)["ClientToken"]
+        == token
+    )
     for argv in (("--target-pvc", "other"), ("--availability-zone", "eu-west-1a")):
-        assert restore.build_volume_params(plan_for(tmp_path, *argv), "snap-a", SCOPE)[
+        assert restore_plan.build_volume_params(plan_for(tmp_path, *argv), "snap-a", SCOPE)[
             "ClientToken"
         ] != (token)
-    assert restore.build_client_token(base.key, 1) != token
+    assert restore_plan.build_client_token(base.key, 1) != token
 
 
 def test_io2_without_recorded_iops_is_refused_for_that_pvc_alone(tmp_path: Path) -> None:
@@ -707,7 +710,7 @@ def test_io2_without_recorded_iops_is_refused_for_that_pvc_alone(tmp_path: Path)
     request = request_of(BACKUP, "--all", tmp_path=tmp_path)
     good = replica(pvc="good", snapshot_id="snap-1")
     bad = replica(pvc="bad", snapshot_id="snap-2", volume_type="io2", iops=None)
-    plans, refused = restore.plan_restores([good, bad], request, ["eu-west-1b"])
+    plans, refused = restore_plan.plan_restores([good, bad], request, ["eu-west-1b"])
     assert [p.source_pvc for p in plans] == ["good"]
     assert [r.label for r in refused] == ["shop/bad"]
     assert "IOPS" in refused[0].reason
@@ -718,7 +721,7 @@ def test_two_pvcs_into_one_target_is_a_usage_error(tmp_path: Path) -> None:
     request = request_of(BACKUP, "--all", "--target-namespace", "dr", tmp_path=tmp_path)
     replicas = [replica(namespace="a", snapshot_id="snap-1"), replica(namespace="b")]
     with pytest.raises(ConfigError, match="dr/db"):
-        restore.plan_restores(replicas, request, ["eu-west-1b"])
+        restore_plan.plan_restores(replicas, request, ["eu-west-1b"])
 
 
 def test_select_prefers_a_completed_replica_among_duplicates() -> None:
@@ -726,6 +729,6 @@ def test_select_prefers_a_completed_replica_among_duplicates() -> None:
     request = request_of(BACKUP, "db")
     pending = replica(snapshot_id="snap-1", state="pending", progress=10)
     done = replica(snapshot_id="snap-2")
-    selection = restore.select_replicas([pending, done], request)
+    selection = restore_plan.select_replicas([pending, done], request)
     assert [r.snapshot_id for r in selection.replicas] == ["snap-2"]
     assert selection.refused == ()
