@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from snapd import inventory, kube, planner, velero
+from snapd import inventory, kube, leader, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Tracked
@@ -289,7 +289,7 @@ async def sync_holding_lease(engine: Engine, *, force: bool, wait_seconds: float
     if not settings.leader_election:
         return await sync_once(engine, force=force, wait_seconds=wait_seconds)
     async with await kube.connect() as client:
-        elector = await kube.acquire_once(
+        elector = await leader.acquire_once(
             client,
             name=settings.lease_name,
             namespace=settings.lease_namespace,
@@ -339,7 +339,7 @@ async def run_daemon(settings: Settings) -> None:
         log.info("service.started", metrics_port=server.port, settings=settings.public_view())
         if settings.leader_election:
             async with await _connect_for_election() as client:
-                elector = kube.LeaderElector(
+                elector = leader.LeaderElector(
                     client,
                     name=settings.lease_name,
                     namespace=settings.lease_namespace,
@@ -377,7 +377,7 @@ async def _connect_for_election() -> kube.KubeClient:
 
 
 async def _work_while_leading(
-    engine: Engine, elector: kube.LeaderElector, stop: asyncio.Event
+    engine: Engine, elector: leader.LeaderElector, stop: asyncio.Event
 ) -> None:
     """Work whenever we hold the Lease; stop new work at once when it is lost."""
     election_stop = asyncio.Event()

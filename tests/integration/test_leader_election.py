@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from snapd import kube
+from snapd import kube, leader
 from snapd.testing.fake_kube import CONTEXT, FakeKube
 
 LEASE = "snapd"
@@ -67,8 +67,8 @@ def elector(
     clock: FakeClock,
     identity: str,
     counter: Counter | None = None,
-) -> kube.LeaderElector:
-    return kube.LeaderElector(
+) -> leader.LeaderElector:
+    return leader.LeaderElector(
         client,
         name=LEASE,
         namespace=NAMESPACE,
@@ -84,7 +84,7 @@ def elector(
 class Running:
     """An elector's `run` task and its stop event."""
 
-    def __init__(self, elector: kube.LeaderElector) -> None:
+    def __init__(self, elector: leader.LeaderElector) -> None:
         self.elector = elector
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(elector.run(self.stop), name=f"elect-{elector.identity}")
@@ -96,7 +96,7 @@ class Running:
 
 
 @asynccontextmanager
-async def running(*electors: kube.LeaderElector) -> AsyncIterator[list[Running]]:
+async def running(*electors: leader.LeaderElector) -> AsyncIterator[list[Running]]:
     runs = [Running(e) for e in electors]
     try:
         yield runs
@@ -114,7 +114,7 @@ async def until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
-async def leading(e: kube.LeaderElector) -> None:
+async def leading(e: leader.LeaderElector) -> None:
     async with asyncio.timeout(WAIT):
         await e.leading.wait()
 
@@ -266,8 +266,8 @@ async def test_acquire_once_names_the_holder_when_the_lease_is_taken(
     a = elector(client, clock, "pod-a")
     async with running(a):
         await leading(a)
-        with pytest.raises(kube.LeaseHeldError, match="held by pod-a") as caught:
-            await kube.acquire_once(
+        with pytest.raises(leader.LeaseHeldError, match="held by pod-a") as caught:
+            await leader.acquire_once(
                 client, name=LEASE, namespace=NAMESPACE, duration=DURATION, clock=clock
             )
         assert caught.value.holder == "pod-a"
@@ -278,13 +278,13 @@ async def test_acquire_once_takes_a_free_or_lapsed_lease(
     client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """acquire_once creates a missing Lease and takes one whose holder stopped renewing."""
-    first = await kube.acquire_once(
+    first = await leader.acquire_once(
         client, name=LEASE, namespace=NAMESPACE, duration=DURATION, identity="sync-1", clock=clock
     )
     assert first.is_leader
     assert lease(fake_kube)["spec"]["holderIdentity"] == "sync-1"
     clock.advance(16)
-    second = await kube.acquire_once(
+    second = await leader.acquire_once(
         client, name=LEASE, namespace=NAMESPACE, duration=DURATION, identity="sync-2", clock=clock
     )
     assert second.is_leader
@@ -325,7 +325,7 @@ def test_default_identity_is_the_pod_name_plus_a_random_suffix(
 ) -> None:
     """Two processes of one pod name still get different holder identities."""
     monkeypatch.setenv("POD_NAME", "snapd-7d9f-abcde")
-    first, second = kube.default_identity(), kube.default_identity()
+    first, second = leader.default_identity(), leader.default_identity()
     assert first.startswith("snapd-7d9f-abcde-")
     assert second.startswith("snapd-7d9f-abcde-")
     assert first != second
