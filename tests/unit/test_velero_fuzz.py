@@ -39,10 +39,9 @@ from snapd.testing.velero_bucket import (
     VeleroBucket,
     Volume,
 )
-from snapd.velero import (
+from snapd.velero import VeleroReader, build_scan
+from snapd.velero_files import (
     BackupFiles,
-    VeleroReader,
-    build_scan,
     parse_backup_document,
     parse_csi_volume_snapshot_contents,
     parse_csi_volume_snapshots,

@@ -32,9 +32,9 @@ from snapd.testing.velero_bucket import (
     gzip_json,
     pretty_json,
 )
-from snapd.velero import (
+from snapd.velero import build_scan
+from snapd.velero_files import (
     BackupFiles,
-    build_scan,
     gib,
     is_valid_backup_name,
     parse_backup,
