@@ -1,4 +1,4 @@
-"""The README stays true: its configuration table is the settings model's."""
+"""The README stays true: its settings table is the model's, its code map the package's."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def test_readme_shows_the_two_commands() -> None:
     text = README.read_text(encoding="utf-8")
     assert "make demo" in text
     assert "make test" in text
+
+
+def test_code_map_names_every_module() -> None:
+    """The README's code map keeps up with the package: every module has its line."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Working on snapd") :]
+    modules = sorted(
+        p.name for p in (README.parent / "snapd").glob("*.py") if p.name != "__init__.py"
+    )
+    missing = [m for m in modules if f"`{m}`" not in section]
+    assert missing == [], f"README 'Working on snapd' lacks {missing}"
