@@ -186,10 +186,14 @@ class Copier:
         return {s.source_id for s in self._settled_copies.values() if s.at >= moment}
 
     def _remember_settled(self, tracked: Tracked, now: float) -> None:
+        """Remember one settled copy; forget the oldest ones (kept in the order they came)."""
         self._settled_copies[tracked.replica_id] = _Settled(tracked.source_id, now)
         horizon = now - SETTLED_MEMORY
-        for replica_id in [r for r, s in self._settled_copies.items() if s.at < horizon]:
-            del self._settled_copies[replica_id]
+        while self._settled_copies:
+            oldest_id, oldest = next(iter(self._settled_copies.items()))
+            if oldest.at >= horizon:
+                break
+            del self._settled_copies[oldest_id]
 
     def enqueue(self, copies: Iterable[CopyAction]) -> int:
         """Append planned copies (already in queue order) that are not queued or pending."""

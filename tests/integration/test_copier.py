@@ -11,7 +11,7 @@ import pytest
 
 from snapd import inventory, tags
 from snapd.aws import AwsClients
-from snapd.copier import Copier, Tracked
+from snapd.copier import SETTLED_MEMORY, Copier, Tracked
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot
 from snapd.testing.ec2sim import Ec2Simulator
@@ -312,3 +312,16 @@ async def test_poller_looks_when_progress_says_a_copy_is_due(aws: AwsClients) ->
     assert copier._next_poll_in() == pytest.approx(10.0)
     now[0] = 109.0
     assert copier._next_poll_in() == pytest.approx(5.0)  # overdue: the floor, poll / 4
+
+
+async def test_settled_copies_are_forgotten_after_an_hour(aws: AwsClients) -> None:
+    """The memory that sees through stale listings stays bounded in a long-running daemon."""
+    now = [0.0]
+    copier = make_copier(aws, clock=lambda: now[0])
+    for index in range(3):
+        now[0] = index * 1000.0
+        copier._remember_settled(Tracked(f"snap-r{index}", f"snap-s{index}", "x", 0.0), now[0])
+    assert copier.settled_since(0.0) == {"snap-s0", "snap-s1", "snap-s2"}
+    now[0] = SETTLED_MEMORY + 1500.0
+    copier._remember_settled(Tracked("snap-r3", "snap-s3", "x", 0.0), now[0])
+    assert copier.settled_since(0.0) == {"snap-s2", "snap-s3"}
