@@ -12,25 +12,33 @@ than `poll_interval`. A resource without progress (a volume `creating`) is polle
 `poll_interval`; the caller picks a short one when the wait is short (volumes: seconds).
 
 A resource EC2 does not show yet (eventual consistency right after it was made) is tolerated
-for `not_found_window` seconds; after that its waiter fails. A Describe that fails (after
-botocore's retries) fails every waiter of that round: the caller reports it per PVC.
+for `not_found_window` seconds; after that its waiter fails. A Describe that fails with a
+transient error (throttling, 5xx, a dropped connection — after botocore's own retries) is
+tried again each poll interval for `transient_window` seconds: a copy-back that takes hours
+is not lost to a minute of AWS trouble. A permanent error, or a transient one that outlasts
+the window, fails every waiter of that round: the caller reports it per PVC.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from snapd.errors import SnapdError, WorkFailedError
+import structlog
+
+from snapd.errors import SnapdError, TransientError, WorkFailedError
 
 T = TypeVar("T")
+log = structlog.get_logger("snapd.waiting")
 
 #: How long a resource may be missing from Describe right after it was made.
 NOT_FOUND_WINDOW = 120.0
 #: The soonest a progress-predicted look may come, as a share of the poll interval.
 EARLIEST_LOOK = 0.25
+#: How long Describe may keep failing with transient errors before the waits fail.
+TRANSIENT_WINDOW = 300.0
 
 
 @dataclass
@@ -95,6 +103,7 @@ class BatchWaiter(Generic[T]):
         min_interval: float | None = None,
         progress: Callable[[T], int | None] | None = None,
         not_found_window: float = NOT_FOUND_WINDOW,
+        transient_window: float = TRANSIENT_WINDOW,
     ) -> None:
         self.describe = describe
         self.done = done
@@ -103,6 +112,7 @@ class BatchWaiter(Generic[T]):
         self.min_interval = poll_interval if min_interval is None else min_interval
         self.progress = progress
         self.not_found_window = not_found_window
+        self.transient_window = transient_window
         self._waiting: dict[str, _Waiter[T]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -128,17 +138,27 @@ class BatchWaiter(Generic[T]):
 
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
+        failing_since: float | None = None
         while True:
             waiting = {rid: w for rid, w in self._waiting.items() if not w.future.done()}
             if not waiting:
                 return
             try:
                 seen = await self.describe(list(waiting))
+            except TransientError as error:
+                failing_since = loop.time() if failing_since is None else failing_since
+                if loop.time() - failing_since > self.transient_window:
+                    _fail(waiting.values(), error)
+                    return
+                log.warning(
+                    "wait.describe_failed", what=self.what, code=error.code, error=error.message
+                )
+                await asyncio.sleep(self.poll_interval)
+                continue
             except SnapdError as error:
-                for waiter in waiting.values():
-                    if not waiter.future.done():
-                        waiter.future.set_exception(error)
+                _fail(waiting.values(), error)
                 return
+            failing_since = None
             now = loop.time()
             for resource_id, waiter in waiting.items():
                 self._settle(resource_id, waiter, seen.get(resource_id), now)
@@ -171,3 +191,9 @@ class BatchWaiter(Generic[T]):
 
     def _delay_for(self, waiter: _Waiter[T], now: float) -> float:
         return waiter.track.due_in(now, floor=self.min_interval, ceiling=self.poll_interval)
+
+
+def _fail(waiters: Iterable[_Waiter[Any]], error: SnapdError) -> None:
+    for waiter in waiters:
+        if not waiter.future.done():
+            waiter.future.set_exception(error)

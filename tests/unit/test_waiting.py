@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from snapd.errors import TransientError, WorkFailedError
+from snapd.errors import PermanentError, TransientError, WorkFailedError
 from snapd.waiting import BatchWaiter, ProgressTrack
 
 
@@ -90,13 +90,44 @@ async def test_missing_for_a_moment_is_tolerated() -> None:
     assert len(ec2.calls) == 3
 
 
-async def test_describe_error_fails_every_waiter() -> None:
-    """A Describe that fails after botocore's retries reaches each waiting PVC."""
+async def test_permanent_describe_error_fails_every_waiter() -> None:
+    """A Describe refused for good (after botocore's retries) reaches each waiting PVC."""
     ec2 = ScriptedEc2({"a": [Thing("pending")], "b": [Thing("pending")]})
-    ec2.fail_with = TransientError("DescribeSnapshots", "InternalError", "boom")
+    ec2.fail_with = PermanentError("DescribeSnapshots", "UnauthorizedOperation", "denied")
     batch = waiter(ec2)
     results = await asyncio.gather(batch.wait("a"), batch.wait("b"), return_exceptions=True)
-    assert [type(r) for r in results] == [TransientError, TransientError]
+    assert [type(r) for r in results] == [PermanentError, PermanentError]
+    assert len(ec2.calls) == 1
+
+
+async def test_transient_describe_errors_are_ridden_out_within_the_window() -> None:
+    """A minute of AWS trouble does not lose a copy-back that takes hours: transient errors
+    are retried each poll; only errors that outlast `transient_window` fail the waits."""
+    trouble = TransientError("DescribeSnapshots", "RequestLimitExceeded", "slow down")
+
+    class Flaky(ScriptedEc2):
+        failures = 3
+
+        async def describe(self, ids: Collection[str]) -> Mapping[str, Thing]:
+            self.fail_with = trouble if self.failures > 0 else None
+            self.failures -= 1
+            return await super().describe(ids)
+
+    ec2 = Flaky({"a": [Thing("completed")]})
+    assert (await asyncio.wait_for(waiter(ec2).wait("a"), 5)).state == "completed"
+    assert len(ec2.calls) == 4
+
+    stuck = ScriptedEc2({"a": [Thing("completed")]}, fail_with=trouble)
+    batch = BatchWaiter(
+        stuck.describe,
+        done=lambda t: t.state == "completed",
+        what="volume",
+        poll_interval=0.01,
+        transient_window=0.05,
+    )
+    with pytest.raises(TransientError):
+        await asyncio.wait_for(batch.wait("a"), 5)
+    assert len(stuck.calls) > 1
 
 
 async def test_close_stops_the_poller_when_waits_were_abandoned() -> None:
