@@ -21,14 +21,14 @@ tools:
 	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
 
 lint: $(STAMP)
-	$(BIN)/ruff check snapd tests
-	$(BIN)/ruff format --check snapd tests
+	$(BIN)/ruff check snapd simworld tests
+	$(BIN)/ruff format --check snapd simworld tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: $(STAMP)
-	$(BIN)/ruff format snapd tests
-	$(BIN)/ruff check --fix snapd tests
+	$(BIN)/ruff format snapd simworld tests
+	$(BIN)/ruff check --fix snapd simworld tests
 
 test: tools lint
 	$(BIN)/pytest -q
@@ -40,10 +40,10 @@ integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
 demo: $(STAMP)
-	$(BIN)/python -m snapd.testing.demo
+	$(BIN)/python -m simworld.demo
 
 bench: $(STAMP)
-	$(BIN)/python -m snapd.testing.bench
+	$(BIN)/python -m simworld.bench
 
 image:
 	docker build -t snapd:latest .

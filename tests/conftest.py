@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.moto_server import FAKE_AWS_ENV, MotoWorld, moto_server
+from simworld.ec2sim import Ec2Simulator
+from simworld.moto_server import FAKE_AWS_ENV, MotoWorld, moto_server
 
 # No test may ever reach real AWS, whatever the developer's shell has configured.
 for _name in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
@@ -47,7 +47,7 @@ os.environ.pop("KUBERNETES_SERVICE_HOST", None)
 os.environ["KUBECONFIG"] = "/nonexistent/snapd-tests/kubeconfig"
 
 # Appended below the AWS fixtures (this file is shared; imports at the top belong to others).
-from snapd.testing.fake_kube import FakeKube, fake_kube_server  # noqa: E402
+from simworld.fake_kube import FakeKube, fake_kube_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.fake_kube import FakeKube
-from snapd.testing.moto_server import MotoWorld
+from simworld.ec2sim import Ec2Simulator
+from simworld.fake_kube import FakeKube
+from simworld.moto_server import MotoWorld
 from tests.integration.cli import run_snapd
 from tests.integration.test_cli_sync import DST, replicas, seed, settings_env
 

@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
+from simworld.ec2sim import Ec2Simulator
+from simworld.moto_server import MotoWorld
+from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
 from snapd import tags
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.service import Engine
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.moto_server import MotoWorld
-from snapd.testing.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
 from tests.integration.cli import SNAPD, run_snapd
 
 SRC, DST, BUCKET = "eu-west-1", "eu-central-1", "velero-test"

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from simworld.ec2sim import Ec2Simulator
 from snapd import inventory, tags
 from snapd.aws import AwsClients
 from snapd.copier import SETTLED_MEMORY, Copier, Tracked
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot
-from snapd.testing.ec2sim import Ec2Simulator
 
 SRC, DST, SCOPE = "eu-west-1", "eu-central-1", "bucket"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

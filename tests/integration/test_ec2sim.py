@@ -15,15 +15,15 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from snapd.aws import AwsClients
-from snapd.errors import PermanentError, TransientError
-from snapd.testing.ec2sim import (
+from simworld.ec2sim import (
     KMS_KEY_NOT_ACCESSIBLE,
     Ec2Simulator,
     ManualClock,
     MotoMismatchError,
 )
-from snapd.testing.moto_server import MotoWorld
+from simworld.moto_server import MotoWorld
+from snapd.aws import AwsClients
+from snapd.errors import PermanentError, TransientError
 
 SRC = "eu-west-1"
 DST = "eu-central-1"

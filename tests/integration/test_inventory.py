@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
+from simworld.ec2sim import Ec2Simulator
+from simworld.moto_server import MotoWorld
 from snapd import inventory, tags
 from snapd.aws import AwsClients
 from snapd.errors import PermanentError
 from snapd.models import SnapshotMethod, SourceSnapshot
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.moto_server import MotoWorld
 
 SRC, DST = "eu-west-1", "eu-central-1"
 

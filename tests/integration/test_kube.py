@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from simworld.fake_kube import CONTEXT, UNREACHABLE_CONTEXT, FakeKube
 from snapd import kube
 from snapd.errors import ConfigError, KubeError
-from snapd.testing.fake_kube import CONTEXT, UNREACHABLE_CONTEXT, FakeKube
 
 K8S_VERSION = "1.30"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from simworld.fake_kube import CONTEXT, FakeKube
 from snapd import kube, leader
-from snapd.testing.fake_kube import CONTEXT, FakeKube
 
 LEASE = "snapd"
 NAMESPACE = "backup-tools"

@@ -13,15 +13,15 @@ import time
 from functools import partial
 from typing import Any
 
+from simworld.ec2sim import KMS_KEY_NOT_ACCESSIBLE, Ec2Simulator, ManualClock
+from simworld.fake_kube import FakeKube
+from simworld.moto_server import MotoWorld
+from simworld.velero_bucket import BuiltBackup, VeleroBucket
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.metrics import Metrics
 from snapd.service import Engine
 from snapd.tags import format_time
-from snapd.testing.ec2sim import KMS_KEY_NOT_ACCESSIBLE, Ec2Simulator, ManualClock
-from snapd.testing.fake_kube import FakeKube
-from snapd.testing.moto_server import MotoWorld
-from snapd.testing.velero_bucket import BuiltBackup, VeleroBucket
 from tests.integration.cli import SNAPD, run_snapd
 from tests.integration.daemon import (
     Daemon,

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.moto_server import MotoWorld
-from snapd.testing.velero_bucket import VeleroBucket
+from simworld.ec2sim import Ec2Simulator
+from simworld.moto_server import MotoWorld
+from simworld.velero_bucket import VeleroBucket
 from tests.integration.daemon import Daemon, running, wait_until
 from tests.integration.test_cli_sync import BUCKET, SRC, seed, settings_env
 

@@ -1,7 +1,7 @@
 """`snapd restore` end to end: the real CLI against moto, the EC2 simulator and a fake Kubernetes.
 
 Replicas are seeded in the destination region with snapd's full tag set
-(`snapd.testing.replicas`); copies and volumes take a fraction of a second in the
+(`simworld.replicas`); copies and volumes take a fraction of a second in the
 simulator, and snapd polls every 0.1s, so every restore finishes in about a second.
 The pure planning (names, zones, tokens, volume parameters) is checked in-process below.
 """
@@ -18,16 +18,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from simworld.ec2sim import Ec2Simulator
+from simworld.fake_kube import FakeKube
+from simworld.moto_server import MotoWorld
+from simworld.replicas import SeededReplica, make_source, seed_replica
 from snapd import kube, restore_plan
 from snapd import tags as tags_mod
 from snapd.cli import build_parser
 from snapd.config import Settings
 from snapd.errors import ConfigError
 from snapd.models import Replica
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.fake_kube import FakeKube
-from snapd.testing.moto_server import MotoWorld
-from snapd.testing.replicas import SeededReplica, make_source, seed_replica
 from tests.integration.cli import Result, run_snapd
 
 SRC = "eu-west-1"

@@ -8,11 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from snapd.aws import AwsClients
-from snapd.errors import PermanentError
-from snapd.models import Discovery, SnapshotMethod
-from snapd.testing.moto_server import MotoWorld
-from snapd.testing.velero_bucket import (
+from simworld.moto_server import MotoWorld
+from simworld.velero_bucket import (
     BACKUP_FILE,
     CSI,
     DATA_MOVER,
@@ -27,6 +24,9 @@ from snapd.testing.velero_bucket import (
     Volume,
     seed_realistic_world,
 )
+from snapd.aws import AwsClients
+from snapd.errors import PermanentError
+from snapd.models import Discovery, SnapshotMethod
 from snapd.velero import NO_BACKUP_FILE, VeleroReader
 
 REGION = "eu-west-1"

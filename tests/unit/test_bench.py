@@ -9,8 +9,8 @@ import itertools
 
 import pytest
 
-from snapd.testing import bench
-from snapd.testing.bench import Figure
+from simworld import bench
+from simworld.bench import Figure
 
 
 @pytest.mark.parametrize(

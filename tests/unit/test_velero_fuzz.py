@@ -21,9 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snapd.errors import BackupReadError, PermanentError
-from snapd.models import BackupScan
-from snapd.testing.velero_bucket import (
+from simworld.velero_bucket import (
     BACKUP_FILE,
     CSI,
     CSI_CONTENTS,
@@ -39,6 +37,8 @@ from snapd.testing.velero_bucket import (
     VeleroBucket,
     Volume,
 )
+from snapd.errors import BackupReadError, PermanentError
+from snapd.models import BackupScan
 from snapd.velero import VeleroReader, build_scan
 from snapd.velero_files import (
     BackupFiles,

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from snapd.errors import BackupReadError
-from snapd.models import Backup, SnapshotMethod, SourceSnapshot
-from snapd.testing.velero_bucket import (
+from simworld.velero_bucket import (
     BACKUP_FILE,
     CSI,
     CSI_CONTENTS,
@@ -32,6 +30,8 @@ from snapd.testing.velero_bucket import (
     gzip_json,
     pretty_json,
 )
+from snapd.errors import BackupReadError
+from snapd.models import Backup, SnapshotMethod, SourceSnapshot
 from snapd.velero import build_scan
 from snapd.velero_files import (
     BackupFiles,

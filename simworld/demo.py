@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from snapd.testing.ec2sim import Ec2Simulator
-from snapd.testing.moto_server import moto_server
-from snapd.testing.velero_bucket import seed_realistic_world
+from simworld.ec2sim import Ec2Simulator
+from simworld.moto_server import moto_server
+from simworld.velero_bucket import seed_realistic_world
 
 BUCKET = "velero-backups"
 SOURCE_REGION = "eu-west-1"

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
-from snapd.testing.moto_server import ACCOUNT_ID
+from simworld.moto_server import ACCOUNT_ID
 
 #: The moto release these patches were written and verified against.
 MOTO_VERSION = "5.2.5"
@@ -931,6 +931,6 @@ def check_moto() -> None:
         problems.append("Snapshot.__init__ no longer sets self.status")
     if problems:
         raise MotoMismatchError(
-            "the EC2 simulator does not fit this moto; re-verify snapd/testing/ec2sim.py "
+            "the EC2 simulator does not fit this moto; re-verify simworld/ec2sim.py "
             "against it and update MOTO_VERSION:\n  - " + "\n  - ".join(problems)
         )

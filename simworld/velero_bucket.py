@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from snapd.testing.moto_server import ACCOUNT_ID
+from simworld.moto_server import ACCOUNT_ID
 
 NATIVE = "native"
 CSI = "csi"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from simworld.ec2sim import Ec2Simulator
 from snapd import tags
 from snapd.models import SnapshotMethod, SourceSnapshot
-from snapd.testing.ec2sim import Ec2Simulator
 
 _PROGRESS = "_ec2sim_progress"  # the simulator's per-snapshot progress attribute
 
