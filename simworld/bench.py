@@ -4,7 +4,7 @@ snapd's speed is bounded by AWS: N copies of duration D under an in-flight limit
 finish before ⌈N/L⌉·D. This benchmark drives the real code against moto in server mode with
 the EC2 simulator patched into this process (copies that stay `pending` for D seconds, the
 per-region limit with `ResourceLimitExceeded`, volumes that stay `creating`) and reports
-each figure beside its bound, their ratio, and PASS/FAIL against the targets of issue 7:
+each figure beside its bound, their ratio, and PASS/FAIL against the targets (`# targets` below):
 
 1. **copy pipeline** — the real `Copier` in a worker process of its own: makespan ÷
    ⌈N/L⌉·D, mean slot use while a backlog exists, EC2 calls per copied snapshot,
@@ -64,7 +64,7 @@ WATCHED_SCHEDULE = "daily"
 #: Schedules of the same bucket snapd is not configured for (it reads only their
 #: velero-backup.json once, then caches them).
 OTHER_SCHEDULES = ("hourly", "db-hourly", "weekly")
-#: Velero releases whose file layouts differ (velero-format.md): CSI files with
+#: Velero releases whose file layouts differ (docs/velero-files.md): CSI files with
 #: `PersistentVolumeName` (≤1.10), the 1.12 data-mover field, volumeinfo (1.13+), and no
 #: CSI files at all (1.17+).
 VELERO_VERSIONS = ("1.10", "1.12", "1.14", "1.17")
@@ -853,7 +853,7 @@ def discovery_run(
 def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[Figure]:
     """Per size: cold and warm cycle, requests, CPU on both sides, RSS; then the growth.
 
-    The warm-share target (≤ 5 % of the cold cycle) is issue 7's for 10,000 backups: it is
+    The warm-share target (≤ 5 % of the cold cycle) is set for 10,000 backups: it is
     judged at the largest size measured, and shown as information at the smaller ones.
     """
     figures: list[Figure] = []

@@ -1,9 +1,9 @@
 """The EC2 simulator: what moto 5.2.5 lacks and snapd relies on, patched into moto's process.
 
 moto completes copies at once, ignores limits, pagination, `OwnerIds` and ClientTokens, and
-never fails (reference aws-ebs.md §2.f, Part 4). `Ec2Simulator.install()` patches moto's
-in-process EC2 backend and response classes, so every client of the moto server — this
-process's aioboto3, or a `snapd` subprocess over HTTP — sees:
+never fails (docs/ebs.md#what-moto-lacks-and-the-simulator-adds). `Ec2Simulator.install()`
+patches moto's in-process EC2 backend and response classes, so every client of the moto
+server — this process's aioboto3, or a `snapd` subprocess over HTTP — sees:
 
 - copies that stay `pending` with rising `Progress` for `copy_duration` seconds, then end
   `completed` (or `error` with a StateMessage); the state is computed when read, so
@@ -60,7 +60,7 @@ MOTO_VERSION = "5.2.5"
 DEFAULT_COPY_LIMIT = 20
 #: CopySnapshot's CompletionDurationMinutes: 15 to 2880 (48 h), in steps of 15.
 COMPLETION_MINUTES_MAX = 2880
-#: StateMessage of a copy whose KMS key cannot be used (reference aws-ebs.md §1.1).
+#: StateMessage of a copy whose KMS key cannot be used (docs/ebs.md#copysnapshot).
 KMS_KEY_NOT_ACCESSIBLE = "Given key ID is not accessible"
 #: AWS tag limits.
 MAX_TAGS = 50

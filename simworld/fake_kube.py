@@ -1,6 +1,6 @@
 """A fake Kubernetes API server over HTTP: exactly the endpoints snapd uses, real semantics.
 
-No real API server can run on these machines (reference aws-ebs.md Part 3) and kmock does
+No real API server can run on these machines (docs/ebs.md#kubernetes-api-server) and kmock does
 not honour label selectors, so this is a small purpose-built one. It serves, from memory:
 
 - `GET /version` (and `/version/`, which kubernetes_asyncio asks for);

@@ -1,6 +1,6 @@
 """A moto server on loopback that aioboto3 and `snapd` subprocesses reach over HTTP.
 
-moto's in-process mock does not work with aiobotocore (reference aws-ebs.md §2.g), so every
+moto's in-process mock does not work with aiobotocore (docs/ebs.md#moto), so every
 test, the demo and the benchmark use server mode. `MotoWorld.env()` is the environment a
 `snapd` subprocess needs to talk to it: endpoint, fake credentials, no real AWS.
 """

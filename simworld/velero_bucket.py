@@ -1,6 +1,6 @@
 """The Velero bucket builder: realistic Velero buckets and their EBS snapshots, in moto.
 
-Writes what Velero writes (reference velero-format.md), byte-shaped like Velero — pretty
+Writes what Velero writes (docs/velero-files.md), byte-shaped like Velero — pretty
 `velero-backup.json`; compact JSON + "\\n", gzipped, for `.json.gz`; `null` for empty lists;
 a tarball of sorted-key JSON under `resources/…` with `-preferredversion` copies and
 `metadata/version` — for every version quirk snapd must read, and creates the matching
@@ -69,7 +69,8 @@ class Volume:
 
     `zone_in` says where the PV records its zone: `affinity` (CSI nodeAffinity), `label`
     (topology label, as in-tree PVs have) or `none`. `in_volume_info=False` makes Velero
-    drop the entry from volumeinfo, as it does when it cannot match the PV (§4.3).
+    drop the entry from volumeinfo, as it does when it cannot match the PV
+    (docs/velero-files.md#volumeinfo).
     """
 
     namespace: str
@@ -432,7 +433,10 @@ class VeleroBucket:
         return BuiltSnapshot(backup, volume, volume_id, az, snapshot_id)
 
     def _document(self, built: BuiltBackup, labels: dict[str, str]) -> dict[str, Any]:
-        """The Backup CR as Velero uploads it (§2.2); zero counters are omitted."""
+        """The Backup CR as Velero uploads it; zero counters are omitted.
+
+        See docs/velero-files.md#velero-backupjson.
+        """
         natives = [s for s in built.snapshots if s.method in (NATIVE, FAILED)]
         csis = [s for s in built.snapshots if s.method == CSI]
         status: dict[str, Any] = {
@@ -533,7 +537,10 @@ class VeleroBucket:
     # -- file contents --------------------------------------------------------------------
 
     def _native_entry(self, built: BuiltBackup, snap: BuiltSnapshot) -> dict[str, Any]:
-        """One `volume.Snapshot`; up to v1.10 the PV key is `PersistentVolumeName` (§3.1)."""
+        """One `volume.Snapshot`; up to v1.10 the PV key is `PersistentVolumeName`.
+
+        See docs/velero-files.md#native-snapshots.
+        """
         pv_key = "PersistentVolumeName" if built.version < (1, 11) else "persistentVolumeName"
         spec: dict[str, Any] = {
             "backupName": built.name,
@@ -643,7 +650,7 @@ class VeleroBucket:
         return entry
 
     def _volume_snapshot(self, built: BuiltBackup, snap: BuiltSnapshot) -> dict[str, Any]:
-        """A Velero-made VolumeSnapshot (§5.1)."""
+        """A Velero-made VolumeSnapshot (docs/velero-files.md#csi-snapshots)."""
         volume = snap.volume
         return {
             "kind": "VolumeSnapshot",
@@ -672,7 +679,10 @@ class VeleroBucket:
         }
 
     def _content(self, built: BuiltBackup, snap: BuiltSnapshot, *, reset: bool) -> dict[str, Any]:
-        """A VolumeSnapshotContent; `reset` = v1.9–v1.11's rewrite before upload (§5.3)."""
+        """A VolumeSnapshotContent; `reset` = v1.9–v1.11's rewrite before upload.
+
+        See docs/velero-files.md#csi-version-traps.
+        """
         vsc_uid = str(uuid.uuid5(_NAMESPACE_UUID, _vsc_name(built, snap)))
         source: dict[str, Any] = {"volumeHandle": snap.volume_id}
         ref: dict[str, Any] = {
@@ -709,7 +719,10 @@ class VeleroBucket:
         }
 
     def _tarball(self, built: BuiltBackup) -> bytes:
-        """`<name>.tar.gz` (§7.1): PVs, PVCs, VS/VSC, namespaces; each item twice."""
+        """`<name>.tar.gz`: PVs, PVCs, VS/VSC, namespaces; each item twice.
+
+        See docs/velero-files.md#the-tarball.
+        """
         items: list[tuple[str, str | None, str, dict[str, Any]]] = []
         for snap in built.snapshots:
             volume = snap.volume
@@ -781,7 +794,10 @@ class VeleroBucket:
         return self.put(self.key(backup, BACKUP_FILE), pretty_json(built.document))
 
     def logs_only(self, name: str) -> VeleroBucket:
-        """A folder with only `<name>-logs.gz`: Velero's upload was interrupted (§1.2)."""
+        """A folder with only `<name>-logs.gz`: Velero's upload was interrupted.
+
+        See docs/velero-files.md#upload-order-and-rewrites.
+        """
         return self.put(self.key(name, LOGS), gzip.compress(b'level=error msg="upload failed"\n'))
 
     def pseudo_folders(self, names: Iterable[str] | None = None) -> VeleroBucket:
@@ -927,7 +943,10 @@ def _namespace(name: str) -> dict[str, Any]:
 
 
 def _snapshot_class() -> dict[str, Any]:
-    """VolumeSnapshotClass: `driver`/`deletionPolicy` are top-level, no `spec` (§5.2)."""
+    """VolumeSnapshotClass: `driver`/`deletionPolicy` are top-level, no `spec`.
+
+    See docs/velero-files.md#csi-snapshots.
+    """
     return {
         "kind": "VolumeSnapshotClass",
         "apiVersion": "snapshot.storage.k8s.io/v1",

@@ -35,7 +35,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
-    """The contract's metrics (DESIGN "Metrics"), registered on `registry`."""
+    """The contract's metrics (docs/contract.md#metrics), registered on `registry`."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-#: Velero phases after which a backup's files never change again (velero-format §2.4).
+#: Velero phases after which a backup's files never change again (docs/velero-files.md#phases).
 TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"})
 
 #: Phases whose snapshots are restore points worth copying.
@@ -179,7 +179,10 @@ class BackupScan:
 
     @property
     def cacheable(self) -> bool:
-        """Terminal and parsed cleanly: Velero never changes it again (DESIGN "Caching")."""
+        """Terminal and parsed cleanly: Velero never changes it again.
+
+        See "Caching" in docs/architecture.md#the-cycle.
+        """
         return self.backup is not None and self.backup.terminal and not self.errors
 
 

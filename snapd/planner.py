@@ -1,7 +1,7 @@
 """plan(): what to copy, what to prune, what to leave — pure, so every rule is table-tested.
 
-No I/O, no clock (`now` is passed in), no logging. The rules are DESIGN.md "Retention",
-"Prune guard" and "Idempotent and crash-safe":
+No I/O, no clock (`now` is passed in), no logging. The rules are "Retention", "Prune guard"
+and "Idempotent and crash-safe" in docs/contract.md#safety-rules:
 
 - A source snapshot is copied when it is `completed` in the source region and has no
   completed or pending replica (nor a copy already queued in this process).

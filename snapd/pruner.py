@@ -1,6 +1,6 @@
 """Deleting replicas: exactly the plan's prunes, under the safety rules, nothing else.
 
-Safety, in order (DESIGN "Prune guard", "Prune scope"):
+Safety, in order (docs/contract.md#safety-rules, "Prune guard" and "Prune scope"):
 - Only replicas the inventory found with `OwnerIds=self` and our scope tag reach a plan, and
   each is checked again here against the scope before its DeleteSnapshot.
 - Cleanup (replicas in `error`, duplicates of one source) is always done.

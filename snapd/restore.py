@@ -1,6 +1,6 @@
 """`snapd restore`: a replica back as a Kubernetes volume — copy back → EBS volume → PV → pvc.yaml.
 
-Owns the procedure of DESIGN "Restore". This is the half that acts; every decision (which
+Owns the procedure of docs/contract.md#restore. This is the half that acts; every decision (which
 replica, region, zone, ClientToken, tags, manifests) is made first, pure, in
 `restore_plan.py`, so `--dry-run` and the tests see them without touching anything.
 

@@ -55,7 +55,8 @@ from snapd.tags import (
 IOPS_TYPES = frozenset({"io1", "io2", "gp3"})
 IOPS_REQUIRED = frozenset({"io1", "io2"})
 THROUGHPUT_TYPES = frozenset({"gp3"})
-#: CompletionDurationMinutes: 15-minute steps from 15 minutes to 48 hours (aws-ebs §1.1).
+#: CompletionDurationMinutes: 15-minute steps from 15 minutes to 48 hours
+#: (docs/ebs.md#time-based-copies).
 COMPLETION_STEP, COMPLETION_MIN, COMPLETION_MAX = 15, 15, 48 * 60
 #: Volume states that hold a restore's data; `error` ones are counted, others ignored.
 LIVE_VOLUME_STATES = ("available", "in-use", "creating")
@@ -231,7 +232,7 @@ def parse_request(args: argparse.Namespace, settings: Settings) -> RestoreReques
     """The `restore` command line and settings, validated (ConfigError → exit 2).
 
     Names are checked here, before they become tag filters, file names or Kubernetes
-    objects (DESIGN "Names are checked").
+    objects (docs/contract.md#safety-rules, "Names are checked").
     """
     source = settings.source_region or ""
     destination = settings.destination_region or ""

@@ -1,9 +1,9 @@
 """The tag schema: snapd's database. Builds the tags a copy is born with and reads them back.
 
-All state lives in tags on the replicas (DESIGN "Tags"), so this module is the only place
-that knows key names and value formats. Values are written exactly as given: no character
-of a value is ever altered (the bash tool this replaces rewrote every `:`), except the
-`Name` tag, which is cut to EC2's 256 characters. Pure: no I/O.
+All state lives in tags on the replicas (docs/contract.md#tags-the-database), so this
+module is the only place that knows key names and value formats. Values are written
+exactly as given: no character of a value is ever altered (the bash tool this replaces
+rewrote every `:`), except the `Name` tag, which is cut to EC2's 256 characters. Pure: no I/O.
 """
 
 from __future__ import annotations

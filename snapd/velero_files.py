@@ -1,4 +1,4 @@
-"""Velero's files, one parser each: bytes in, records out (velero-format.md §1–§8).
+"""Velero's files, one parser each: bytes in, records out (docs/velero-files.md).
 
 `velero-backup.json`, `-volumesnapshots.json.gz` (both spellings of the PV name),
 `-volumeinfo.json.gz` (native and CSI entries; pod-volume, skipped and data-mover entries left
@@ -38,7 +38,7 @@ SCHEDULE_LABEL = "velero.io/schedule-name"
 BACKUP_NAME_LABEL = "velero.io/backup-name"
 EBS_CSI_DRIVER = "ebs.csi.aws.com"
 
-#: PV labels that carry the zone, strongest first (velero-format §3.1, §7.3).
+#: PV labels that carry the zone, strongest first (docs/velero-files.md#native-snapshots).
 ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
 #: nodeAffinity keys that carry an EBS volume's zone (the driver's key, the well-known one,
 #: the deprecated one).
@@ -179,7 +179,10 @@ class CsiContent:
 
 @dataclass(frozen=True, slots=True)
 class PersistentVolume:
-    """What a PV in the tarball says about the volume, enough to rebuild it (§7.3)."""
+    """What a PV in the tarball says about the volume, enough to rebuild it.
+
+    See docs/velero-files.md#rebuilding-a-pv.
+    """
 
     name: str
     claim_namespace: str | None = None
@@ -442,7 +445,10 @@ def gib(size_bytes: int | None) -> int | None:
 
 
 def valid_label(value: str) -> str:
-    """Velero's `label.GetValidName`: >63 chars → first 57 + 6 hex of sha256 (§8 item 8)."""
+    """Velero's `label.GetValidName`: >63 chars → first 57 + 6 hex of sha256.
+
+    See docs/velero-files.md#names-and-labels.
+    """
     if len(value) <= 63:
         return value
     return value[:57] + hashlib.sha256(value.encode()).hexdigest()[:6]
@@ -463,7 +469,8 @@ def parse_backup_document(name: str, raw: bytes) -> BackupDocument:
     """`velero-backup.json` (plain JSON) → the Backup record and its native snapshot counter.
 
     The schedule comes from the `velero.io/schedule-name` label only: manual backups may be
-    named like a schedule and `--from-schedule --name X` may not be (§2.5, §8 item 8).
+    named like a schedule and `--from-schedule --name X` may not be
+    (docs/velero-files.md#names-and-labels).
     """
     what = BACKUP_FILE
     doc = _load_json(raw, what)
@@ -743,7 +750,10 @@ def _tarball_resources(
 
 
 def _persistent_volume(obj: dict[str, Any], file_name: str, where: str) -> PersistentVolume:
-    """A PV's claim, EBS volume, zone and the fields needed to recreate it (§7.3)."""
+    """A PV's claim, EBS volume, zone and the fields needed to recreate it.
+
+    See docs/velero-files.md#rebuilding-a-pv.
+    """
     driver = _str_at(obj, "spec.csi.driver", where)
     handle = _str_at(obj, "spec.csi.volumeHandle", where)
     in_tree_id = _str_at(obj, "spec.awsElasticBlockStore.volumeID", where)

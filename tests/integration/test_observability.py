@@ -39,7 +39,8 @@ WAIT = 30.0  # bound on every wait for the daemon to do something
 #: `snapd_aws_errors_total` and `snapd_recovery_point_timestamp_seconds` have no label
 #: values before something happens, so they are not here.
 FIRST_SCRAPE_SERIES: list[tuple[str, dict[str, str]]] = [
-    # Label values spelled out from DESIGN.md, not imported: the contract is the reference.
+    # Label values spelled out from docs/contract.md#metrics, not imported: the contract is
+    # the reference.
     *(("snapd_sync_cycles_total", {"result": r}) for r in ("success", "failure")),
     *(("snapd_copies_failed_total", {"reason": r}) for r in ("rejected", "error_state", "timeout")),
     *(("snapd_prunes_total", {"result": r}) for r in ("deleted", "failed", "held_back")),

@@ -71,7 +71,7 @@ def day(n: int) -> datetime:
 
 
 def every_case() -> tuple[VeleroBucket, dict[str, list[str]]]:
-    """A bucket with every case of velero-format.md §1–§8; returns the expected ids by backup."""
+    """A bucket with every case of docs/velero-files.md; returns the expected ids by backup."""
     db = Volume("shop", "db", 20, "eu-west-1a", NATIVE, "io2", iops=4000, storage_class="io2")
     cache = Volume("shop", "cache", 5, "eu-west-1b", CSI, storage_class="gp3-csi", fs_type="xfs")
     legacy = Volume("legacy", "old", 8, "eu-west-1c", NATIVE, "gp2", in_tree=True, zone_in="label")

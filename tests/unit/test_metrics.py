@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from snapd.metrics import Health, Metrics
 
-#: DESIGN.md "Metrics": family name as exposed (counters without `_total`) → type.
+#: docs/contract.md#metrics: family name as exposed (counters without `_total`) → type.
 CONTRACT = {
     "snapd_sync_cycles": "counter",
     "snapd_last_successful_sync_timestamp_seconds": "gauge",

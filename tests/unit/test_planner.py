@@ -185,7 +185,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_plan(case: Case) -> None:
-    """Each rule of DESIGN.md "Retention" and "Idempotent" gives the expected plan."""
+    """Each rule of docs/contract.md#safety-rules (Retention, Idempotent) gives its plan."""
     result = plan(
         Discovery(tuple(case.sources)),
         case.replicas,

@@ -1,4 +1,4 @@
-"""Velero's files, version by version (velero-format.md §1–§8), read by the pure parsers."""
+"""Velero's files, version by version (docs/velero-files.md), read by the pure parsers."""
 
 from __future__ import annotations
 
@@ -63,7 +63,10 @@ def backup_doc(
     phase: str | None = "Completed",
     **status: Any,
 ) -> dict[str, Any]:
-    """A velero-backup.json document (§2.2) with the given labels and status fields."""
+    """A velero-backup.json document with the given labels and status fields.
+
+    See docs/velero-files.md#velero-backupjson.
+    """
     doc: dict[str, Any] = {
         "kind": "Backup",
         "apiVersion": "velero.io/v1",
@@ -89,7 +92,7 @@ def backup_doc(
 
 
 def native(pv_key: str = "persistentVolumeName", **status: Any) -> dict[str, Any]:
-    """One `volume.Snapshot` entry (§3.1)."""
+    """One `volume.Snapshot` entry (docs/velero-files.md#native-snapshots)."""
     return {
         "spec": {
             "backupName": "daily-20240615020031",
