@@ -42,6 +42,7 @@ class MotoWorld:
         """Forget every bucket, snapshot and volume (moto's own reset endpoint)."""
         # The URL is the loopback http:// address this module built, never user input.
         reset_url = f"{self.url}/moto-api/reset"
+        # S310: the URL is the local moto server's, built here, never a user's.
         request = urllib.request.Request(reset_url, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310
             pass

@@ -200,6 +200,7 @@ class MetricsServer:
     @property
     def url(self) -> str:
         """`http://HOST:PORT` of the server (127.0.0.1 when bound to every interface)."""
+        # S104: a comparison with the wildcard address, not a bind to it.
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
         return f"http://{host}:{self.port}"
 

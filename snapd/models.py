@@ -9,7 +9,7 @@ acted upon.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -254,17 +254,3 @@ class Plan:
     @property
     def cleanup_prunes(self) -> tuple[PruneAction, ...]:
         return tuple(p for p in self.prunes if p.kind is not PruneKind.RETENTION)
-
-
-@dataclass(frozen=True, slots=True)
-class CycleReport:
-    """What a cycle did, for the `cycle.completed` log line, metrics and exit codes."""
-
-    plan: Plan
-    copies_started: int = 0
-    copies_completed: int = 0
-    copies_failed: int = 0
-    prunes_deleted: int = 0
-    prunes_failed: int = 0
-    prunes_held_back: int = 0
-    failures: tuple[str, ...] = field(default=())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,11 +18,8 @@ from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot
 SRC, DST, SCOPE = "eu-west-1", "eu-central-1", "bucket"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
-
-@pytest.fixture
-async def aws(ec2sim: Ec2Simulator) -> AsyncIterator[AwsClients]:
-    async with AwsClients(max_attempts=4) as clients:
-        yield clients
+#: A few botocore attempts per call, so retry tests stay short.
+pytestmark = pytest.mark.aws_max_attempts(4)
 
 
 def seed_sources(sim: Ec2Simulator, count: int, **extra_tags: str) -> list[SourceSnapshot]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import boto3
@@ -16,12 +15,6 @@ from snapd.errors import PermanentError
 from snapd.models import SnapshotMethod, SourceSnapshot
 
 SRC, DST = "eu-west-1", "eu-central-1"
-
-
-@pytest.fixture
-async def aws(ec2sim: Ec2Simulator) -> AsyncIterator[AwsClients]:
-    async with AwsClients() as clients:
-        yield clients
 
 
 def source(snapshot_id: str, volume_id: str | None = None) -> SourceSnapshot:

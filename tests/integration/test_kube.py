@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from snapd import kube
 from snapd.errors import ConfigError, KubeError
 
 K8S_VERSION = "1.30"
-
-
-@pytest.fixture
-async def client(fake_kube: FakeKube) -> AsyncIterator[kube.KubeClient]:
-    """A client connected to the fake through its kubeconfig and context."""
-    async with await kube.connect(
-        context=CONTEXT, kubeconfig=str(fake_kube.kubeconfig_path)
-    ) as connected:
-        yield connected
 
 
 def pv_manifest(name: str = "snapd-restore-a", **overrides: Any) -> dict[str, Any]:
@@ -60,18 +50,19 @@ async def test_connect_reaches_the_server_named_by_kubeconfig_and_context(
     """A kubeconfig + context reach the API server and its credentials are accepted."""
     async with await kube.connect(
         context=CONTEXT, kubeconfig=str(fake_kube.kubeconfig_path)
-    ) as client:
-        version = await client.get_version()
+    ) as kube_client:
+        version = await kube_client.get_version()
     assert version["gitVersion"].startswith("v1.30")
-    assert client.host == fake_kube.url
+    assert kube_client.host == fake_kube.url
     assert fake_kube.requests[-1].path in ("/version", "/version/")
 
 
+# N802: the test names the environment variable as it is spelled.
 async def test_connect_uses_KUBECONFIG_when_nothing_is_given(fake_kube: FakeKube) -> None:  # noqa: N802
     """With no arguments the KUBECONFIG variable's current context is used."""
-    async with await kube.connect() as client:
-        await client.get_version()
-    assert client.host == fake_kube.url
+    async with await kube.connect() as kube_client:
+        await kube_client.get_version()
+    assert kube_client.host == fake_kube.url
 
 
 async def test_connect_without_any_configuration_says_what_to_do(
@@ -106,9 +97,9 @@ async def test_unreachable_server_is_a_kube_error(fake_kube: FakeKube) -> None:
     """A server nobody listens on is KubeError reason Unreachable, not an aiohttp error."""
     async with await kube.connect(
         context=UNREACHABLE_CONTEXT, kubeconfig=str(fake_kube.kubeconfig_path)
-    ) as client:
+    ) as kube_client:
         with pytest.raises(KubeError) as caught:
-            await client.get_pv("anything")
+            await kube_client.get_pv("anything")
     assert caught.value.reason == "Unreachable"
     assert caught.value.status is None
 
@@ -121,12 +112,13 @@ async def test_rejected_credentials_are_a_401_kube_error(
     config["users"][0]["user"]["token"] = "wrong"
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
-    async with await kube.connect(kubeconfig=str(path)) as client:
+    async with await kube.connect(kubeconfig=str(path)) as kube_client:
         with pytest.raises(KubeError) as caught:
-            await client.list_pvs()
+            await kube_client.list_pvs()
     assert (caught.value.status, caught.value.reason) == (401, "Unauthorized")
 
 
+# N802: the test names the environment variable as it is spelled.
 def test_a_subprocess_reaches_the_fake_through_KUBECONFIG(fake_kube: FakeKube) -> None:  # noqa: N802
     """A child process (like the snapd CLI) finds the fake through KUBECONFIG alone."""
     fake_kube.put(pv_manifest("snapd-from-parent"))
@@ -155,12 +147,12 @@ def test_a_subprocess_reaches_the_fake_through_KUBECONFIG(fake_kube: FakeKube) -
 
 
 async def test_create_then_get_returns_the_stored_pv(
-    client: kube.KubeClient, fake_kube: FakeKube
+    kube_client: kube.KubeClient, fake_kube: FakeKube
 ) -> None:
     """A created PV comes back with server fields and the spec as built."""
     manifest = pv_manifest()
-    created = await client.create_pv(manifest)
-    fetched = await client.get_pv("snapd-restore-a")
+    created = await kube_client.create_pv(manifest)
+    fetched = await kube_client.get_pv("snapd-restore-a")
     assert fetched == created
     assert created["metadata"]["uid"]
     assert created["metadata"]["resourceVersion"]
@@ -172,37 +164,37 @@ async def test_create_then_get_returns_the_stored_pv(
     ]
 
 
-async def test_creating_an_existing_pv_is_409_already_exists(client: kube.KubeClient) -> None:
+async def test_creating_an_existing_pv_is_409_already_exists(kube_client: kube.KubeClient) -> None:
     """A second create of the same name is KubeError 409 AlreadyExists, naming the PV."""
-    await client.create_pv(pv_manifest())
+    await kube_client.create_pv(pv_manifest())
     with pytest.raises(KubeError) as caught:
-        await client.create_pv(pv_manifest())
+        await kube_client.create_pv(pv_manifest())
     assert (caught.value.status, caught.value.reason) == (409, "AlreadyExists")
     assert "snapd-restore-a" in str(caught.value)
 
 
-async def test_getting_a_missing_pv_returns_none(client: kube.KubeClient) -> None:
+async def test_getting_a_missing_pv_returns_none(kube_client: kube.KubeClient) -> None:
     """A PV that does not exist is None, not an error."""
-    assert await client.get_pv("does-not-exist") is None
+    assert await kube_client.get_pv("does-not-exist") is None
 
 
 async def test_deleting_a_pv_removes_it_and_reports_whether_it_was_there(
-    client: kube.KubeClient,
+    kube_client: kube.KubeClient,
 ) -> None:
     """delete_pv is True the first time and False once the PV is gone."""
-    await client.create_pv(pv_manifest())
-    assert await client.delete_pv("snapd-restore-a") is True
-    assert await client.get_pv("snapd-restore-a") is None
-    assert await client.delete_pv("snapd-restore-a") is False
+    await kube_client.create_pv(pv_manifest())
+    assert await kube_client.delete_pv("snapd-restore-a") is True
+    assert await kube_client.get_pv("snapd-restore-a") is None
+    assert await kube_client.delete_pv("snapd-restore-a") is False
 
 
-async def test_label_selectors_filter_pvs(client: kube.KubeClient) -> None:
+async def test_label_selectors_filter_pvs(kube_client: kube.KubeClient) -> None:
     """Equality, inequality, set and existence selectors return only matching PVs."""
     for name, backup in (("pv-a", "backup-a"), ("pv-b", "backup-b"), ("pv-c", "backup-c")):
-        await client.create_pv(pv_manifest(name, backup=backup))
+        await kube_client.create_pv(pv_manifest(name, backup=backup))
 
     async def names(selector: str) -> list[str]:
-        return [pv["metadata"]["name"] for pv in await client.list_pvs(selector)]
+        return [pv["metadata"]["name"] for pv in await kube_client.list_pvs(selector)]
 
     assert await names("snapd.io/backup=backup-b") == ["pv-b"]
     assert await names("snapd.io/backup==backup-b") == ["pv-b"]
@@ -213,72 +205,72 @@ async def test_label_selectors_filter_pvs(client: kube.KubeClient) -> None:
     assert await names("snapd.io/backup") == ["pv-a", "pv-b", "pv-c"]
     assert await names("!snapd.io/backup") == []
     assert await names("snapd.io/backup=other") == []
-    every = await client.list_pvs()
+    every = await kube_client.list_pvs()
     assert [pv["kind"] for pv in every] == ["PersistentVolume"] * 3
 
 
 async def test_restore_selector_finds_pvs_with_hashed_label_values(
-    client: kube.KubeClient,
+    kube_client: kube.KubeClient,
 ) -> None:
     """Names too long for a label value are hashed alike in labels and selectors."""
     long_backup = "nightly-" + "x" * 80
-    await client.create_pv(pv_manifest("pv-long", backup=long_backup))
-    await client.create_pv(pv_manifest("pv-short", backup="short"))
+    await kube_client.create_pv(pv_manifest("pv-long", backup=long_backup))
+    await kube_client.create_pv(pv_manifest("pv-short", backup="short"))
     wanted = kube.restore_labels(
         backup=long_backup, namespace="shop", pvc="data-db-0", scope="velero-bucket/cluster-a"
     )
-    found = await client.list_pvs(kube.label_selector(wanted))
+    found = await kube_client.list_pvs(kube.label_selector(wanted))
     assert [pv["metadata"]["name"] for pv in found] == ["pv-long"]
     assert found[0]["metadata"]["annotations"]["snapd.io/backup"] == long_backup
     assert len(found[0]["metadata"]["labels"]["snapd.io/backup"]) <= 63
 
 
-async def test_a_malformed_selector_is_a_400_kube_error(client: kube.KubeClient) -> None:
+async def test_a_malformed_selector_is_a_400_kube_error(kube_client: kube.KubeClient) -> None:
     """The server's 400 BadRequest for a bad selector surfaces as a KubeError."""
     with pytest.raises(KubeError) as caught:
-        await client.list_pvs("snapd.io/backup in (")
+        await kube_client.list_pvs("snapd.io/backup in (")
     assert (caught.value.status, caught.value.reason) == (400, "BadRequest")
 
 
 async def test_an_incomplete_pv_is_422_invalid_with_the_fields_named(
-    client: kube.KubeClient,
+    kube_client: kube.KubeClient,
 ) -> None:
     """A PV without capacity, access modes or source is 422 Invalid naming each field."""
     bad = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "bad"}, "spec": {}}
     with pytest.raises(KubeError) as caught:
-        await client.create_pv(bad)
+        await kube_client.create_pv(bad)
     assert (caught.value.status, caught.value.reason) == (422, "Invalid")
     for field in ("spec.capacity", "spec.accessModes", "must specify a volume type"):
         assert field in str(caught.value)
 
 
 async def test_server_errors_become_kube_errors_with_status(
-    client: kube.KubeClient, fake_kube: FakeKube
+    kube_client: kube.KubeClient, fake_kube: FakeKube
 ) -> None:
     """A 500 from the API server is KubeError status 500 with the server's reason."""
     fake_kube.fail("POST", "/persistentvolumes", code=500, reason="InternalError")
     with pytest.raises(KubeError) as caught:
-        await client.create_pv(pv_manifest())
+        await kube_client.create_pv(pv_manifest())
     assert (caught.value.status, caught.value.reason) == (500, "InternalError")
-    assert await client.get_pv("snapd-restore-a") is None
+    assert await kube_client.get_pv("snapd-restore-a") is None
 
 
 # --------------------------------------------------------------------------- PVCs
 
 
-async def test_pvc_create_get_and_list(client: kube.KubeClient) -> None:
+async def test_pvc_create_get_and_list(kube_client: kube.KubeClient) -> None:
     """A proposed PVC can be created, read back and listed in its namespace only."""
     pvc = kube.build_pvc(
         name="data-db-0", namespace="shop", volume_name="snapd-restore-a", size_gib=10
     )
-    created = await client.create_pvc(pvc)
+    created = await kube_client.create_pvc(pvc)
     assert created["spec"]["volumeName"] == "snapd-restore-a"
-    assert await client.get_pvc("shop", "data-db-0") == created
-    assert await client.get_pvc("other", "data-db-0") is None
-    assert [p["metadata"]["name"] for p in await client.list_pvcs("shop")] == ["data-db-0"]
-    assert await client.list_pvcs("other") == []
+    assert await kube_client.get_pvc("shop", "data-db-0") == created
+    assert await kube_client.get_pvc("other", "data-db-0") is None
+    assert [p["metadata"]["name"] for p in await kube_client.list_pvcs("shop")] == ["data-db-0"]
+    assert await kube_client.list_pvcs("other") == []
     with pytest.raises(KubeError) as caught:
-        await client.create_pvc(pvc)
+        await kube_client.create_pvc(pvc)
     assert caught.value.status == 409
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from simworld.fake_kube import CONTEXT, FakeKube
+from simworld.fake_kube import FakeKube
 from snapd import kube, leader
 
 LEASE = "snapd"
@@ -39,15 +39,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def client(fake_kube: FakeKube) -> AsyncIterator[kube.KubeClient]:
-    """A client of the fake API server."""
-    async with await kube.connect(
-        context=CONTEXT, kubeconfig=str(fake_kube.kubeconfig_path)
-    ) as connected:
-        yield connected
-
-
 class Counter:
     """Counts became-leader / lost-leadership callbacks."""
 
@@ -63,13 +54,13 @@ class Counter:
 
 
 def elector(
-    client: kube.KubeClient,
+    kube_client: kube.KubeClient,
     clock: FakeClock,
     identity: str,
     counter: Counter | None = None,
 ) -> leader.LeaderElector:
     return leader.LeaderElector(
-        client,
+        kube_client,
         name=LEASE,
         namespace=NAMESPACE,
         duration=DURATION,
@@ -138,10 +129,10 @@ def no_new_leader(fake_kube: FakeKube, holder: str) -> Iterator[None]:
 
 
 async def test_one_leads_and_the_other_stands_by(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """The first elector takes the Lease; the second keeps trying but never leads."""
-    a, b = elector(client, clock, "pod-a"), elector(client, clock, "pod-b")
+    a, b = elector(kube_client, clock, "pod-a"), elector(kube_client, clock, "pod-b")
     async with running(a):
         await leading(a)
         async with running(b):
@@ -157,11 +148,11 @@ async def test_one_leads_and_the_other_stands_by(
 
 
 async def test_a_released_lease_is_taken_over_at_once(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """When the leader stops cleanly the standby leads without waiting for expiry."""
     counter_a = Counter()
-    a, b = elector(client, clock, "pod-a", counter_a), elector(client, clock, "pod-b")
+    a, b = elector(kube_client, clock, "pod-a", counter_a), elector(kube_client, clock, "pod-b")
     async with running(a) as (run_a,):
         await leading(a)
         async with running(b):
@@ -176,10 +167,10 @@ async def test_a_released_lease_is_taken_over_at_once(
 
 
 async def test_a_crashed_leader_is_replaced_only_after_the_lease_duration(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """A leader that dies without releasing keeps the Lease until renewTime + duration."""
-    a, b = elector(client, clock, "pod-a"), elector(client, clock, "pod-b")
+    a, b = elector(kube_client, clock, "pod-a"), elector(kube_client, clock, "pod-b")
     async with running(a) as (run_a,):
         await leading(a)
         async with running(b):
@@ -199,10 +190,10 @@ async def test_a_crashed_leader_is_replaced_only_after_the_lease_duration(
 
 
 async def test_a_lost_write_race_is_a_clean_loss(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """When another instance writes between our read and our write we get False, no error."""
-    a, b = elector(client, clock, "pod-a"), elector(client, clock, "pod-b")
+    a, b = elector(kube_client, clock, "pod-a"), elector(kube_client, clock, "pod-b")
     await a.acquire_once()
     await a.release()
     # pod-b's write lands between pod-a's read and pod-a's write.
@@ -220,11 +211,11 @@ async def test_a_lost_write_race_is_a_clean_loss(
 
 
 async def test_a_leader_whose_renewal_conflicts_stops_leading_at_once(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """A renewal that loses to another writer ends leadership on the spot; run goes on."""
     counter = Counter()
-    a = elector(client, clock, "pod-a", counter)
+    a = elector(kube_client, clock, "pod-a", counter)
     async with running(a) as (run_a,):
         await leading(a)
         taken = lease(fake_kube)
@@ -238,11 +229,11 @@ async def test_a_leader_whose_renewal_conflicts_stops_leading_at_once(
 
 
 async def test_failing_renewals_end_leadership_before_the_lease_expires(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """With the API failing the leader steps down after renew_deadline, then comes back."""
     counter = Counter()
-    a = elector(client, clock, "pod-a", counter)
+    a = elector(kube_client, clock, "pod-a", counter)
     async with running(a):
         await leading(a)
         fake_kube.fail("*", f"/leases/{LEASE}", code=503, reason="ServiceUnavailable", times=10**6)
@@ -260,32 +251,42 @@ async def test_failing_renewals_end_leadership_before_the_lease_expires(
 
 
 async def test_acquire_once_names_the_holder_when_the_lease_is_taken(
-    client: kube.KubeClient, clock: FakeClock
+    kube_client: kube.KubeClient, clock: FakeClock
 ) -> None:
     """`snapd sync` beside a working `snapd run` fails with the holder in the message."""
-    a = elector(client, clock, "pod-a")
+    a = elector(kube_client, clock, "pod-a")
     async with running(a):
         await leading(a)
         with pytest.raises(leader.LeaseHeldError, match="held by pod-a") as caught:
             await leader.acquire_once(
-                client, name=LEASE, namespace=NAMESPACE, duration=DURATION, clock=clock
+                kube_client, name=LEASE, namespace=NAMESPACE, duration=DURATION, clock=clock
             )
         assert caught.value.holder == "pod-a"
         assert caught.value.status == 409
 
 
 async def test_acquire_once_takes_a_free_or_lapsed_lease(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """acquire_once creates a missing Lease and takes one whose holder stopped renewing."""
     first = await leader.acquire_once(
-        client, name=LEASE, namespace=NAMESPACE, duration=DURATION, identity="sync-1", clock=clock
+        kube_client,
+        name=LEASE,
+        namespace=NAMESPACE,
+        duration=DURATION,
+        identity="sync-1",
+        clock=clock,
     )
     assert first.is_leader
     assert lease(fake_kube)["spec"]["holderIdentity"] == "sync-1"
     clock.advance(16)
     second = await leader.acquire_once(
-        client, name=LEASE, namespace=NAMESPACE, duration=DURATION, identity="sync-2", clock=clock
+        kube_client,
+        name=LEASE,
+        namespace=NAMESPACE,
+        duration=DURATION,
+        identity="sync-2",
+        clock=clock,
     )
     assert second.is_leader
     spec = lease(fake_kube)["spec"]
@@ -293,10 +294,10 @@ async def test_acquire_once_takes_a_free_or_lapsed_lease(
 
 
 async def test_stopping_a_standby_returns_promptly_and_leaves_the_lease_alone(
-    client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
+    kube_client: kube.KubeClient, clock: FakeClock, fake_kube: FakeKube
 ) -> None:
     """A standby's run ends as soon as stop is set and does not touch the leader's Lease."""
-    a, b = elector(client, clock, "pod-a"), elector(client, clock, "pod-b")
+    a, b = elector(kube_client, clock, "pod-a"), elector(kube_client, clock, "pod-b")
     async with running(a):
         await leading(a)
         async with running(b) as (run_b,):
@@ -307,10 +308,10 @@ async def test_stopping_a_standby_returns_promptly_and_leaves_the_lease_alone(
 
 
 async def test_cancelling_run_propagates_cancellation(
-    client: kube.KubeClient, clock: FakeClock
+    kube_client: kube.KubeClient, clock: FakeClock
 ) -> None:
     """run never swallows CancelledError (shutdown and task groups rely on it)."""
-    a = elector(client, clock, "pod-a")
+    a = elector(kube_client, clock, "pod-a")
     task = asyncio.create_task(a.run(asyncio.Event()))
     await leading(a)
     task.cancel()

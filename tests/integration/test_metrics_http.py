@@ -12,15 +12,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from simworld.ec2sim import ManualClock
 from snapd.metrics import Health, Metrics, MetricsServer, serve_http
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -71,7 +64,7 @@ async def test_readyz_turns_ready_when_start_up_is_done(http: aiohttp.ClientSess
 
 async def test_healthz_fails_when_the_heartbeat_is_stale(http: aiohttp.ClientSession) -> None:
     """/healthz is 503 once the last heartbeat is older than max_lag, 200 after a new tick."""
-    clock = FakeClock()
+    clock = ManualClock()
     # The heartbeat ticks once at start and then not for an hour: time is the fake clock's.
     health = Health(interval=3600, max_lag=10, clock=clock)
     async with await serve_http(Metrics(), 0, health, host="127.0.0.1") as server:
@@ -86,7 +79,7 @@ async def test_healthz_fails_when_the_heartbeat_is_stale(http: aiohttp.ClientSes
 
 async def test_heartbeat_task_keeps_a_running_loop_alive(http: aiohttp.ClientSession) -> None:
     """While the loop runs, the heartbeat task ticks by itself and /healthz recovers."""
-    clock = FakeClock()
+    clock = ManualClock()
     health = Health(interval=0.01, max_lag=10, clock=clock)
     async with await serve_http(Metrics(), 0, health, host="127.0.0.1") as server:
         clock.now += 60  # as if a minute passed with no tick
@@ -111,6 +104,7 @@ async def test_a_blocked_loop_does_not_answer_healthz() -> None:
         def probe_while_blocked() -> None:
             loop.call_soon_threadsafe(release.wait, 5)  # blocks the loop until released
             try:
+                # S310: the URL is the test server's own http:// address.
                 with urllib.request.urlopen(url, timeout=0.5) as response:  # noqa: S310
                     outcome.append(str(response.status))
             except (TimeoutError, urllib.error.URLError) as exc:
@@ -139,6 +133,7 @@ async def test_stop_closes_the_port() -> None:
 async def test_default_host_listens_on_every_interface() -> None:
     """The default binds 0.0.0.0, so the kubelet and Prometheus reach it via the pod IP."""
     async with await serve_http(Metrics(), 0, Health()) as server:
+        # S104: asserting the default bind address, not binding.
         assert server.host == "0.0.0.0"  # noqa: S104
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.close()

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from simworld.ec2sim import ManualClock
 from snapd.metrics import Health, Metrics
 
 #: docs/contract.md#metrics: family name as exposed (counters without `_total`) → type.
@@ -113,17 +114,9 @@ def test_recovery_points_are_set_and_dropped_with_their_pvcs() -> None:
     assert recovery_points(metrics) == {}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_health_is_alive_while_the_heartbeat_is_recent() -> None:
     """Liveness fails only when the heartbeat is older than max_lag, and recovers on a tick."""
-    clock = FakeClock()
+    clock = ManualClock()
     health = Health(max_lag=10, clock=clock)
     assert health.alive
     clock.now += 10
