@@ -30,14 +30,18 @@ fmt: $(STAMP)
 	$(BIN)/ruff format snapd simworld tests
 	$(BIN)/ruff check --fix snapd simworld tests
 
+# Tests run in parallel (pytest-xdist), one worker per CPU; each worker has its own moto
+# server and fake Kubernetes API. `make test WORKERS=0` runs them in this process.
+WORKERS ?= auto
+
 test: tools lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS)
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n $(WORKERS) tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -n $(WORKERS) tests/integration
 
 demo: $(STAMP)
 	$(BIN)/python -m simworld.demo

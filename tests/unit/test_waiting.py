@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -40,15 +40,34 @@ class ScriptedEc2:
         return found
 
 
+#: Every waiter a test makes, closed after the test as restore closes its own.
+_made: list[BatchWaiter[Thing]] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_waiters() -> AsyncIterator[None]:
+    """Stop each test's pollers, so none outlives its test (the leak guard would fail it)."""
+    yield
+    while _made:
+        await _made.pop().close()
+
+
+def made(batch: BatchWaiter[Thing]) -> BatchWaiter[Thing]:
+    _made.append(batch)
+    return batch
+
+
 def waiter(ec2: ScriptedEc2, **options: float) -> BatchWaiter[Thing]:
-    return BatchWaiter(
-        ec2.describe,
-        done=lambda t: t.state in ("completed", "error"),
-        progress=lambda t: t.progress,
-        what="copy-back",
-        poll_interval=options.get("poll_interval", 0.01),
-        min_interval=options.get("min_interval", 0.001),
-        not_found_window=options.get("not_found_window", 60.0),
+    return made(
+        BatchWaiter(
+            ec2.describe,
+            done=lambda t: t.state in ("completed", "error"),
+            progress=lambda t: t.progress,
+            what="copy-back",
+            poll_interval=options.get("poll_interval", 0.01),
+            min_interval=options.get("min_interval", 0.001),
+            not_found_window=options.get("not_found_window", 60.0),
+        )
     )
 
 
@@ -118,12 +137,14 @@ async def test_transient_describe_errors_are_ridden_out_within_the_window() -> N
     assert len(ec2.calls) == 4
 
     stuck = ScriptedEc2({"a": [Thing("completed")]}, fail_with=trouble)
-    batch = BatchWaiter(
-        stuck.describe,
-        done=lambda t: t.state == "completed",
-        what="volume",
-        poll_interval=0.01,
-        transient_window=0.05,
+    batch = made(
+        BatchWaiter(
+            stuck.describe,
+            done=lambda t: t.state == "completed",
+            what="volume",
+            poll_interval=0.01,
+            transient_window=0.05,
+        )
     )
     with pytest.raises(TransientError):
         await asyncio.wait_for(batch.wait("a"), 5)
