@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simworld.ec2sim import Ec2Simulator
+from simworld.ec2sim import Ec2Simulator, ManualClock
 from snapd import inventory, tags
 from snapd.aws import AwsClients
 from snapd.copier import SETTLED_MEMORY, Copier, Tracked
@@ -166,9 +166,12 @@ async def test_pending_replicas_adopted_not_copied_again(
     """A copy left pending by a previous process is polled to completion, never re-copied."""
     (source,) = seed_sources(ec2sim, 1)
     own = tags.build_copy_tags(source, SCOPE, SRC)
+    clock = ManualClock()  # pending until the test says so, however slow the machine
+    ec2sim.clock = clock
     ec2sim.add_snapshot(DST, tags=own, pending_for=4.0)
     copier = make_copier(aws)
     assert copier.adopt(await inventory.list_replicas(aws, DST, SCOPE)) == 1
+    clock.advance(4.0)
     copier.enqueue([CopyAction(source, "missing")])  # the planner would not, but be sure
     await run_until_settled(copier, ec2sim)
     assert ec2sim.calls["CopySnapshot"] == 0
@@ -258,6 +261,8 @@ async def test_stale_listing_neither_adopts_nor_replans_settled_copies(
 ) -> None:
     """A listing taken while a copy was pending, used after it completed: the copy is not
     adopted (and counted) again, and its source counts as covered for that listing."""
+    clock = ManualClock()  # the copy stays pending until the listing was taken
+    ec2sim.clock = clock
     ec2sim.copy_duration = 0.3
     (source,) = seed_sources(ec2sim, 1)
     metrics = Metrics()
@@ -277,6 +282,7 @@ async def test_stale_listing_neither_adopts_nor_replans_settled_copies(
         listing_started = copier.clock()
         stale = await inventory.list_replicas(aws, DST, SCOPE)
         assert [r.pending for r in stale] == [True]
+        clock.advance(0.3)
         await asyncio.wait_for(copier.wait_settled(), 30)
         assert copier.settled_since(listing_started) == {source.snapshot_id}
         assert copier.settled_since(copier.clock() + 1) == set()
