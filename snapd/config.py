@@ -129,6 +129,10 @@ class Settings(BaseSettings):
         None, description="KMS key in the destination region for the copies (default AWS key)."
     )
     copy_failed_backups: bool = Field(False, description="Also copy snapshots of Failed backups.")
+    upload_grace: Duration = Field(
+        timedelta(hours=1),
+        description="How long after a backup completed its files may still be arriving.",
+    )
     copy_retries: int = Field(
         3, ge=1, le=20, description="Tries of one copy that ends in `error`, per source."
     )

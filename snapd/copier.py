@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -575,7 +575,7 @@ async def copy_snapshot(
 ) -> str:
     """One CopySnapshot, tags in TagSpecifications (never a later CreateTags, so a crash can
     never leave an untagged copy); returns the new snapshot id. Shared with restore."""
-    params: dict[str, object] = {
+    params: dict[str, Any] = {
         "SourceRegion": source_region,
         "SourceSnapshotId": snapshot_id,
         "Description": description[:255],

@@ -18,7 +18,7 @@ from typing import Any
 from snapd import tags
 from snapd.aws import AwsClients
 from snapd.errors import first_error
-from snapd.models import Replica, SourceSnapshot
+from snapd.models import Replica, SnapshotMethod, SourceSnapshot
 
 #: AWS accepts up to 200 values in one filter.
 FILTER_CHUNK = 200
@@ -210,6 +210,7 @@ def _with_details(
         "source_tags": tuple(sorted(source_tags.items())),
         "volume_id": volume_id,
     }
+    details |= claim_from_tags(source, source_tags)
     if volume is not None:
         details |= {
             "availability_zone": source.availability_zone or volume.availability_zone,
@@ -218,6 +219,32 @@ def _with_details(
             "throughput": source.throughput or volume.throughput,
         }
     return source.with_details(**details)
+
+
+#: Tags the EBS provisioners put on a volume, which Velero's AWS plugin copies onto a native
+#: snapshot (velero-format §6.1, §7.2).
+CREATED_FOR_NAMESPACE = "kubernetes.io/created-for/pvc/namespace"
+CREATED_FOR_PVC = "kubernetes.io/created-for/pvc/name"
+CREATED_FOR_PV = "kubernetes.io/created-for/pv/name"
+
+
+def claim_from_tags(source: SourceSnapshot, source_tags: dict[str, str]) -> dict[str, object]:
+    """Namespace, PVC and PV from a native snapshot's own tags, when no file named them.
+
+    The last resort when the tarball is missing and volumeinfo does not list the volume: the
+    provisioner's `created-for` tags, copied from the volume by Velero's AWS plugin. CSI
+    snapshots carry no such tags. Namespace and PVC are taken only as a pair.
+    """
+    if source.method is not SnapshotMethod.NATIVE:
+        return {}
+    found: dict[str, object] = {}
+    namespace, pvc = source_tags.get(CREATED_FOR_NAMESPACE), source_tags.get(CREATED_FOR_PVC)
+    if not source.pvc and namespace and pvc:
+        found |= {"namespace": namespace, "pvc": pvc}
+    pv = source_tags.get(CREATED_FOR_PV) or source_tags.get("velero.io/pv")
+    if not source.pv and pv:
+        found["pv"] = pv
+    return found
 
 
 def _volume_iops(volume: VolumeDetails) -> int | None:

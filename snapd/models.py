@@ -39,6 +39,10 @@ class Backup:
     completion_time: datetime | None = None
     expiration: datetime | None = None
     format_version: str | None = None
+    #: True when the backup's files hold everything its `status` counts (discovery's
+    #: checklist: native and CSI snapshots, item operations). Discovery sets it; a backup
+    #: whose files were not (or not yet fully) read is False.
+    files_complete: bool = True
 
     @property
     def terminal(self) -> bool:
@@ -176,11 +180,15 @@ class BackupScan:
     errors: tuple[DiscoveryError, ...] = ()
     #: True when the folder belongs to a watched schedule (or could not be attributed).
     watched: bool = True
-
-    @property
-    def cacheable(self) -> bool:
-        """Terminal and parsed cleanly: Velero never changes it again (DESIGN "Caching")."""
-        return self.backup is not None and self.backup.terminal and not self.errors
+    #: Problems that leave the snapshots determined (a missing tarball): reported, not
+    #: counted as unreadable.
+    warnings: tuple[DiscoveryError, ...] = ()
+    #: What the files still lack against the backup's `status` (empty when complete). Turned
+    #: into a skip, or an error once the upload grace has passed (`finish_scan`).
+    missing: tuple[str, ...] = ()
+    #: False when an S3 read failed or a file vanished while read: the result says nothing
+    #: lasting about the folder, so it is never cached.
+    settled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +199,8 @@ class Discovery:
     skipped: tuple[Skip, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
     backups: tuple[Backup, ...] = ()
+    #: Backups whose snapshots are determined and handled, with a problem worth telling.
+    warnings: tuple[DiscoveryError, ...] = ()
 
     @property
     def unreadable_backups(self) -> int:
@@ -239,6 +249,9 @@ class Plan:
     prunes: tuple[PruneAction, ...] = ()
     skipped: tuple[Skip, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
+    #: Backups whose snapshots are still handled, with a problem worth telling (same shape
+    #: as `errors`).
+    warnings: tuple[DiscoveryError, ...] = ()
     #: Completed replicas of the scope, the base of the prune guard's fraction.
     completed_replicas: int = 0
     #: True when the retention prunes exceed `prune_max_fraction` of `completed_replicas`.

@@ -71,6 +71,7 @@ def plan(
         prunes=(*cleanup, *retention),
         skipped=(*discovery.skipped, *source_skips, *retention_skips),
         errors=discovery.errors,
+        warnings=discovery.warnings,
         completed_replicas=completed,
         guard_tripped=tripped,
     )

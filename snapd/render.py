@@ -68,6 +68,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"backup": e.backup, "error": e.error, "source_snapshot_id": e.source_snapshot_id}
             for e in plan.errors
         ],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in plan.warnings
+        ],
         "prune_guard": {
             "tripped": plan.guard_tripped,
             "retention_prunes": len(plan.retention_prunes),
@@ -106,7 +110,8 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
     """The dry-run plan for people: copies grouped by backup, then prunes, skips, errors."""
     out = [
         f"Plan for {destination_region}: {len(plan.copies)} to copy, {len(plan.prunes)} to "
-        f"prune, {len(plan.skipped)} skipped, {len(plan.errors)} unreadable",
+        f"prune, {len(plan.skipped)} skipped, {len(plan.errors)} unreadable"
+        + (f", {len(plan.warnings)} warnings" if plan.warnings else ""),
         "",
     ]
     by_backup: dict[str, list[CopyAction]] = defaultdict(list)
@@ -146,7 +151,13 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
         ("BACKUP", "SNAPSHOT", "ERROR"),
         error_rows,
     )
-    if not (plan.copies or plan.prunes or plan.skipped or plan.errors):
+    warning_rows = [(w.backup, w.source_snapshot_id, w.error) for w in plan.warnings]
+    out += _section(
+        "warnings (these backups' snapshots are still handled as planned above)",
+        ("BACKUP", "SNAPSHOT", "WARNING"),
+        warning_rows,
+    )
+    if not (plan.copies or plan.prunes or plan.skipped or plan.errors or plan.warnings):
         out.append("Nothing to do: every watched snapshot has a replica.")
     return "\n".join(out).rstrip() + "\n"
 

@@ -92,6 +92,8 @@ class Engine:
             events=events,
         )
         self._plan_lock = asyncio.Lock()
+        #: (kind, backup, reason, snapshot) of every problem already logged.
+        self._reported: set[tuple[str, str, str, str | None]] = set()
 
     async def discover(self) -> Discovery:
         """Velero's snapshots of the watched schedules, as the bucket describes them."""
@@ -103,9 +105,26 @@ class Engine:
             region=self.source_region,
             schedules=s.schedules,
             copy_failed_backups=s.copy_failed_backups,
+            now=self.now(),
+            upload_grace=s.upload_grace,
         )
         self.metrics.velero_backups_unreadable.set(found.unreadable_backups)
         return found
+
+    def report_problems(self, plan: Plan) -> None:
+        """Log each `errors` and `warnings` entry once per backup and reason for the life of
+        the process: one warning line that names the backup, the reason and the snapshot,
+        not again every cycle while nothing changed."""
+        for kind, entries in (("error", plan.errors), ("warning", plan.warnings)):
+            for entry in entries:
+                key = (kind, entry.backup, entry.error, entry.source_snapshot_id)
+                if key in self._reported:
+                    continue
+                self._reported.add(key)
+                fields: dict[str, str] = {"backup": entry.backup, "reason": entry.error}
+                if entry.source_snapshot_id:
+                    fields["source_snapshot_id"] = entry.source_snapshot_id
+                log.warning(f"discovery.{kind}", **fields)
 
     async def add_details(self, found: Discovery, covered: Collection[str]) -> Discovery:
         """EC2 details (state, size, tags, volume type…) of the sources that may be copied.
@@ -149,6 +168,7 @@ class Engine:
                 destination_region=self.region,
             )
         self.metrics.set_recovery_points(recovery_points(replicas))
+        self.report_problems(plan)
         return CycleResult(plan, discovery, replicas)
 
     async def cycle(self) -> CycleResult:
@@ -181,6 +201,7 @@ class Engine:
             prunes_planned=len(plan.prunes),
             skipped=len(plan.skipped),
             errors=len(plan.errors),
+            warnings=len(plan.warnings),
             in_flight=len(self.copier.active),
             backlog=self.copier.backlog,
         )
@@ -526,4 +547,5 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
         "backlog": len(result.plan.copies),
         "unreadable_backups": result.discovery.unreadable_backups,
         "errors": [{"backup": e.backup, "error": e.error} for e in result.plan.errors],
+        "warnings": [{"backup": w.backup, "error": w.error} for w in result.plan.warnings],
     }
