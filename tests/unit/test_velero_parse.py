@@ -965,30 +965,37 @@ def test_unwatched_backups_yield_nothing_and_skip_nothing(schedule: str | None) 
     assert snapshots == []
     assert (scan.skipped, scan.errors) == ((), ())
     assert scan.watched is False
-    assert scan.cacheable
+    assert scan.settled
 
 
 def test_missing_volume_snapshots_file_is_noticed() -> None:
-    """velero-backup.json counts native snapshots the files do not list: error, not cached."""
+    """Without the volumesnapshots file the backup's files are incomplete: not an error yet."""
     bucket, _, _ = build("1.12", [Volume("shop", "db")])
     backup, files = scan_of(bucket, "daily-20240615020031", skip=(VOLUME_SNAPSHOTS,))
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert scan.snapshots == ()
-    assert "records 1 native snapshots" in scan.errors[0].error
-    assert not scan.cacheable
+    assert scan.errors == ()
+    assert scan.missing == (
+        "daily-20240615020031-volumesnapshots.json.gz (Velero writes it with every backup)",
+    )
+    assert scan.backup is not None
+    assert scan.backup.files_complete is False
 
 
-def test_unusable_tarball_still_copies_with_an_error() -> None:
-    """Without the tarball, snapshots are still copied and the operator is told what is missing."""
+def test_unusable_tarball_still_copies_with_a_warning() -> None:
+    """Without the tarball, snapshots are still copied; a warning says what happens to them."""
     bucket, _, _ = build("1.14", [Volume("shop", "db"), Volume("shop", "cache", method=CSI)])
     backup, files = scan_of(bucket, "daily-20240615020031", skip=(TARBALL,))
     files = replace(files, tarball_problem="daily-20240615020031.tar.gz: truncated or corrupt")
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert len(scan.snapshots) == 2
     assert {s.pvc for s in scan.snapshots} == {"db", "cache"}  # volumeinfo mapped them
-    (error,) = scan.errors
-    assert "truncated or corrupt" in error.error
-    assert "without their PVC or PV details" in error.error
+    assert scan.errors == ()
+    (warning,) = scan.warnings
+    assert "truncated or corrupt" in warning.error
+    assert "its 2 snapshot(s) are still handled like any other" in warning.error
+    assert scan.backup is not None
+    assert scan.backup.files_complete is True
 
 
 def test_unusable_tarball_without_snapshots_is_no_error() -> None:
@@ -1023,4 +1030,5 @@ def test_read_problems_are_errors_and_readable_snapshots_still_go() -> None:
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert len(scan.snapshots) == 2
     assert [e.error for e in scan.errors] == ["daily-20240615020031-volumeinfo.json.gz: truncated"]
-    assert not scan.cacheable
+    assert scan.backup is not None
+    assert scan.backup.files_complete is False
