@@ -49,6 +49,7 @@ async def discover(
     schedules: tuple[str, ...] = ("daily",),
     copy_failed: bool = False,
     bucket: str = BUCKET,
+    now: datetime | None = None,
 ) -> Discovery:
     return await reader.discover(
         aws,
@@ -57,6 +58,7 @@ async def discover(
         region=REGION,
         schedules=schedules,
         copy_failed_backups=copy_failed,
+        now=now,
     )
 
 
@@ -275,19 +277,17 @@ class TestEveryCase:
         assert not staging_ids & {s.snapshot_id for s in prod.snapshots}
         assert staging.errors == ()
 
-    async def test_uncacheable_backups_are_read_again(
+    async def test_unchanged_folders_are_not_read_again(
         self, every: EveryCase, session_aws: AwsClients
     ) -> None:
-        """In-flight, corrupt and interrupted backups are re-read every cycle, the rest are not."""
+        """In-flight, corrupt and interrupted backups cost no GET while their folder is as read."""
         reader = VeleroReader()
-        await discover(reader, session_aws)
+        cold = await discover(reader, session_aws)
         session_aws.calls.clear()
-        result = await discover(reader, session_aws)
-        # velero-backup.json of: 2 in flight, logs-only (404), corrupt volumeinfo, invalid JSON;
-        # plus the corrupt backup's 4 snapshot files and tarball; the invalid name is never read.
-        assert session_aws.calls["GetObject"] == 5 + 5
-        assert session_aws.calls["ListObjectsV2"] == 1 + 1
-        assert len(result.errors) == 4
+        warm = await discover(reader, session_aws)
+        assert session_aws.calls["GetObject"] == 0
+        assert session_aws.calls["ListObjectsV2"] == 1
+        assert warm == cold
 
 
 async def test_failed_backups_are_copied_on_request(aws: AwsClients) -> None:
@@ -395,29 +395,44 @@ async def test_tarball_problem_still_copies(aws: AwsClients, damage: str) -> Non
         bucket.backups[name].snapshot_ids
     )
     assert {s.pvc for s in result.snapshots} == {"db", "c"}
-    (error,) = result.errors
-    assert error.error.startswith(
-        f"no {name}.tar.gz" if damage == "remove" else f"{name}.tar.gz: truncated or corrupt"
+    assert result.errors == ()
+    assert result.unreadable_backups == 0
+    (warning,) = result.warnings
+    assert warning.error.startswith(
+        f"{name}.tar.gz is missing" if damage == "remove" else f"{name}.tar.gz: truncated or corrupt"
     )
+    assert "its 2 snapshot(s) are still handled like any other" in warning.error
+    assert [b.files_complete for b in result.backups] == [True]
 
 
-async def test_upload_in_progress_is_not_cached(aws: AwsClients) -> None:
-    """A backup read while Velero still uploads its files is re-read until complete."""
+async def test_upload_in_progress_is_read_until_complete(aws: AwsClients) -> None:
+    """A backup read while Velero still uploads is re-read until its files are complete;
+    within the upload grace that is a skip, past it an error naming what is missing."""
     bucket = velero()
     name = "daily-20240605020000"
     bucket.backup(name, schedule="daily", version="1.10", volumes=[Volume("shop", "db")])
     snapshot_file = bucket.files[bucket.key(name, VOLUME_SNAPSHOTS)]
     bucket.remove(name, VOLUME_SNAPSHOTS)
+    completed = bucket.backups[name].start + timedelta(minutes=3)
+    missing = f"{name}-volumesnapshots.json.gz (Velero writes it with every backup)"
     reader = VeleroReader()
-    first = await discover(reader, aws)
-    assert first.snapshots == ()
-    assert [e.error for e in first.errors] == [
-        f"{name}-volumesnapshots.json.gz missing: upload incomplete or in progress"
+    first = await discover(reader, aws, now=completed + timedelta(minutes=10))
+    assert (first.snapshots, first.errors) == ((), ())
+    assert [s.reason for s in first.skipped] == [
+        f"upload in progress, not in the bucket yet: {missing}; the snapshots found so far "
+        "are copied and the backup is read again every cycle"
+    ]
+    assert [b.files_complete for b in first.backups] == [False]
+    late = await discover(reader, aws, now=completed + timedelta(hours=2))
+    assert [e.error for e in late.errors] == [
+        f"files incomplete more than 1h after the backup completed, missing: {missing}; "
+        "the snapshots found so far are copied and the backup is read again every cycle"
     ]
     bucket.replace(name, VOLUME_SNAPSHOTS, snapshot_file)
-    second = await discover(reader, aws)
-    assert [s.snapshot_id for s in second.snapshots] == bucket.backups[name].snapshot_ids
-    assert second.errors == ()
+    done = await discover(reader, aws, now=completed + timedelta(hours=3))
+    assert [s.snapshot_id for s in done.snapshots] == bucket.backups[name].snapshot_ids
+    assert (done.errors, done.skipped) == ((), ())
+    assert [b.files_complete for b in done.backups] == [True]
 
 
 async def test_pagination(aws: AwsClients) -> None:
@@ -432,7 +447,8 @@ async def test_pagination(aws: AwsClients) -> None:
     assert len(cold.snapshots) == 5
     aws.calls.clear()
     await discover(reader, aws)
-    assert aws.calls["ListObjectsV2"] == math.ceil(5 / 2)
+    objects = sum(1 for key in bucket.files if key.startswith("prod/backups/"))
+    assert aws.calls["ListObjectsV2"] == math.ceil(objects / 2)
     assert aws.calls["GetObject"] == 0
 
 
