@@ -189,6 +189,9 @@ class BackupScan:
     #: False when an S3 read failed or a file vanished while read: the result says nothing
     #: lasting about the folder, so it is never cached.
     settled: bool = True
+    #: When the newest file of a folder without `velero-backup.json` was written (the
+    #: upload grace runs from it).
+    uploaded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

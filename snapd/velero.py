@@ -473,21 +473,28 @@ def _source_snapshot(draft: _Draft, backup: Backup, backup_time: datetime) -> So
 def finish_scan(scan: BackupScan, now: datetime | None, upload_grace: timedelta) -> BackupScan:
     """Report what a backup's files still lack: a skip while the upload may still run, an
     error once `upload_grace` has passed since `completionTimestamp` (start time when
-    absent; at once without `now`). Only the reporting changes: the backup is read again
-    every cycle either way, and the snapshots found so far are copied meanwhile."""
-    if not scan.missing or scan.backup is None:
+    absent; for a folder without `velero-backup.json` its newest file; at once without
+    `now`). Only the reporting changes: the backup is read again every cycle either way,
+    and the snapshots found so far are copied meanwhile."""
+    if not scan.missing:
         return scan
     parts = "; ".join(scan.missing)
-    since = scan.backup.completion_time or scan.backup.start_time
-    handling = "the snapshots found so far are copied and the backup is read again every cycle"
+    if scan.backup is None:  # no velero-backup.json: Velero writes it second, after the log
+        since, handling = scan.uploaded_at, "it is read again every cycle"
+    else:
+        since = scan.backup.completion_time or scan.backup.start_time
+        handling = "the snapshots found so far are copied and the backup is read again every cycle"
     if now is not None and since is not None and now - since < upload_grace:
         skip = Skip(scan.name, f"upload in progress, not in the bucket yet: {parts}; {handling}")
         return dataclasses.replace(scan, skipped=(*scan.skipped, skip))
-    error = DiscoveryError(
-        scan.name,
-        f"files incomplete more than {format_duration(upload_grace)} after the backup "
-        f"completed, missing: {parts}; {handling}",
-    )
+    if scan.backup is None:
+        error = DiscoveryError(scan.name, NO_BACKUP_FILE)
+    else:
+        error = DiscoveryError(
+            scan.name,
+            f"files incomplete more than {format_duration(upload_grace)} after the backup "
+            f"completed, missing: {parts}; {handling}",
+        )
     return dataclasses.replace(scan, errors=(*scan.errors, error))
 
 
@@ -759,6 +766,12 @@ async def list_backup_files(aws: S3Door, location: BucketLocation, name: str) ->
     return files
 
 
+def _newest(folder: Folder) -> datetime | None:
+    """The time of the newest file of a folder, when the listing gave times."""
+    times = [datetime.fromisoformat(i.last_modified) for i in folder.values() if i.last_modified]
+    return max(times, default=None)
+
+
 class _VanishedError(Exception):
     """A listed file was gone when fetched: the backup is being deleted or re-created."""
 
@@ -809,7 +822,7 @@ async def _read_backup(
 ) -> BackupScan:
     """velero-backup.json first; the other files only for a watched, copyable backup."""
     if BACKUP_FILE not in folder:
-        return _error_scan(name, NO_BACKUP_FILE)
+        return BackupScan(name, None, missing=(BACKUP_FILE,), uploaded_at=_newest(folder))
     raw = await _get_bytes(aws, location, location.folder(name) + BACKUP_FILE)
     document = await _off_loop_if_large(parse_backup_document, name, raw)
     backup = document.backup

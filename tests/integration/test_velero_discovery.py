@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from simworld.moto_server import MotoWorld
 from simworld.velero_bucket import (
     BACKUP_FILE,
     CSI,
+    CSI_CONTENTS,
     DATA_MOVER,
     FAILED,
     NATIVE,
@@ -20,14 +22,16 @@ from simworld.velero_bucket import (
     TARBALL,
     VOLUME_INFO,
     VOLUME_SNAPSHOTS,
+    BuiltBackup,
     VeleroBucket,
     Volume,
     seed_realistic_world,
 )
 from snapd.aws import AwsClients
 from snapd.errors import PermanentError
+from snapd.metrics import Metrics
 from snapd.models import Discovery, SnapshotMethod
-from snapd.velero import NO_BACKUP_FILE, VeleroReader
+from snapd.velero import NO_BACKUP_FILE, VANISHED, VeleroReader
 
 REGION = "eu-west-1"
 BUCKET = "velero-backups"
@@ -399,7 +403,9 @@ async def test_tarball_problem_still_copies(aws: AwsClients, damage: str) -> Non
     assert result.unreadable_backups == 0
     (warning,) = result.warnings
     assert warning.error.startswith(
-        f"{name}.tar.gz is missing" if damage == "remove" else f"{name}.tar.gz: truncated or corrupt"
+        f"{name}.tar.gz is missing"
+        if damage == "remove"
+        else f"{name}.tar.gz: truncated or corrupt"
     )
     assert "its 2 snapshot(s) are still handled like any other" in warning.error
     assert [b.files_complete for b in result.backups] == [True]
@@ -486,3 +492,121 @@ async def test_realistic_world(aws: AwsClients) -> None:
     assert sorted(s.snapshot_id for s in result.snapshots) == sorted(world.expected_snapshot_ids)
     assert {e.backup for e in result.errors} == {world.corrupt_backup, world.logs_only_backup}
     assert world.in_flight_backup in {s.backup for s in result.skipped}
+
+
+def named_by(built: BuiltBackup, written: set[str]) -> set[str]:
+    """The snapshot ids the files written so far name (what a reader can find)."""
+    ids: set[str] = set()
+    for snap in built.snapshots:
+        if snap.snapshot_id is None:
+            continue
+        in_info = VOLUME_INFO in written and snap.volume.in_volume_info
+        if snap.method == NATIVE and (VOLUME_SNAPSHOTS in written or in_info):
+            ids.add(snap.snapshot_id)
+        if snap.method == CSI and (TARBALL in written or CSI_CONTENTS in written or in_info):
+            ids.add(snap.snapshot_id)
+    return ids
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("version", ["1.9", "1.10", "1.12", "1.14", "1.17", "1.18"])
+async def test_each_versions_upload_order(aws: AwsClients, version: str, seed: int) -> None:
+    """Read after every file of Velero's upload, in the version's order: each snapshot is
+    found by the first reading after a file naming it appears, the backup is complete only
+    once its files hold what its status counts, and a complete backup is not read again."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    bucket = velero()
+    name = "daily-20240605020000"
+    volumes = [Volume("shop", "db"), Volume("shop", "cache", method=CSI)]
+    bucket.backup(
+        name,
+        schedule="daily",
+        version=version,
+        volumes=volumes,
+        start=now - timedelta(minutes=5),
+        upload=False,
+        order_seed=seed,
+    )
+    built = bucket.backups[name]
+    reader = VeleroReader()
+    written: set[str] = set()
+    finalised = built.version < (1, 11)  # from v1.11 the first velero-backup.json is interim
+    while (suffix := bucket.upload_next(name)) is not None:
+        written.add(suffix)
+        done = not bucket.pending[name]
+        finalised = finalised or done
+        result = await discover(reader, aws, now=now)
+        found = {s.snapshot_id for s in result.snapshots}
+        expected = named_by(built, written) if finalised and BACKUP_FILE in written else set()
+        assert found == expected, f"after {suffix}"
+        assert result.errors == ()
+        if BACKUP_FILE in written:
+            (backup,) = result.backups
+            if backup.files_complete:
+                assert found == set(built.snapshot_ids), f"complete after {suffix}"
+            elif finalised:
+                assert any(s.reason.startswith("upload in progress") for s in result.skipped)
+    assert found == set(built.snapshot_ids)
+    assert [b.files_complete for b in result.backups] == [True]
+    assert result.skipped == ()
+    aws.calls.clear()
+    assert await discover(reader, aws, now=now) == result
+    assert aws.calls["GetObject"] == 0
+
+
+async def test_recreated_backup_is_read_again(aws: AwsClients) -> None:
+    """A backup deleted and re-created under its name between two cycles is read again."""
+    bucket = velero()
+    name = "daily-20240605020000"
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    reader = VeleroReader()
+    first = await discover(reader, aws)
+    bucket.delete_backup(name)
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    second = await discover(reader, aws)
+    assert [s.snapshot_id for s in second.snapshots] == bucket.backups[name].snapshot_ids
+    assert {s.snapshot_id for s in second.snapshots}.isdisjoint(
+        s.snapshot_id for s in first.snapshots
+    )
+
+
+class VanishingS3:
+    """The moto server, except that one key is deleted just before it is fetched: Velero
+    deleting a backup while snapd reads it."""
+
+    def __init__(self, aws: AwsClients, key: str) -> None:
+        self.aws, self.key = aws, key
+
+    async def call(self, service: str, region: str, operation: str, **params: Any) -> Any:
+        if operation == "GetObject" and params.get("Key") == self.key:
+            await self.aws.call(service, region, "DeleteObject", Bucket=BUCKET, Key=self.key)
+        return await self.aws.call(service, region, operation, **params)
+
+    def pages(
+        self, service: str, region: str, operation: str, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self.aws.pages(service, region, operation, **params)
+
+
+@pytest.mark.parametrize("suffix", [BACKUP_FILE, VOLUME_SNAPSHOTS, TARBALL])
+async def test_file_vanishing_while_read_is_no_aws_error(moto: MotoWorld, suffix: str) -> None:
+    """A listed file gone when fetched is the backup changing under us: a skip, read again
+    next cycle, and never counted in snapd_aws_errors_total."""
+    bucket = velero()
+    name = "daily-20240605020000"
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    metrics = Metrics()
+    async with AwsClients(max_attempts=1, on_error=metrics.count_aws_error) as clients:
+        reader = VeleroReader()
+        result = await discover(reader, VanishingS3(clients, bucket.key(name, suffix)))  # type: ignore[arg-type]
+        assert result.snapshots == ()
+        assert result.errors == ()
+        assert [s.reason for s in result.skipped] == [VANISHED]
+        assert reader.cached == 0
+        counted = {
+            s.labels["code"]
+            for family in metrics.registry.collect()
+            for s in family.samples
+            if s.name == "snapd_aws_errors_total"
+        }
+        assert counted == set()
