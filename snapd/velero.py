@@ -2,15 +2,17 @@
 
 Owns: listing `<prefix>/backups/`, reading each backup's files (parsed, every Velero version's
 quirks, in `velero_files.py`), turning them into `Backup` / `SourceSnapshot` records with the
-reason for everything left out (`build_*`), and the in-memory cache that makes a warm cycle
-cost one paginated listing and no GET.
+reason for everything left out (`build_*`), the checklist that tells a finished upload from
+one still running (`missing_parts`, docs/discovery.md), and the in-memory cache, keyed by
+each folder's identity in the listing, that makes a warm cycle cost one paginated listing
+and no GET.
 
 Must not: touch EC2 (`inventory` does), decide what to copy (`planner` does), GET a key it has
-not seen in a listing (except `velero-backup.json`, the one file every backup has), or let
-one bad backup stop the others — a backup that cannot be read becomes an `errors` entry and
-the rest proceed. Only a failure to *list* the bucket escapes, as a cycle failure. The
-`build_*` functions are pure, like the parsers: records in, records out, no I/O, no clock,
-no logging; they raise `BackupReadError` (and nothing else) on bad input.
+not seen in the cycle's listing, or let one bad backup stop the others — a backup that
+cannot be read becomes an `errors` entry and the rest proceed. Only a failure to *list*
+the bucket escapes, as a cycle failure. The `build_*` functions are pure, like the parsers:
+records in, records out, no I/O, no clock, no logging; they raise `BackupReadError` (and
+nothing else) on bad input.
 
 S3 is reached only through an `AwsClients`-shaped door (`S3Door`), so this module does not
 import `snapd.aws` (a sibling in the layer contract).
