@@ -115,7 +115,8 @@ def test_recreated_backup_gets_its_replica(moto: MotoWorld, ec2sim: Ec2Simulator
             what="the first backup's replica",
             explain=lambda: daemon.stderr,
         )
-        bucket.delete_backup(name)
+        # Deleted and re-created between two listings: every listing shows the name. (Were
+        # the folder deleted first, a cycle could fall into the gap and forget it.)
         bucket.backup(name, schedule="daily", volumes=[DB], start=NOW - timedelta(hours=1))
         (new,) = bucket.backups[name].snapshot_ids
         wait_until(
