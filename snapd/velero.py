@@ -64,6 +64,8 @@ from snapd.velero_files import (
 )
 
 NO_BACKUP_FILE = "no velero-backup.json: upload interrupted or still in progress"
+#: What happens to a backup's snapshots when one of its files cannot be read.
+STILL_COPIED = "the snapshots its other files name are still copied"
 INVALID_NAME = (
     "backup folder name is not a valid Kubernetes object name "
     "(lowercase DNS-1123 subdomain, at most 253 characters); not read"
@@ -154,10 +156,16 @@ def build_scan(
     if gate is not None:
         return BackupScan(backup.name, unread, skipped=(gate,))
     files = files or BackupFiles()
-    errors = [DiscoveryError(backup.name, problem) for problem in files.problems]
+    errors = [
+        DiscoveryError(backup.name, f"{problem}; {STILL_COPIED}") for problem in files.problems
+    ]
     if backup.start_time is None:
         errors.append(
-            DiscoveryError(backup.name, f"{BACKUP_FILE} has no startTimestamp or creationTimestamp")
+            DiscoveryError(
+                backup.name,
+                f"{BACKUP_FILE} has no startTimestamp or creationTimestamp; its snapshots "
+                "cannot be dated and are not copied",
+            )
         )
         return BackupScan(backup.name, backup, errors=tuple(errors))
     drafts, skipped = _collect(backup, files)
@@ -806,7 +814,12 @@ async def read_backup(
     except BackupReadError as exc:
         return _error_scan(name, str(exc))
     except AwsError as exc:
-        return _error_scan(name, f"could not read the backup from S3: {exc}", settled=False)
+        return _error_scan(
+            name,
+            f"could not read the backup from S3: {exc}; nothing is copied from it until it is "
+            "read, tried again next cycle",
+            settled=False,
+        )
     except Exception as exc:  # noqa: BLE001 - one bad backup must never stop the others
         return _error_scan(
             name, f"unexpected {type(exc).__name__} reading the backup: {exc}", settled=False

@@ -1032,7 +1032,10 @@ def test_read_problems_are_errors_and_readable_snapshots_still_go() -> None:
     files = replace(files, problems=("daily-20240615020031-volumeinfo.json.gz: truncated",))
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert len(scan.snapshots) == 2
-    assert [e.error for e in scan.errors] == ["daily-20240615020031-volumeinfo.json.gz: truncated"]
+    assert [e.error for e in scan.errors] == [
+        "daily-20240615020031-volumeinfo.json.gz: truncated; "
+        "the snapshots its other files name are still copied"
+    ]
     assert scan.backup is not None
     assert scan.backup.files_complete is False
 
