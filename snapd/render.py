@@ -230,7 +230,8 @@ def status_text(status: Mapping[str, Any]) -> str:
     out = [
         f"scope {status['scope']}  ({status['source_region']} → {status['destination_region']})",
         f"in flight: {status['in_flight']}   backlog: {status['backlog']}   "
-        f"unreadable backups: {status['unreadable_backups']}",
+        f"unreadable backups: {status['unreadable_backups']}"
+        + (f"   warnings: {len(status['warnings'])}" if status.get("warnings") else ""),
         "",
     ]
     rows = [
