@@ -172,6 +172,12 @@ def test_problems_reach_the_logs_once(moto: MotoWorld, ec2sim: Ec2Simulator) -> 
     logged = [json.loads(line) for line in plan.stderr.splitlines() if line.startswith("{")]
     assert sum(1 for e in logged if e.get("event") == "discovery.warning") == 1
 
+    status = run_snapd("status", "-o", "json", env=env)
+    assert status.code == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert [w["backup"] for w in report["warnings"]] == [tarless]
+    assert report["unreadable_backups"] == 2
+
 
 def bucket_logs_only(bucket: VeleroBucket) -> str:
     """The one folder of `bucket` that has no velero-backup.json."""
