@@ -1175,3 +1175,43 @@ def test_item_operations_file_is_checked() -> None:
     )
     done = replace(files, item_operations=2)
     assert build_scan(backup, done, schedules=("daily",), copy_failed_backups=False).missing == ()
+
+
+@pytest.mark.parametrize(
+    ("version", "interim", "finalizer"),
+    [
+        pytest.param("1.10", None, [], id="v1.10-one-upload"),
+        pytest.param("1.12", "WaitingForPluginOperations", [TARBALL, BACKUP_FILE], id="v1.12"),
+        pytest.param(
+            "1.14", "WaitingForPluginOperations", [VOLUME_INFO, TARBALL, BACKUP_FILE], id="v1.14"
+        ),
+    ],
+)
+def test_bucket_builder_uploads_in_velero_order(
+    version: str, interim: str | None, finalizer: list[str]
+) -> None:
+    """The builder's upload order is Velero's: log, velero-backup.json, tarball, the rest in
+    map order; from v1.11 an interim phase first and the finalizer's rewrites last."""
+    bucket = VeleroBucket("velero", mode="memory")
+    volumes = [Volume("shop", "db"), Volume("shop", "cache", method=CSI)]
+    bucket.backup("b", schedule="daily", version=version, volumes=volumes, upload=False)
+    steps = list(bucket.pending["b"])
+    assert [s for s, _ in steps[:3]] == ["-logs.gz", BACKUP_FILE, TARBALL]
+    first = json.loads(steps[1][1])["status"]
+    if interim is None:
+        assert first["phase"] == "Completed"
+        assert "completionTimestamp" in first
+    else:
+        assert first["phase"] == interim
+        assert "completionTimestamp" not in first
+        assert [s for s, _ in steps[-len(finalizer) :]] == finalizer
+        assert json.loads(steps[-1][1])["status"]["phase"] == "Completed"
+    other = VeleroBucket("velero", mode="memory")
+    other.backup(
+        "b", schedule="daily", version=version, volumes=volumes, upload=False, order_seed=7
+    )
+    assert sorted(s for s, _ in steps) == sorted(s for s, _ in other.pending["b"])
+    while bucket.upload_next("b") is not None:
+        pass
+    assert bucket.pending["b"] == []
+    assert json.loads(bucket.file("b", BACKUP_FILE))["status"]["phase"] == "Completed"
