@@ -24,7 +24,7 @@ import structlog
 from snapd import inventory, kube, leader, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
-from snapd.copier import Copier, CopyEvents, Tracked
+from snapd.copier import Copier, CopyEvents, Unfinished
 from snapd.errors import (
     AwsError,
     ConfigError,
@@ -222,18 +222,35 @@ def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
 
 @dataclass
 class SyncOutcome:
-    """What `snapd sync` did, for its output and exit code."""
+    """What `snapd sync` did, for its output and exit code.
+
+    `unprotected` names every source the sync set out to copy (planned, re-planned or
+    adopted) that ended without a completed replica, and why: given up, still pending or
+    never started at `--timeout`, waiting to retry. Any entry makes the sync fail.
+    """
 
     plan: Plan
     copies_started: int = 0
     copies_completed: int = 0
-    failed: list[str] = field(default_factory=list)
-    timed_out: list[Tracked] = field(default_factory=list)
+    unprotected: list[Unfinished] = field(default_factory=list)
+    #: The wait hit `--timeout` (then nothing is pruned).
+    timed_out: bool = False
     prune: PruneReport | None = None
 
     @property
+    def failed(self) -> list[str]:
+        """Given-up sources, one line each (`label (source): reason`)."""
+        return [
+            f"{u.label} ({u.source_id}): {u.reason}" for u in self.unprotected if u.state == "failed"
+        ]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and not self.timed_out and (self.prune is None or self.prune.ok)
+        return (
+            not self.unprotected
+            and not self.timed_out
+            and (self.prune is None or self.prune.ok)
+        )
 
 
 async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
@@ -250,16 +267,16 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     try:
         async with asyncio.timeout(wait_seconds):
             await _settle(engine)
+        # Read before the pool stops: stopping forgets the queue and the pending copies.
+        outcome.unprotected = copier.unfinished()
     except TimeoutError:
-        outcome.timed_out = copier.time_out_pending()
+        outcome.timed_out = True
+        outcome.unprotected = copier.time_out()
     finally:
         stop.set()
         await pool
     outcome.copies_started = copier.stats.started
     outcome.copies_completed = copier.stats.completed
-    outcome.failed = [
-        f"{f.label} ({f.source_id}): {f.reason}" for f in copier.stats.failures.values()
-    ]
     if outcome.timed_out:
         return outcome
     outcome.prune = await engine.prune_pass(force=force)
