@@ -344,11 +344,14 @@ class Copier:
         return max(0.0, ready - now)
 
     async def _wait(self, event: asyncio.Event, seconds: float | None, stop: asyncio.Event) -> None:
-        event.clear()
+        """Until `event`, `stop` or `seconds`. The event is cleared after waking, not before
+        waiting: a wake-up sent while the task was busy (a copy started during a poll) is
+        acted on at once instead of being lost until the next timer."""
         waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            event.clear()
             for waiter in waiters:
                 waiter.cancel()
 

@@ -325,3 +325,34 @@ async def test_settled_copies_are_forgotten_after_an_hour(aws: AwsClients) -> No
     now[0] = SETTLED_MEMORY + 1500.0
     copier._remember_settled(Tracked("snap-r3", "snap-s3", "x", 0.0), now[0])
     assert copier.settled_since(0.0) == {"snap-s2", "snap-s3"}
+
+
+async def test_unfinished_names_an_adopted_copy_that_failed_until_queued_again(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """An adopted copy that ends in `error` leaves its source unprotected, and the copier
+    says so (a sync that cannot re-plan it must not report success); queued again, the
+    source is reported as queued, no longer as failed."""
+    (source,) = seed_sources(ec2sim, 1)
+    orphan = ec2sim.add_snapshot(
+        DST,
+        tags=tags.build_copy_tags(source, SCOPE, SRC),
+        pending_for=0.2,
+        ends_in_error="Given key ID is not accessible",
+    )
+    copier = make_copier(aws)
+    assert copier.adopt(await inventory.list_replicas(aws, DST, SCOPE)) == 1
+    await run_until_settled(copier, ec2sim)
+    (failed,) = copier.unfinished()
+    assert (failed.source_id, failed.state, failed.replica_id) == (
+        source.snapshot_id,
+        "failed",
+        orphan,
+    )
+    assert "left by an earlier run ended in error: Given key ID is not accessible" in (
+        failed.reason
+    )
+    copier.enqueue([CopyAction(source, "missing")])
+    (queued,) = copier.unfinished()
+    assert (queued.source_id, queued.state) == (source.snapshot_id, "queued")
+    assert queued.reason.startswith("not started: waiting for a free copy slot")
