@@ -337,7 +337,7 @@ async def test_unfinished_names_an_adopted_copy_that_failed_until_queued_again(
     orphan = ec2sim.add_snapshot(
         DST,
         tags=tags.build_copy_tags(source, SCOPE, SRC),
-        pending_for=0.2,
+        pending_for=2.0,
         ends_in_error="Given key ID is not accessible",
     )
     copier = make_copier(aws)
