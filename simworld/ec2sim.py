@@ -582,9 +582,7 @@ class Ec2Simulator:
             kms_key_id: str | None,
         ) -> Any:
             with sim._lock:
-                refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(
-                    None
-                )
+                refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
                 if refusal is not None:
                     raise sim._error(refusal.code, refusal.message, refusal.status)
                 if sim._pending_in(backend) >= sim.copy_limit:

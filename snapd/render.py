@@ -68,6 +68,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"backup": e.backup, "error": e.error, "source_snapshot_id": e.source_snapshot_id}
             for e in plan.errors
         ],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in plan.warnings
+        ],
         "prune_guard": {
             "tripped": plan.guard_tripped,
             "retention_prunes": len(plan.retention_prunes),
@@ -146,7 +150,9 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
         ("BACKUP", "SNAPSHOT", "ERROR"),
         error_rows,
     )
-    if not (plan.copies or plan.prunes or plan.skipped or plan.errors):
+    warning_rows = [(w.backup, w.source_snapshot_id, w.error) for w in plan.warnings]
+    out += _section("warnings", ("BACKUP", "SNAPSHOT", "WARNING"), warning_rows)
+    if not (plan.copies or plan.prunes or plan.skipped or plan.errors or plan.warnings):
         out.append("Nothing to do: every watched snapshot has a replica.")
     return "\n".join(out).rstrip() + "\n"
 
@@ -242,6 +248,8 @@ def status_text(status: Mapping[str, Any]) -> str:
         if rows
         else "No completed replicas yet."
     )
+    for warning in status.get("warnings", []):
+        out.append(f"warning: backup {warning['backup']}: {warning['error']}")
     return "\n".join(out) + "\n"
 
 

@@ -148,7 +148,7 @@ class Engine:
                 copier_owned=set(self.copier.active),
                 destination_region=self.region,
             )
-        self.metrics.set_recovery_points(recovery_points(replicas))
+        self.metrics.set_recovery_points(recovery_points(replicas, self.now()))
         return CycleResult(plan, discovery, replicas)
 
     async def cycle(self) -> CycleResult:
@@ -206,11 +206,17 @@ class Engine:
         return report
 
 
-def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
-    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC)."""
+def recovery_points(replicas: list[Replica], now: datetime) -> dict[tuple[str, str], float]:
+    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC).
+
+    A backup time in the future (`planner.in_future`) is no recovery point: it would read
+    as fresh and silence `SnapdRecoveryPointTooOld`; the plan's `warnings` name it.
+    """
     points: dict[tuple[str, str], float] = {}
     for replica in replicas:
         if not (replica.completed and replica.pvc and replica.backup_time):
+            continue
+        if planner.in_future(replica.backup_time, now):
             continue
         key = (replica.namespace or "", replica.pvc)
         points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
@@ -241,16 +247,14 @@ class SyncOutcome:
     def failed(self) -> list[str]:
         """Given-up sources, one line each (`label (source): reason`)."""
         return [
-            f"{u.label} ({u.source_id}): {u.reason}" for u in self.unprotected if u.state == "failed"
+            f"{u.label} ({u.source_id}): {u.reason}"
+            for u in self.unprotected
+            if u.state == "failed"
         ]
 
     @property
     def ok(self) -> bool:
-        return (
-            not self.unprotected
-            and not self.timed_out
-            and (self.prune is None or self.prune.ok)
-        )
+        return not self.unprotected and not self.timed_out and (self.prune is None or self.prune.ok)
 
 
 async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
@@ -507,7 +511,10 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
         good = [
             b
             for b in result.discovery.backups
-            if b.schedule == name and b.phase in GOOD_PHASES and b.start_time
+            if b.schedule == name
+            and b.phase in GOOD_PHASES
+            and b.start_time
+            and not planner.in_future(b.start_time, now)
         ]
         newest = max(good, key=lambda b: b.start_time or now, default=None)
         volumes = [s for s in result.discovery.snapshots if newest and s.backup == newest.name]
@@ -523,7 +530,7 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
             }
         )
     pvcs = []
-    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas).items()):
+    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas, now).items()):
         point = datetime.fromtimestamp(stamp, UTC)
         pvcs.append(
             {
@@ -543,4 +550,8 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
         "backlog": len(result.plan.copies),
         "unreadable_backups": result.discovery.unreadable_backups,
         "errors": [{"backup": e.backup, "error": e.error} for e in result.plan.errors],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in result.plan.warnings
+        ],
     }

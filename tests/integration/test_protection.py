@@ -83,9 +83,7 @@ def test_refused_copies_end_sync_within_one_poll_interval(
     and the refusal."""
     bucket = seed(moto, days=1)
     ec2sim.refuse_copies()
-    code, output = sync_json(
-        moto, timeout=45, SNAPD_POLL_INTERVAL="60s", SNAPD_COPY_RETRIES="1"
-    )
+    code, output = sync_json(moto, timeout=45, SNAPD_POLL_INTERVAL="60s", SNAPD_COPY_RETRIES="1")
     assert code == 1
     missing = unprotected(output)
     assert set(missing) == expected_ids(bucket)
@@ -112,4 +110,3 @@ def test_refused_copies_are_retried_then_reported(moto: MotoWorld, ec2sim: Ec2Si
 
 def ec2(moto: MotoWorld) -> Any:
     return boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
-
