@@ -133,7 +133,7 @@ def _conflicting_claims(live: Iterable[Replica]) -> list[DiscoveryError]:
             by_source[replica.source_snapshot_id].append(replica)
     warnings = []
     for source_id, group in sorted(by_source.items()):
-        if len(group) < 2:  # noqa: PLR2004 - a conflict takes two
+        if len(group) < 2:  # a conflict takes two
             continue
         ids = ", ".join(sorted(r.snapshot_id for r in group))
         warnings.append(
