@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import boto3
+import pytest
 
 from simworld.ec2sim import Ec2Simulator
 from simworld.moto_server import MotoWorld
@@ -110,3 +111,33 @@ def test_refused_copies_are_retried_then_reported(moto: MotoWorld, ec2sim: Ec2Si
 
 def ec2(moto: MotoWorld) -> Any:
     return boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
+
+
+# ------------------------------------------------------------ scopes: exact, or refused
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"SNAPD_CLUSTER": "team-?"}, "'?'"),
+        ({"SNAPD_CLUSTER": "team-*"}, "'*'"),
+        ({"SNAPD_CLUSTER": "t" * 257}, "257 characters"),
+        ({"SNAPD_VELERO_PREFIX": "clusters/*"}, "velero_prefix"),
+        ({"SNAPD_VELERO_PREFIX": "p" * 260}, "set cluster"),
+    ],
+    ids=["question-mark", "asterisk", "too-long", "wildcard-prefix", "long-default-scope"],
+)
+def test_a_scope_that_is_no_exact_tag_value_exits_2(
+    moto: MotoWorld, ec2sim: Ec2Simulator, extra: dict[str, str], needle: str
+) -> None:
+    """A scope EC2 would read as a wildcard filter (or cannot store as a tag value) is a
+    configuration error: one line naming the setting, exit 2, before any AWS call — never
+    a listing that holds another scope's replicas, nor a failure at the first copy."""
+    ec2sim.add_snapshot(DST, tags={tags.CLUSTER: "team-b", tags.PVC: "db"})
+    seed(moto, days=1)
+    ec2sim.calls.clear()
+    result = run_snapd("sync", env=settings_env(moto, **extra))
+    assert result.code == 2, result.stderr
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sum(ec2sim.calls.values()) == 0
