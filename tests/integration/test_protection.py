@@ -6,6 +6,7 @@ scopes, backup times in the future."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -13,9 +14,20 @@ import pytest
 
 from simworld.ec2sim import Ec2Simulator
 from simworld.moto_server import MotoWorld
+from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
 from snapd import tags
 from tests.integration.cli import run_snapd
-from tests.integration.test_cli_sync import DST, expected_ids, replicas, seed, settings_env, tag_map
+from tests.integration.daemon import running, wait_until
+from tests.integration.test_cli_sync import (
+    DST,
+    NOW,
+    SRC,
+    expected_ids,
+    replicas,
+    seed,
+    settings_env,
+    tag_map,
+)
 
 
 def sync_json(moto: MotoWorld, *args: str, timeout: float = 120, **env: str) -> tuple[int, Any]:
@@ -141,3 +153,132 @@ def test_a_scope_that_is_no_exact_tag_value_exits_2(
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert sum(ec2sim.calls.values()) == 0
+
+
+# ------------------------------------------------------------ identity: removed or edited tags
+
+IDENTITY_TAGS = (tags.NAMESPACE, tags.PVC, tags.PV, tags.SOURCE_VOLUME_ID)
+
+
+def test_replicas_without_identity_tags_are_never_aged_out_together(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """Two PVCs' only replicas lose their namespace/PVC/PV/volume tags (a person, an older
+    version): retention cannot tell whose they are, so neither is pruned — not one "because
+    a newer replica of (blank) is kept"."""
+    ec2sim.copy_duration = 0.1
+    seed(moto, days=1, start_days_ago=40)
+    assert run_snapd("sync", env=settings_env(moto, SNAPD_RETENTION_MAX_AGE="90d")).code == 0
+    made = [s["SnapshotId"] for s in replicas(moto)]
+    assert len(made) == 2
+    ec2(moto).delete_tags(Resources=made, Tags=[{"Key": key} for key in IDENTITY_TAGS])
+    env = {"SNAPD_RETENTION_MAX_AGE": "30d"}
+    code, plan = sync_json(moto, "--dry-run", **env)
+    assert code == 0
+    assert plan["prune"] == []
+    result = run_snapd("sync", "--force", env=settings_env(moto, **env))
+    assert result.code == 0, result.stderr
+    assert sorted(s["SnapshotId"] for s in replicas(moto)) == sorted(made)
+
+
+def test_an_edited_source_id_never_makes_another_volumes_replica_a_duplicate(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """The cache PVC's only replica gets the db replica's source id by hand: both are kept
+    and the conflict is reported; a true duplicate (every identity tag equal) still goes."""
+    ec2sim.copy_duration = 0.1
+    bucket = seed(moto, days=1)
+    assert run_snapd("sync", env=settings_env(moto)).code == 0
+    by_pvc = {tag_map(s)[tags.PVC]: s for s in replicas(moto)}
+    db, cache = by_pvc["db"], by_pvc["cache"]
+    db_source = tag_map(db)[tags.SOURCE_SNAPSHOT_ID]
+    ec2(moto).create_tags(
+        Resources=[cache["SnapshotId"]], Tags=[{"Key": tags.SOURCE_SNAPSHOT_ID, "Value": db_source}]
+    )
+    duplicate = ec2sim.add_snapshot(DST, tags=tag_map(db))
+    code, output = sync_json(moto)
+    assert code == 0, output
+    left = {s["SnapshotId"] for s in replicas(moto)}
+    assert {db["SnapshotId"], cache["SnapshotId"]} <= left
+    assert duplicate not in left
+    conflicts = [w for w in output["warnings"] if w["source_snapshot_id"] == db_source]
+    assert len(conflicts) == 1
+    assert cache["SnapshotId"] in conflicts[0]["error"]
+    assert db["SnapshotId"] in conflicts[0]["error"]
+    # The cache source lost its claimed replica, so it was copied again: still covered.
+    covered = {tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in replicas(moto)}
+    assert covered == expected_ids(bucket)
+
+
+# ------------------------------------------------------------ a backup time in the future
+
+FUTURE = NOW + timedelta(days=305)
+#: The volumes `seed` backs up.
+VOLUMES = [
+    Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3"),
+    Volume("shop", "cache", 5, f"{SRC}b", CSI, "gp3"),
+]
+
+
+def seed_with_future_backup(moto: MotoWorld) -> tuple[VeleroBucket, str, str]:
+    """A real backup two days old and one whose startTimestamp lies 305 days ahead."""
+    bucket = seed(moto, days=1, start_days_ago=2)
+    (real,) = bucket.backups
+    future = f"daily-{FUTURE:%Y%m%d%H%M%S}"
+    bucket.backup(future, schedule="daily", volumes=VOLUMES, start=FUTURE, version="1.14")
+    return bucket, real, future
+
+
+def test_a_future_backup_time_never_counts_as_protection(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """Velero's clock (or a hand) writes a backup time 305 days ahead: its snapshots are
+    copied, but the real newest backup is still copied and kept by retention, `status`
+    shows the real recovery point (no negative age) and names the future backup."""
+    ec2sim.copy_duration = 0.1
+    bucket, real, future = seed_with_future_backup(moto)
+    env = {"SNAPD_RETENTION_MAX_AGE": "1d"}
+    code, output = sync_json(moto, **env)
+    assert code == 0, output
+    copied = {tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in replicas(moto)}
+    assert copied == expected_ids(bucket)  # the real backup's snapshots too
+    assert [w["backup"] for w in output["warnings"]] == [future]
+    assert "in the future" in output["warnings"][0]["error"]
+
+    again = run_snapd("sync", "--force", env=settings_env(moto, **env))
+    assert again.code == 0, again.stderr
+    kept = {tag_map(s)[tags.BACKUP] for s in replicas(moto)}
+    assert kept == {real, future}
+
+    status = run_snapd("status", "-o", "json", env=settings_env(moto, **env))
+    assert status.code == 0, status.stderr
+    report = json.loads(status.stdout)
+    real_time = bucket.backups[real].start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert {(p["pvc"], p["recovery_point"]) for p in report["pvcs"]} == {
+        ("db", real_time),
+        ("cache", real_time),
+    }
+    assert all(p["age_seconds"] > 0 for p in report["pvcs"])
+    assert report["schedules"][0]["newest_backup"] == real
+    assert [w["backup"] for w in report["warnings"]] == [future]
+    text = run_snapd("status", env=settings_env(moto, **env))
+    assert f"warning: backup {future}: " in text.stdout
+    assert "-305d" not in text.stdout
+
+
+def test_the_daemon_exports_no_future_recovery_point(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """`snapd run`: the recovery point metric of each PVC is its real newest replica, so
+    SnapdRecoveryPointTooOld can still fire when only a future-dated replica is newer."""
+    ec2sim.copy_duration = 0.1
+    bucket, real, _ = seed_with_future_backup(moto)
+    real_time = bucket.backups[real].start.timestamp()
+    with running(settings_env(moto, SNAPD_SYNC_INTERVAL="1s")) as daemon:
+
+        def points() -> dict[str, float] | None:
+            series = daemon.scrape().series("snapd_recovery_point_timestamp_seconds")
+            found = {dict(labels)["pvc"]: value for labels, value in series.items()}
+            return found if set(found) == {"db", "cache"} else None
+
+        exported = wait_until(points, timeout=60, what="recovery points of db and cache")
+        assert exported == {"db": real_time, "cache": real_time}
+        assert daemon.stop() == 0
