@@ -26,6 +26,10 @@ a refused CopySnapshot (a permanent AWS error) counts as a try too. A source tha
 tries is reported and given up until `GIVE_UP_COOLDOWN` has passed (the daemon keeps trying,
 slowly; `snapd sync` reports it and exits 1). One failure never blocks the other copies.
 A copy that EC2 does not show yet (eventual consistency) is tolerated for `NOT_FOUND_WINDOW`.
+`unfinished()` names every source asked of the pool without a completed replica — given
+up, queued (never started, and why; waiting to retry, and after what) or pending — so
+`snapd sync` never reports success for a copy that never started. The pool reports itself
+idle (`wait_settled`) the moment nothing queued, being started or pending is left.
 
 Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
 minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
