@@ -252,12 +252,12 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
         "copies_completed": outcome.copies_completed,
         "copies_failed": outcome.failed,
         "copies_timed_out": [
-            u.replica_id for u in outcome.unprotected if outcome.timed_out and u.replica_id
+            u.replica_id for u in outcome.unprotected if outcome.timed_out and u.state == "pending"
         ],
         "unprotected": [
             {
                 "source_snapshot_id": u.source_id,
-                "volume": u.label,
+                "label": u.label,
                 "state": u.state,
                 "replica_id": u.replica_id,
                 "reason": u.reason,
