@@ -181,6 +181,7 @@ class Engine:
             prunes_planned=len(plan.prunes),
             skipped=len(plan.skipped),
             errors=len(plan.errors),
+            warnings=len(plan.warnings),
             in_flight=len(self.copier.active),
             backlog=self.copier.backlog,
         )
