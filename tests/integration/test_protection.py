@@ -169,16 +169,15 @@ def test_replicas_without_identity_tags_are_never_aged_out_together(
     ec2sim.copy_duration = 0.1
     seed(moto, days=1, start_days_ago=40)
     assert run_snapd("sync", env=settings_env(moto, SNAPD_RETENTION_MAX_AGE="90d")).code == 0
-    made = [s["SnapshotId"] for s in replicas(moto)]
+    made = [str(s["SnapshotId"]) for s in replicas(moto)]
     assert len(made) == 2
     ec2(moto).delete_tags(Resources=made, Tags=[{"Key": key} for key in IDENTITY_TAGS])
-    env = {"SNAPD_RETENTION_MAX_AGE": "30d"}
-    code, plan = sync_json(moto, "--dry-run", **env)
+    code, plan = sync_json(moto, "--dry-run", SNAPD_RETENTION_MAX_AGE="30d")
     assert code == 0
     assert plan["prune"] == []
-    result = run_snapd("sync", "--force", env=settings_env(moto, **env))
+    result = run_snapd("sync", "--force", env=settings_env(moto, SNAPD_RETENTION_MAX_AGE="30d"))
     assert result.code == 0, result.stderr
-    assert sorted(s["SnapshotId"] for s in replicas(moto)) == sorted(made)
+    assert sorted(str(s["SnapshotId"]) for s in replicas(moto)) == sorted(made)
 
 
 def test_an_edited_source_id_never_makes_another_volumes_replica_a_duplicate(
@@ -238,7 +237,7 @@ def test_a_future_backup_time_never_counts_as_protection(
     ec2sim.copy_duration = 0.1
     bucket, real, future = seed_with_future_backup(moto)
     env = {"SNAPD_RETENTION_MAX_AGE": "1d"}
-    code, output = sync_json(moto, **env)
+    code, output = sync_json(moto, SNAPD_RETENTION_MAX_AGE="1d")
     assert code == 0, output
     copied = {tag_map(s)[tags.SOURCE_SNAPSHOT_ID] for s in replicas(moto)}
     assert copied == expected_ids(bucket)  # the real backup's snapshots too
