@@ -324,6 +324,7 @@ class Copier:
             log.info("copier.stopped", queued=len(self.queue), left_running_in_aws=len(self.active))
             self.queue.clear()
             self.active.clear()
+            self._adopted_failures.clear()
             self._changed()
 
     async def _starter(self, stop: asyncio.Event) -> None:
