@@ -78,8 +78,8 @@ def test_sync_timeout_while_a_retry_waits_in_backoff_fails(
     bucket = seed(moto, days=1)
     broken = sorted(expected_ids(bucket))[0]
     ec2sim.fail_copies(broken, times=1)
-    # The retry's backoff is at least half a poll interval (2.5 s): past the 1.5 s timeout.
-    code, output = sync_json(moto, "--timeout", "1.5s", SNAPD_POLL_INTERVAL="5s")
+    # The retry's backoff is at least half a poll interval (10 s): past the 4 s timeout.
+    code, output = sync_json(moto, "--timeout", "4s", SNAPD_POLL_INTERVAL="20s")
     assert code == 1
     missing = unprotected(output)
     assert set(missing) == {broken}
@@ -92,11 +92,11 @@ def test_refused_copies_end_sync_within_one_poll_interval(
     moto: MotoWorld, ec2sim: Ec2Simulator
 ) -> None:
     """Every CopySnapshot refused (UnauthorizedOperation) and given up: sync exits 1 at once
-    — long before its 12 h timeout and before one 60 s poll interval — naming each source
+    — long before its 12 h timeout and before one 120 s poll interval — naming each source
     and the refusal."""
     bucket = seed(moto, days=1)
     ec2sim.refuse_copies()
-    code, output = sync_json(moto, timeout=45, SNAPD_POLL_INTERVAL="60s", SNAPD_COPY_RETRIES="1")
+    code, output = sync_json(moto, timeout=100, SNAPD_POLL_INTERVAL="120s", SNAPD_COPY_RETRIES="1")
     assert code == 1
     missing = unprotected(output)
     assert set(missing) == expected_ids(bucket)
@@ -278,6 +278,6 @@ def test_the_daemon_exports_no_future_recovery_point(moto: MotoWorld, ec2sim: Ec
             found = {dict(labels)["pvc"]: value for labels, value in series.items()}
             return found if set(found) == {"db", "cache"} else None
 
-        exported = wait_until(points, timeout=60, what="recovery points of db and cache")
+        exported = wait_until(points, timeout=120, what="recovery points of db and cache")
         assert exported == {"db": real_time, "cache": real_time}
         assert daemon.stop() == 0
