@@ -10,6 +10,9 @@ process's aioboto3, or a `snapd` subprocess over HTTP — sees:
   DescribeSnapshots, its `status` filter, the copy limit and DeleteSnapshot always agree;
 - the per-region limit of `copy_limit` pending copies (`ResourceLimitExceeded`, HTTP 400),
   counting every pending snapshot of the account in the region, foreign ones too;
+- standing refusals of CopySnapshot (`refuse_copies`: `UnauthorizedOperation` 403 by
+  default, for one source or all), as an IAM policy or a KMS key policy refuses them,
+  checked before the copy limit as AWS authorizes before it counts;
 - queued faults for any EC2 action (`RequestLimitExceeded` 503, `InternalError` 500, …)
   answered over HTTP, so botocore's retry handler sees them as it would from AWS;
 - `aws:` tag keys and more than 50 tags refused before anything is created;
@@ -75,7 +78,13 @@ FAULT_STATUS = {
     "InternalFailure": 500,
     "UnauthorizedOperation": 403,
 }
+#: What EC2 answers when IAM denies an action (the encoded part is opaque).
+UNAUTHORIZED_MESSAGE = (
+    "You are not authorized to perform this operation. Encoded authorization failure "
+    "message: ec2sim-encoded-denial"
+)
 DEFAULT_FAULT_MESSAGE = {
+    "UnauthorizedOperation": UNAUTHORIZED_MESSAGE,
     "RequestLimitExceeded": "Request limit exceeded.",
     "InternalError": "An internal error has occurred.",
     "ServiceUnavailable": "The service is unavailable. Please try again shortly.",
@@ -183,6 +192,8 @@ class Ec2Simulator:
         self.volume_duration: float = 0.05
         self.faults: list[Fault] = []
         self._copy_errors: dict[str, list[Any]] = {}  # source id → [remaining, message]
+        #: Standing CopySnapshot refusals: source id (None = every source) → the answer.
+        self._copy_refusals: dict[str | None, Fault] = {}
         self._volume_errors: dict[str, int] = {}  # snapshot id → remaining
         self._in_use: dict[str, str] = {}  # snapshot id → AMI id
         #: CopySnapshot's time-based copy, as asked: copy id → CompletionDurationMinutes.
@@ -273,6 +284,32 @@ class Ec2Simulator:
         """The next `times` copies of this source end in `error` with `message`."""
         with self._lock:
             self._copy_errors[source_snapshot_id] = [times, message]
+
+    def refuse_copies(
+        self,
+        source_snapshot_id: str | None = None,
+        *,
+        code: str = "UnauthorizedOperation",
+        message: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Refuse every CopySnapshot of this source (None: of any source) until
+        `allow_copies`: nothing is created, the call answers `code` (HTTP 403 for
+        `UnauthorizedOperation`, else AWS's status for the code, else 400)."""
+        refusal = Fault(
+            action="CopySnapshot",
+            code=code,
+            status=status or FAULT_STATUS.get(code, 400),
+            message=message if message is not None else DEFAULT_FAULT_MESSAGE.get(code, code),
+            remaining=0,
+        )
+        with self._lock:
+            self._copy_refusals[source_snapshot_id] = refusal
+
+    def allow_copies(self, source_snapshot_id: str | None = None) -> None:
+        """Lift a standing refusal set by `refuse_copies` with the same argument."""
+        with self._lock:
+            self._copy_refusals.pop(source_snapshot_id, None)
 
     def fail_volumes_from(self, snapshot_id: str, *, times: int = 1) -> None:
         """The next `times` volumes created from this snapshot end in `error`."""
@@ -545,6 +582,9 @@ class Ec2Simulator:
             kms_key_id: str | None,
         ) -> Any:
             with sim._lock:
+                refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
+                if refusal is not None:
+                    raise sim._error(refusal.code, refusal.message, refusal.status)
                 if sim._pending_in(backend) >= sim.copy_limit:
                     raise sim._error(
                         "ResourceLimitExceeded",

@@ -251,7 +251,19 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
         "copies_started": outcome.copies_started,
         "copies_completed": outcome.copies_completed,
         "copies_failed": outcome.failed,
-        "copies_timed_out": [t.replica_id for t in outcome.timed_out],
+        "copies_timed_out": [
+            u.replica_id for u in outcome.unprotected if outcome.timed_out and u.state == "pending"
+        ],
+        "unprotected": [
+            {
+                "source_snapshot_id": u.source_id,
+                "label": u.label,
+                "state": u.state,
+                "replica_id": u.replica_id,
+                "reason": u.reason,
+            }
+            for u in outcome.unprotected
+        ],
         "pruned": report.deleted if report else [],
         "prune_failed": report.failed if report else {},
         "prune_held_back": report.held_back if report else 0,
@@ -262,11 +274,9 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
 def _outcome_text(outcome: SyncOutcome) -> str:
     report = outcome.prune
     lines = [f"copies: {outcome.copies_completed} completed of {outcome.copies_started} started"]
-    lines += [f"copy failed: {line}" for line in outcome.failed]
-    lines += [
-        f"copy still pending at --timeout: {t.label} ({t.replica_id}, {t.progress}%)"
-        for t in outcome.timed_out
-    ]
+    if outcome.timed_out:
+        lines.append("--timeout reached before every copy completed")
+    lines += [f"not protected: {u.label} ({u.source_id}): {u.reason}" for u in outcome.unprotected]
     if outcome.timed_out:
         lines.append("prune skipped: copies were still pending")
     if report is not None:

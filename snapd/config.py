@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -29,6 +29,14 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _SCHEDULE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+#: A scope is an EC2 tag value matched by a tag *filter*, where `*` and `?` are wildcards
+#: (and `\` escapes them): so only AWS's portable tag characters, which hold none of them.
+_SCOPE_CHARS = re.compile(r"[\w .:/=+\-@]")
+SCOPE_HELP = "letters, digits, spaces and _ . : / = + - @ (no * ? or \\)"
+#: EC2 tag values hold at most 256 characters.
+SCOPE_MAX_LENGTH = 256
+#: Characters a BSL prefix must not hold: EC2 filter wildcards and escapes, control codes.
+_PREFIX_FORBIDDEN = re.compile(r"[*?\\\x00-\x1f\x7f]")
 
 DURATION_HELP = "a duration: seconds (90, 0.5) or units ms s m h d combined (500ms, 5m, 1h30m, 30d)"
 
@@ -188,7 +196,30 @@ class Settings(BaseSettings):
     @field_validator("velero_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        return value.strip("/")
+        value = value.strip("/")
+        bad = _PREFIX_FORBIDDEN.search(value)
+        if bad:
+            raise ValueError(
+                f"expected a BSL prefix without {bad.group()!r} (the prefix is part of the "
+                "default scope, matched as an EC2 tag filter where * and ? are wildcards), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The scope, given or derived from bucket/prefix, must be an exact EC2 tag value:
+        a wildcard would make the inventory list — and the pruner judge — other scopes'
+        replicas, and a value over 256 characters would fail only at the first copy."""
+        if value:
+            _check_scope(value)
+            return value
+        bucket, prefix = info.data.get("velero_bucket"), info.data.get("velero_prefix")
+        if bucket:
+            default = "/".join(p for p in (bucket.strip("/"), (prefix or "").strip("/")) if p)
+            _check_scope(default, default=True)
+        return value
 
     @field_validator("source_region", "destination_region")
     @classmethod
@@ -254,6 +285,25 @@ class Settings(BaseSettings):
             view[name] = format_duration(value) if isinstance(value, timedelta) else value
         view["scope"] = self.scope
         return view
+
+
+def _check_scope(scope: str, *, default: bool = False) -> None:
+    """ValueError unless `scope` fits an EC2 tag value and holds no filter wildcard."""
+    what = f"the default scope {scope[:72]!r} (bucket/prefix)" if default else "the scope"
+    set_cluster = "; set cluster to a scope that " if default else ""
+    if len(scope) > SCOPE_MAX_LENGTH:
+        raise ValueError(
+            f"expected {what} to fit an EC2 tag value ({SCOPE_MAX_LENGTH} characters), got "
+            f"{len(scope)} characters" + (set_cluster + "does" if default else "")
+        )
+    bad = next((c for c in scope if not _SCOPE_CHARS.fullmatch(c)), None)
+    if bad is not None:
+        raise ValueError(
+            f"expected {what} to hold {SCOPE_HELP} only, got {scope[:72]!r} with {bad!r}"
+            + (set_cluster + "does" if default else "")
+        )
+    if scope != scope.strip():
+        raise ValueError(f"expected {what} without leading or trailing spaces, got {scope!r}")
 
 
 def _with_yaml_file(data: Mapping[str, Any]) -> type[Settings]:

@@ -80,7 +80,12 @@ def build_replica_from_ec2(snapshot: dict[str, Any], region: str) -> Replica:
 
 
 async def list_replicas(aws: AwsClients, region: str, scope: str) -> list[Replica]:
-    """Every snapshot we own in `region` whose `snapd.io/cluster` tag is `scope`."""
+    """Every snapshot we own in `region` whose `snapd.io/cluster` tag is exactly `scope`.
+
+    The tag filter narrows the listing, but EC2 treats `*` and `?` in filter values as
+    wildcards: the filter alone is never trusted, each replica's tag must equal the scope
+    (configuration refuses such scopes too; this holds whatever reaches here).
+    """
     replicas: list[Replica] = []
     async for page in aws.pages(
         "ec2",
@@ -90,7 +95,10 @@ async def list_replicas(aws: AwsClients, region: str, scope: str) -> list[Replic
         Filters=[{"Name": f"tag:{tags.CLUSTER}", "Values": [scope]}],
         PaginationConfig={"PageSize": PAGE_SIZE},
     ):
-        replicas.extend(build_replica_from_ec2(s, region) for s in page.get("Snapshots", []))
+        for snapshot in page.get("Snapshots", []):
+            replica = build_replica_from_ec2(snapshot, region)
+            if replica.scope == scope:
+                replicas.append(replica)
     return replicas
 
 

@@ -85,8 +85,9 @@ class SourceSnapshot:
     source_tags: tuple[tuple[str, str], ...] = ()
 
     @property
-    def volume_key(self) -> tuple[str, str]:
-        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown."""
+    def volume_key(self) -> tuple[str, str] | None:
+        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown;
+        None when nothing identifies the volume (see `volume_key`)."""
         return volume_key(self.namespace, self.pvc, self.pv, self.volume_id)
 
     def with_details(self, **changes: Any) -> SourceSnapshot:
@@ -129,9 +130,24 @@ class Replica:
     tags: tuple[tuple[str, str], ...] = ()
 
     @property
-    def volume_key(self) -> tuple[str, str]:
+    def volume_key(self) -> tuple[str, str] | None:
         """(namespace, PVC) that retention groups by; see `SourceSnapshot.volume_key`."""
         return volume_key(self.namespace, self.pvc, self.pv, self.source_volume_id)
+
+    @property
+    def identity(self) -> tuple[str, str, str, str, datetime] | None:
+        """What two replicas must share to be copies of one restore point (duplicates):
+        source snapshot, backup, namespace, PVC and backup time. None when the source id,
+        backup or backup time tag is missing: such a replica is never taken for a duplicate."""
+        if not (self.source_snapshot_id and self.backup and self.backup_time):
+            return None
+        return (
+            self.source_snapshot_id,
+            self.backup,
+            self.namespace or "",
+            self.pvc or "",
+            self.backup_time,
+        )
 
     @property
     def completed(self) -> bool:
@@ -144,11 +160,22 @@ class Replica:
 
 def volume_key(
     namespace: str | None, pvc: str | None, pv: str | None, volume_id: str | None
-) -> tuple[str, str]:
-    """The retention key of one volume: (namespace, PVC), falling back to PV, then volume id."""
-    if pvc:
-        return (namespace or "", pvc)
-    return ("", pv or volume_id or "")
+) -> tuple[str, str] | None:
+    """The retention key of one volume: (namespace, PVC) when both are known, else the PV
+    name, else the source volume id; None when none is known.
+
+    A PVC is namespaced, so a PVC name alone would pool same-named PVCs of different
+    namespaces. None (identity tags removed, or never written) must never be pooled with
+    other unknowns either: the planner never ages such a replica out and never counts it
+    as a newer restore point of anything.
+    """
+    if namespace and pvc:
+        return (namespace, pvc)
+    if pv:
+        return ("", pv)
+    if volume_id:
+        return ("", volume_id)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +279,9 @@ class Plan:
     prunes: tuple[PruneAction, ...] = ()
     skipped: tuple[Skip, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
-    #: Backups whose snapshots are still handled, with a problem worth telling (same shape
-    #: as `errors`).
+    #: Problems worth telling that change nothing about what is copied (same shape as
+    #: `errors`): backups whose snapshots are still handled despite a problem, backup times
+    #: in the future, replicas that claim one source but disagree on what it is.
     warnings: tuple[DiscoveryError, ...] = ()
     #: Completed replicas of the scope, the base of the prune guard's fraction.
     completed_replicas: int = 0

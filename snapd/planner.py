@@ -11,8 +11,15 @@ No I/O, no clock (`now` is passed in), no logging. The rules are DESIGN.md "Rete
   one, so a PVC never loses its last good copy to a copy that later fails.
 - The newest source snapshot of a PVC is always copied, however old. Any other snapshot
   that retention would prune as soon as the copies planned with it complete is not copied.
-- Duplicates (two replicas of one source, after a retried call) and replicas in `error`
-  are cleanup: pruned, never held back by the guard.
+- Identity. A replica's volume is (namespace, PVC), else its PV, else its source volume id
+  (`models.volume_key`); a replica whose volume cannot be identified is never aged out and
+  never counts as a newer restore point of anything. A backup time later than `now` plus
+  `CLOCK_SKEW` is reported (`warnings`) and never counts as protection: such a replica is
+  neither aged out nor counted, such a source is copied but never outranks real ones.
+- Duplicates (two replicas of one restore point, after a retried call) and replicas in
+  `error` are cleanup: pruned, never held back by the guard. Duplicates agree on source
+  snapshot, backup, namespace, PVC and backup time (`Replica.identity`); replicas that share
+  a source id but disagree on the rest are all kept and reported.
 - The guard: if the retention prunes exceed `prune_max_fraction` of the scope's completed
   replicas, `guard_tripped` is set and the pruner holds the retention pass back.
 """
@@ -21,13 +28,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import zip_longest
 
 from snapd.config import format_duration
 from snapd.models import (
     CopyAction,
     Discovery,
+    DiscoveryError,
     Plan,
     Policy,
     PruneAction,
@@ -38,6 +46,14 @@ from snapd.models import (
 )
 
 VolumeKey = tuple[str, str]
+
+#: How far a backup time may lie ahead of our clock and still count (clocks drift apart).
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def in_future(moment: datetime | None, now: datetime) -> bool:
+    """Whether a backup time lies beyond `now` plus `CLOCK_SKEW`: it protects nothing yet."""
+    return moment is not None and moment > now + CLOCK_SKEW
 
 
 def plan(
@@ -56,7 +72,7 @@ def plan(
     again); `copier_owned` are replica ids the copier is watching — never pruned here, since
     the copier settles them itself (a copy ending in `error` is its to delete and retry).
     """
-    live, cleanup = split_cleanup(replicas)
+    live, cleanup, conflicts = split_cleanup(replicas)
     cleanup = [p for p in cleanup if p.replica.snapshot_id not in copier_owned]
     covered = {r.source_snapshot_id for r in live if r.source_snapshot_id} | set(in_progress)
     sources = unique_sources(discovery.snapshots)
@@ -71,36 +87,91 @@ def plan(
         prunes=(*cleanup, *retention),
         skipped=(*discovery.skipped, *source_skips, *retention_skips),
         errors=discovery.errors,
-        warnings=discovery.warnings,
+        warnings=(*discovery.warnings, *future_warnings(sources, live, now), *conflicts),
         completed_replicas=completed,
         guard_tripped=tripped,
     )
 
 
-def split_cleanup(replicas: Iterable[Replica]) -> tuple[list[Replica], list[PruneAction]]:
-    """Replicas worth keeping, and cleanup prunes for `error` replicas and duplicates.
+def split_cleanup(
+    replicas: Iterable[Replica],
+) -> tuple[list[Replica], list[PruneAction], list[DiscoveryError]]:
+    """Replicas worth keeping, cleanup prunes for `error` replicas and duplicates, and
+    warnings for replicas that claim one source but disagree on what it is.
 
-    Of several replicas of one source, the best is kept: completed over pending, then the
+    Duplicates share `Replica.identity` (source, backup, namespace, PVC, backup time): a
+    source id tag alone, edited by hand, must never turn another volume's only replica into
+    a "duplicate". Of several duplicates the best is kept: completed over pending, then the
     oldest (its incremental chain is the one AWS already knows), then the smallest id.
     """
     cleanup: list[PruneAction] = []
-    by_source: dict[str, list[Replica]] = defaultdict(list)
+    by_identity: dict[tuple[object, ...], list[Replica]] = defaultdict(list)
     live: list[Replica] = []
     for replica in replicas:
+        identity = replica.identity
         if replica.state == "error":
             message = replica.state_message or "no StateMessage"
             cleanup.append(PruneAction(replica, PruneKind.ERROR, f"copy ended in error: {message}"))
-        elif replica.source_snapshot_id:
-            by_source[replica.source_snapshot_id].append(replica)
+        elif identity is not None:
+            by_identity[identity].append(replica)
         else:
             live.append(replica)
-    for group in by_source.values():
+    for group in by_identity.values():
         best, *others = sorted(group, key=_keep_order)
         live.append(best)
         cleanup.extend(
             PruneAction(r, PruneKind.DUPLICATE, f"duplicate of {best.snapshot_id}") for r in others
         )
-    return live, cleanup
+    return live, cleanup, _conflicting_claims(live)
+
+
+def _conflicting_claims(live: Iterable[Replica]) -> list[DiscoveryError]:
+    """One warning per source id that kept replicas claim with different identities."""
+    by_source: dict[str, list[Replica]] = defaultdict(list)
+    for replica in live:
+        if replica.source_snapshot_id:
+            by_source[replica.source_snapshot_id].append(replica)
+    warnings = []
+    for source_id, group in sorted(by_source.items()):
+        if len(group) < 2:  # a conflict takes two
+            continue
+        ids = ", ".join(sorted(r.snapshot_id for r in group))
+        warnings.append(
+            DiscoveryError(
+                group[0].backup or "-",
+                f"replicas {ids} all claim source {source_id} but disagree on backup, "
+                "namespace, PVC or backup time (a tag edited or removed by hand?): none is "
+                "deleted as a duplicate; check their snapd.io/* tags",
+                source_id,
+            )
+        )
+    return warnings
+
+
+def future_warnings(
+    sources: Iterable[SourceSnapshot], live: Iterable[Replica], now: datetime
+) -> list[DiscoveryError]:
+    """One warning per backup whose time lies in the future: it protects nothing yet."""
+    seen: dict[str, tuple[datetime, list[str]]] = {}
+    for source in sources:
+        if in_future(source.backup_time, now):
+            seen.setdefault(source.backup, (source.backup_time, []))
+    for replica in live:
+        if replica.backup_time is not None and in_future(replica.backup_time, now):
+            backup = replica.backup or "-"
+            seen.setdefault(backup, (replica.backup_time, []))[1].append(replica.snapshot_id)
+    warnings = []
+    for backup, (moment, replica_ids) in sorted(seen.items()):
+        held = f"; replicas {', '.join(sorted(replica_ids))}" if replica_ids else ""
+        warnings.append(
+            DiscoveryError(
+                backup,
+                f"backup time {moment.isoformat()} is in the future (a clock or an edited "
+                f"velero-backup.json or snapd.io/backup-time tag){held}: its snapshots are "
+                "copied and kept, but count as a restore point only from that time",
+            )
+        )
+    return warnings
 
 
 def _keep_order(replica: Replica) -> tuple[int, datetime, str]:
@@ -144,16 +215,22 @@ def choose_copies(
     now: datetime,
 ) -> tuple[list[CopyAction], list[Skip]]:
     """Copies worth making: the newest source of each PVC always, others unless doomed."""
-    newest = newest_source_per_volume(sources)
+    newest = newest_source_per_volume(sources, now)
     restore_points: dict[VolumeKey, list[datetime]] = defaultdict(list)
     for replica in live:
-        if replica.backup_time and (replica.completed or replica.pending):
-            restore_points[replica.volume_key].append(replica.backup_time)
+        key, moment = replica.volume_key, replica.backup_time
+        if key is None or moment is None or in_future(moment, now):
+            continue  # counts as no one's restore point (module docstring, "Identity")
+        if replica.completed or replica.pending:
+            restore_points[key].append(moment)
     cutoff = now - policy.max_age
     copies: list[CopyAction] = []
     skips: list[Skip] = []
     for source in sorted(candidates, key=lambda s: s.backup_time, reverse=True):
         key = source.volume_key
+        if key is None or in_future(source.backup_time, now):
+            copies.append(CopyAction(source, _uncounted_reason(key is None)))
+            continue
         newer = sum(1 for t in restore_points[key] if t > source.backup_time)
         if newest.get(key) == source.snapshot_id:
             reason = "newest restore point of its volume, missing in {dest}"
@@ -167,6 +244,18 @@ def choose_copies(
     return copies, skips
 
 
+def _uncounted_reason(unidentified: bool) -> str:
+    if unidentified:
+        return (
+            "missing in {dest}; its volume is unknown (no namespace/PVC, PV or volume id), "
+            "so retention never ages its replica out"
+        )
+    return (
+        "missing in {dest}; its backup time is in the future, so its replica counts as a "
+        "restore point only from then"
+    )
+
+
 def _doomed_reason(policy: Policy, newer: int) -> str:
     return (
         f"older than retention ({format_duration(policy.max_age)}) with {newer} newer "
@@ -174,29 +263,37 @@ def _doomed_reason(policy: Policy, newer: int) -> str:
     )
 
 
-def newest_source_per_volume(sources: Iterable[SourceSnapshot]) -> dict[VolumeKey, str]:
-    """Snapshot id of the newest source snapshot of each volume (ties: larger id)."""
+def newest_source_per_volume(
+    sources: Iterable[SourceSnapshot], now: datetime
+) -> dict[VolumeKey, str]:
+    """Snapshot id of the newest source snapshot of each identified volume (ties: larger
+    id); a backup time in the future never makes a source the newest."""
     newest: dict[VolumeKey, SourceSnapshot] = {}
     for source in sources:
-        best = newest.get(source.volume_key)
+        key = source.volume_key
+        if key is None or in_future(source.backup_time, now):
+            continue
+        best = newest.get(key)
         if best is None or (source.backup_time, source.snapshot_id) > (
             best.backup_time,
             best.snapshot_id,
         ):
-            newest[source.volume_key] = source
+            newest[key] = source
     return {key: s.snapshot_id for key, s in newest.items()}
 
 
 def retention_prunes(live: Sequence[Replica], policy: Policy, now: datetime) -> list[PruneAction]:
     """Completed replicas past `max_age` with `keep_last` newer completed ones of their PVC.
 
-    A replica whose backup time tag is unreadable is never aged out (it cannot be judged).
+    A replica that cannot be judged is never aged out and never counted as newer: its
+    backup time tag unreadable or in the future, or its volume unidentified.
     """
     cutoff = now - policy.max_age
     by_volume: dict[VolumeKey, list[tuple[datetime, Replica]]] = defaultdict(list)
     for replica in live:
-        if replica.completed and replica.backup_time is not None:
-            by_volume[replica.volume_key].append((replica.backup_time, replica))
+        key, moment = replica.volume_key, replica.backup_time
+        if replica.completed and key is not None and moment and not in_future(moment, now):
+            by_volume[key].append((moment, replica))
     prunes: list[PruneAction] = []
     for (namespace, pvc), group in sorted(by_volume.items()):
         group.sort(key=lambda item: (item[0], item[1].snapshot_id), reverse=True)
@@ -225,7 +322,9 @@ def order_copies(copies: Sequence[CopyAction]) -> list[CopyAction]:
     """
     by_volume: dict[VolumeKey, list[CopyAction]] = defaultdict(list)
     for copy in copies:
-        by_volume[copy.source.volume_key].append(copy)
+        # An unidentified volume gets a lane of its own (a PV name never holds ":").
+        lane = copy.source.volume_key or ("", f"unidentified:{copy.source.snapshot_id}")
+        by_volume[lane].append(copy)
     lanes = [
         sorted(group, key=lambda c: (c.source.backup_time, c.source.snapshot_id))
         for _, group in sorted(by_volume.items())

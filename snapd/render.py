@@ -153,7 +153,7 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
     )
     warning_rows = [(w.backup, w.source_snapshot_id, w.error) for w in plan.warnings]
     out += _section(
-        "warnings (these backups' snapshots are still handled as planned above)",
+        "warnings (snapshots are still handled as planned above)",
         ("BACKUP", "SNAPSHOT", "WARNING"),
         warning_rows,
     )
@@ -254,6 +254,8 @@ def status_text(status: Mapping[str, Any]) -> str:
         if rows
         else "No completed replicas yet."
     )
+    for warning in status.get("warnings", []):
+        out.append(f"warning: backup {warning['backup']}: {warning['error']}")
     return "\n".join(out) + "\n"
 
 

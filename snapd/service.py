@@ -24,7 +24,7 @@ import structlog
 from snapd import inventory, kube, leader, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
-from snapd.copier import Copier, CopyEvents, Tracked
+from snapd.copier import Copier, CopyEvents, Unfinished
 from snapd.errors import (
     AwsError,
     ConfigError,
@@ -167,7 +167,7 @@ class Engine:
                 copier_owned=set(self.copier.active),
                 destination_region=self.region,
             )
-        self.metrics.set_recovery_points(recovery_points(replicas))
+        self.metrics.set_recovery_points(recovery_points(replicas, self.now()))
         self.report_problems(plan)
         return CycleResult(plan, discovery, replicas)
 
@@ -227,11 +227,17 @@ class Engine:
         return report
 
 
-def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
-    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC)."""
+def recovery_points(replicas: list[Replica], now: datetime) -> dict[tuple[str, str], float]:
+    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC).
+
+    A backup time in the future (`planner.in_future`) is no recovery point: it would read
+    as fresh and silence `SnapdRecoveryPointTooOld`; the plan's `warnings` name it.
+    """
     points: dict[tuple[str, str], float] = {}
     for replica in replicas:
         if not (replica.completed and replica.pvc and replica.backup_time):
+            continue
+        if planner.in_future(replica.backup_time, now):
             continue
         key = (replica.namespace or "", replica.pvc)
         points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
@@ -243,18 +249,33 @@ def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
 
 @dataclass
 class SyncOutcome:
-    """What `snapd sync` did, for its output and exit code."""
+    """What `snapd sync` did, for its output and exit code.
+
+    `unprotected` names every source the sync set out to copy (planned, re-planned or
+    adopted) that ended without a completed replica, and why: given up, still pending or
+    never started at `--timeout`, waiting to retry. Any entry makes the sync fail.
+    """
 
     plan: Plan
     copies_started: int = 0
     copies_completed: int = 0
-    failed: list[str] = field(default_factory=list)
-    timed_out: list[Tracked] = field(default_factory=list)
+    unprotected: list[Unfinished] = field(default_factory=list)
+    #: The wait hit `--timeout` (then nothing is pruned).
+    timed_out: bool = False
     prune: PruneReport | None = None
 
     @property
+    def failed(self) -> list[str]:
+        """Given-up sources, one line each (`label (source): reason`)."""
+        return [
+            f"{u.label} ({u.source_id}): {u.reason}"
+            for u in self.unprotected
+            if u.state == "failed"
+        ]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and not self.timed_out and (self.prune is None or self.prune.ok)
+        return not self.unprotected and not self.timed_out and (self.prune is None or self.prune.ok)
 
 
 async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
@@ -271,16 +292,16 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     try:
         async with asyncio.timeout(wait_seconds):
             await _settle(engine)
+        # Read before the pool stops: stopping forgets the queue and the pending copies.
+        outcome.unprotected = copier.unfinished()
     except TimeoutError:
-        outcome.timed_out = copier.time_out_pending()
+        outcome.timed_out = True
+        outcome.unprotected = copier.time_out()
     finally:
         stop.set()
         await pool
     outcome.copies_started = copier.stats.started
     outcome.copies_completed = copier.stats.completed
-    outcome.failed = [
-        f"{f.label} ({f.source_id}): {f.reason}" for f in copier.stats.failures.values()
-    ]
     if outcome.timed_out:
         return outcome
     outcome.prune = await engine.prune_pass(force=force)
@@ -511,7 +532,10 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
         good = [
             b
             for b in result.discovery.backups
-            if b.schedule == name and b.phase in GOOD_PHASES and b.start_time
+            if b.schedule == name
+            and b.phase in GOOD_PHASES
+            and b.start_time
+            and not planner.in_future(b.start_time, now)
         ]
         newest = max(good, key=lambda b: b.start_time or now, default=None)
         volumes = [s for s in result.discovery.snapshots if newest and s.backup == newest.name]
@@ -527,7 +551,7 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
             }
         )
     pvcs = []
-    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas).items()):
+    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas, now).items()):
         point = datetime.fromtimestamp(stamp, UTC)
         pvcs.append(
             {
@@ -547,5 +571,8 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
         "backlog": len(result.plan.copies),
         "unreadable_backups": result.discovery.unreadable_backups,
         "errors": [{"backup": e.backup, "error": e.error} for e in result.plan.errors],
-        "warnings": [{"backup": w.backup, "error": w.error} for w in result.plan.warnings],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in result.plan.warnings
+        ],
     }
