@@ -7,9 +7,12 @@ replica, region, zone, ClientToken, tags, manifests) is made first, pure, in
 Here: look up what a previous run already made (copy-back and volume by their tags, PV by its
 deterministic name; side by side), then per PVC: copy back with the copier's own
 `copy_snapshot`, wait for it, CreateVolume with the plan's ClientToken, wait for `available`
-(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), delete the copy-back,
-create the PV, write `pvc.yaml`. One PVC failing never stops the others (`--all`); the command
-then exits 1. A volume that ended in `error` is left for inspection.
+(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), create the PV, then
+delete every copy-back of the restore (a refused delete is a warning naming what is left:
+the PV already exists), write `pvc.yaml`. One PVC failing never stops the others (`--all`);
+the command then exits 1. A volume that ended in `error` is left for inspection. Nothing is
+started for a PVC whose restore is blocked (`restore_plan.blocker`: a foreign or Released
+PV, another KMS key, a missing `--target-namespace`).
 
 Must not: import botocore or kubernetes_asyncio (only `aws.py` and `kube.py` do), issue a
 CopySnapshot of its own (the copier's is reused), or write anything in `--dry-run`.
@@ -318,7 +321,7 @@ class Restorer:
             async with self.limit:
                 copy_back_id, volume = await self._volume(plan, found)
             await self._pv(plan, found, volume)
-            kept, left_behind = await self._clean_copy_backs(plan, found, copy_back_id)
+            kept, left_behind = await self._clean_copy_backs(plan, found, copy_back_id, volume)
         except SnapdError as error:
             bound.error("restore.failed", error=str(error))
             return Outcome(plan, error=str(error), found=found)
@@ -492,15 +495,16 @@ class Restorer:
         return record
 
     async def _clean_copy_backs(
-        self, plan: RestorePlan, found: Found, made: str | None
+        self, plan: RestorePlan, found: Found, made: str | None, volume: VolumeRecord
     ) -> tuple[bool, tuple[tuple[str, str], ...]]:
-        """Delete every copy-back of this restore once its PV exists, unless `--keep-snapshot`.
+        """Delete every copy-back of this restore once its PV exists.
 
         Every one: those found at the start, the one used, and — when this run made a
         copy-back — those found again now (a CopySnapshot whose answer was lost and was
-        retried, or an interrupted run, makes one the start could not see). A refused
-        DeleteSnapshot is returned as left behind (id, why), never raised: the PV exists.
-        Returns (kept, left behind).
+        retried, or an interrupted run, makes one the start could not see). With
+        `--keep-snapshot` the one the volume was made from is kept and only duplicates go.
+        A refused DeleteSnapshot is returned as left behind (id, why), never raised: the PV
+        exists. Returns (kept, left behind).
         """
         if not plan.copy_back:
             return False, ()
@@ -508,8 +512,11 @@ class Restorer:
         if made:
             again = await find_copy_backs(self.aws, plan.region, self.request.scope, [plan.key])
             ids |= {c.snapshot_id for c in again.get(plan.key, [])}
+        kept = False
         if self.request.keep_snapshot:
-            return bool(ids), ()
+            used = made or volume.snapshot_id
+            kept = used in ids
+            ids.discard(used or "")
         left: list[tuple[str, str]] = []
         for snapshot_id in sorted(ids):
             why = await self._try_delete(plan.region, snapshot_id)
@@ -518,7 +525,7 @@ class Restorer:
                 continue
             log.warning("restore.copy_back_left_behind", snapshot_id=snapshot_id, error=why)
             left.append((snapshot_id, why))
-        return False, tuple(left)
+        return kept, tuple(left)
 
     async def _delete_snapshot(self, region: str, snapshot_id: str) -> None:
         try:
@@ -780,12 +787,15 @@ async def _run(
                 file=sys.stderr,
             )
     if stale_file is not None:
+        # The restore is done (exit 0 as for any completed re-run); only the file is not
+        # offered: `kubectl create -f` on it would create another restore's PVC.
         print(
-            f"snapd restore: {request.output} exists but is not this restore's ({stale_file}); "
-            "run again with --force to rewrite it or --output FILE to write another",
+            f"snapd restore: warning: {request.output} exists but is not this restore's "
+            f"({stale_file}); do not create it — run again with --force to rewrite it or "
+            "--output FILE to write another",
             file=sys.stderr,
         )
-    return 1 if failures or refused or stale_file else 0
+    return 1 if failures or refused else 0
 
 
 async def _existing_pvc_file_problem(path: Path, done: Sequence[Outcome]) -> str | None:

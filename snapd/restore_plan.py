@@ -9,10 +9,12 @@ Re-running is safe because of what is decided here: the volume is found again by
 `snapd.io/restore-key` (`build_restore_key`: a hash of scope, backup, namespace, PVC, target,
 region and zone), and CreateVolume's ClientToken is derived from the same key
 (`build_client_token`), so a crash between CreateVolume and its answer never makes a second
-volume; a volume that ended in `error` bumps the token's generation.
+volume; a volume that ended in `error` bumps the token's generation, and a token EC2 calls
+spent (its volume was deleted) makes the acting half try the next generation.
 
 Tags. The copy-back carries `snapd.io/cluster` (the scope) plus the `snapd.io/restore-*`
-keys. The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica
+keys, the restore key among them: copy-backs belong to one restore. Kubernetes names can be
+longer than a tag value (256): such values are cut and end in a hash (`fit_tag_value`). The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica
 keys (`snapd.io/backup`, …): Velero copies a volume's tags onto every later snapshot of it,
 and a DR-region Velero would then make snapshots that our inventory takes for replicas —
 and the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.

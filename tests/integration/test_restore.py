@@ -660,18 +660,22 @@ def test_names_as_long_as_kubernetes_allows_restore(world: World, namespace: str
     assert world.snapshots(SRC) == []
 
 
-def test_a_lost_copy_snapshot_answer_leaves_no_duplicate_copy_back(world: World) -> None:
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_lost_copy_snapshot_answer_leaves_no_duplicate_copy_back(
+    world: World, keep: bool
+) -> None:
     """CopySnapshot made a copy but its answer was lost; botocore's retry made another. Both
-    are this restore's: both are deleted, and the run says nothing is left."""
+    are this restore's: both are deleted — with --keep-snapshot, all but the one used."""
     world.seed("shop", "data-db-0")
     world.sim.inject("CopySnapshot", "InternalError", after_action=True)
 
-    result = world.restore(BACKUP, "data-db-0")
+    result = world.restore(BACKUP, "data-db-0", *(["--keep-snapshot"] if keep else []))
 
     assert result.code == 0, result.stderr
     assert world.calls("CopySnapshot", SRC) == 2
-    assert world.snapshots(SRC) == []
-    assert len(world.volumes(SRC)) == 1
+    [volume] = world.volumes(SRC)
+    left = [s["SnapshotId"] for s in world.snapshots(SRC)]
+    assert left == ([volume["SnapshotId"]] if keep else [])
 
 
 def test_an_interrupted_run_and_an_immediate_rerun_leave_no_copy_back(world: World) -> None:
@@ -774,8 +778,8 @@ def test_gp3_throughput_of_a_native_velero_snapshot_is_restored(
 
 
 def test_a_pvc_file_of_another_backup_is_not_offered(world: World) -> None:
-    """pvc.yaml holds another backup's PVC: a re-run that is already restored says the file
-    is not its own (exit 1) instead of "kubectl create -f pvc.yaml"."""
+    """pvc.yaml holds another backup's PVC: a re-run that is already restored (exit 0) says
+    the file is not its own instead of "kubectl create -f pvc.yaml"."""
     world.seed("shop", "data-db-0")
     world.seed("shop", "data-db-0", backup="daily-20240502020000")
     assert world.restore(BACKUP, "data-db-0").code == 0
@@ -785,8 +789,10 @@ def test_a_pvc_file_of_another_backup_is_not_offered(world: World) -> None:
 
     again = world.restore("daily-20240502020000", "data-db-0")
 
-    assert again.code == 1
+    assert again.code == 0, again.stderr
+    assert "already restored" in again.stdout
     assert "not this restore's" in again.stderr
+    assert "--force" in again.stderr
     assert "kubectl create -f pvc.yaml" not in again.stdout
     assert (world.cwd / "pvc.yaml").read_text() == kept
 
@@ -1087,3 +1093,41 @@ def test_select_prefers_a_completed_replica_among_duplicates() -> None:
     selection = restore_plan.select_replicas([pending, done], request)
     assert [r.snapshot_id for r in selection.replicas] == ["snap-2"]
     assert selection.refused == ()
+
+
+@pytest.mark.parametrize(
+    "pvc",
+    ["db", "d" * 243, "d" * 244, "d" * 252, "d" * 253, "a" * 243 + "-b.c", "x" * 244 + "-restored"],
+)
+def test_beside_name_is_a_valid_other_name(pvc: str) -> None:
+    """`<pvc>-restored`, cut to 253 without a trailing '-'/'.', never the source itself."""
+    name = restore_plan.beside_name(pvc)
+    kube.validate_dns1123_subdomain(name, "beside name")
+    assert name != pvc
+    assert name.endswith(("-restored", "-restored-2"))
+
+
+@pytest.mark.parametrize("value", ["", "shop/db", "n" * 256, "n" * 257, "m" * 317])
+def test_fit_tag_value_keeps_what_fits_and_hashes_the_rest(value: str) -> None:
+    fitted = restore_plan.fit_tag_value(value)
+    assert len(fitted) <= 256
+    assert (fitted == value) == (len(value) <= 256)
+    assert restore_plan.fit_tag_value(value + "x") != fitted or value == ""
+
+
+def test_all_refuses_a_pvc_whose_zone_is_missing_and_plans_the_rest(tmp_path: Path) -> None:
+    """--all: the zone problem of one PVC is that PVC's refusal; one PVC alone is exit 2."""
+    both = [
+        replica(namespace="a"),
+        replica(namespace="b", snapshot_id="snap-2", availability_zone="eu-west-1c"),
+    ]
+    request = request_of(BACKUP, "--all", tmp_path=tmp_path)
+    plans, refused = restore_plan.plan_restores(both, request, ["eu-west-1a", "eu-west-1b"])
+    assert [p.label for p in plans] == ["a/db"]
+    [refusal] = refused
+    assert refusal.label == "b/db"
+    assert "eu-west-1a, eu-west-1b" in refusal.reason
+    with pytest.raises(ConfigError, match="eu-west-1a, eu-west-1b"):
+        restore_plan.plan_restores(
+            both[1:], request_of(BACKUP, "db", tmp_path=tmp_path), ["eu-west-1a", "eu-west-1b"]
+        )
