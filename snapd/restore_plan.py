@@ -14,10 +14,11 @@ spent (its volume was deleted) makes the acting half try the next generation.
 
 Tags. The copy-back carries `snapd.io/cluster` (the scope) plus the `snapd.io/restore-*`
 keys, the restore key among them: copy-backs belong to one restore. Kubernetes names can be
-longer than a tag value (256): such values are cut and end in a hash (`fit_tag_value`). The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica
-keys (`snapd.io/backup`, …): Velero copies a volume's tags onto every later snapshot of it,
-and a DR-region Velero would then make snapshots that our inventory takes for replicas —
-and the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.
+longer than a tag value (256): such values are cut and end in a hash (`fit_tag_value`).
+The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica keys
+(`snapd.io/backup`, …): Velero copies a volume's tags onto every later snapshot of it, and
+a DR-region Velero would then make snapshots that our inventory takes for replicas — and
+the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.
 """
 
 from __future__ import annotations
