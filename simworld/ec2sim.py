@@ -17,8 +17,10 @@ process's aioboto3, or a `snapd` subprocess over HTTP — sees:
   answered over HTTP, so botocore's retry handler sees them as it would from AWS;
 - `aws:` tag keys and more than 50 tags refused before anything is created;
 - DescribeSnapshots/DescribeVolumes with `MaxResults`/`NextToken` pages and `OwnerIds`;
-- CreateVolume with ClientToken idempotency, `IncorrectState` for a snapshot that is not
-  `completed`, unknown AZs refused, and volumes that go `creating` → `available` | `error`;
+- CreateVolume with ClientToken idempotency (`IdempotentParameterMismatch` for a token
+  sent with other parameters or whose volume was deleted), `IncorrectState` for a snapshot
+  that is not `completed`, unknown AZs refused, and volumes that go `creating` →
+  `available` | `error`;
 - a count of every EC2 call by action (`calls`), to prove batching.
 
 Use (the `ec2sim` pytest fixture does this around each test)::
@@ -385,6 +387,16 @@ class Ec2Simulator:
             for _ in range(count)
         ]
 
+    def make_visible(self, region: str) -> None:
+        """Every snapshot of `region` is visible to DescribeSnapshots from now on (EC2's
+        eventual consistency caught up), whatever `invisible_for` said when it was made."""
+        now = self.clock()
+        with self._lock:
+            for snapshot in list(self.backend(region).snapshots.values()):
+                progress = snapshot.__dict__.get(_COPY)
+                if progress is not None:
+                    progress.visible_at = min(progress.visible_at, now)
+
     def pending_count(self, region: str) -> int:
         """The account's pending snapshots in `region` — what the copy limit counts."""
         return self._pending_in(self.backend(region))
@@ -726,14 +738,14 @@ class Ec2Simulator:
                 tokens: dict[str, tuple[str, str]] = backend.__dict__.setdefault(_TOKENS, {})
                 if token and token in tokens:
                     seen_fingerprint, volume_id = tokens[token]
-                    if seen_fingerprint != fingerprint:
+                    # AWS: a token whose volume was deleted, or sent with other parameters.
+                    if seen_fingerprint != fingerprint or volume_id not in backend.volumes:
                         raise sim._error(
                             "IdempotentParameterMismatch",
                             "The client token you have provided is associated with a resource "
                             "that is already deleted or has different parameters.",
                         )
-                    if volume_id in backend.volumes:
-                        return ActionResult(backend.volumes[volume_id])
+                    return ActionResult(backend.volumes[volume_id])
                 if zone is not None and backend.get_zone_by_name(zone) is None:
                     raise sim._error(
                         "InvalidParameterValue", f"Invalid availability zone: [{zone}]"

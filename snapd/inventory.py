@@ -187,16 +187,14 @@ async def add_source_details(
 ) -> list[SourceSnapshot]:
     """Sources with EC2 state, size, encryption and tags, plus volume details Velero lacks.
 
-    A source EC2 no longer knows gets `state="missing"`. DescribeVolumes is asked only for
-    volumes whose type, IOPS, throughput or AZ are unknown (CSI snapshots), and only while
-    the volume exists.
+    A source EC2 no longer knows gets `state="missing"`. DescribeVolumes is asked for every
+    source volume (batched; a deleted volume simply is not answered): Velero's CSI records
+    lack type, IOPS and throughput, and its native records have type and zone but never
+    throughput — without it a gp3 volume is restored at AWS's default 125 MiB/s. What
+    Velero recorded wins; the volume fills in the rest.
     """
     snapshots = await describe_snapshots(aws, region, (s.snapshot_id for s in sources))
-    needs_volume = [
-        s.volume_id
-        for s in sources
-        if s.volume_id and (s.volume_type is None or s.availability_zone is None)
-    ]
+    needs_volume = sorted({s.volume_id for s in sources if s.volume_id})
     volumes = await describe_volumes(aws, region, needs_volume) if needs_volume else {}
     return [_with_details(s, snapshots.get(s.snapshot_id), volumes) for s in sources]
 

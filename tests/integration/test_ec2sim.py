@@ -527,6 +527,12 @@ async def test_create_volume_client_token_is_idempotent(
     other = await create_volume(aws, snapshot, ClientToken="another-token")
     assert other["VolumeId"] != first["VolumeId"]
 
+    # AWS: a token whose volume was deleted is spent; it never makes a second volume.
+    await aws.call("ec2", DST, "DeleteVolume", VolumeId=first["VolumeId"])
+    with pytest.raises(PermanentError) as deleted:
+        await create_volume(aws, snapshot, ClientToken="restore-shop-db")
+    assert deleted.value.code == "IdempotentParameterMismatch"
+
 
 async def test_create_volume_refuses_a_pending_snapshot(
     ec2sim: Ec2Simulator, clock: ManualClock, aws: AwsClients
