@@ -497,12 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if command == "run":  # the daemon's contract: SIGINT is a normal stop
             return EXIT_OK
-        print(
-            f"\nsnapd {command or ''}: {INTERRUPTED.get(command or '', 'interrupted')}".replace(
-                "snapd : ", "snapd: "
-            ),
-            file=sys.stderr,
-        )
+        prog = f"snapd {command}" if command else "snapd"
+        said = INTERRUPTED.get(command or "", "interrupted")
+        print(f"\n{prog}: {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return code
 
