@@ -8,9 +8,11 @@ can be set, and what is expected, so `snapd` exits 2 before touching anything.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -321,39 +323,119 @@ def _expected(name: str) -> str:
     return field.description or "a value"
 
 
+@dataclass(frozen=True)
+class ConfigFile:
+    """The `--config` YAML file: its mapping and the line each key sits on (for blame)."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, name: str) -> str:
+        """`config file snapd.yaml line 3`: where a key of this file is."""
+        line = self.lines.get(name)
+        return f"config file {self.path}" + (f" line {line}" if line else "")
+
+
 def read_yaml_file(path: Path) -> dict[str, Any]:
     """The `--config` file as a mapping; any problem is one ConfigError line."""
+    return read_config_file(path).data
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """The `--config` file with the line of each key; any problem is one ConfigError line.
+
+    A YAML error names the file, line and column; an unknown key names its line and the
+    setting it most likely meant.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     try:
         data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise ConfigError(f"config file {path}{where}: not valid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
-        return {}
+        return ConfigFile(path)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of setting: value")
-    unknown = sorted(set(data) - set(Settings.model_fields))
-    if unknown:
-        raise ConfigError(
-            f"config file {path}: unknown setting {unknown[0]!r}; "
-            f"known settings: {', '.join(Settings.model_fields)}"
-        )
-    return data
+    lines = {
+        str(key.value): key.start_mark.line + 1
+        for key, _ in (root.value if isinstance(root, yaml.MappingNode) else [])
+    }
+    config = ConfigFile(path, data, lines)
+    for key in data:
+        if key not in Settings.model_fields:
+            raise ConfigError(f"{config.where(str(key))}: {unknown_setting(str(key))}")
+    return config
+
+
+def unknown_setting(name: str) -> str:
+    """`unknown setting 'velero_bukket'; did you mean 'velero_bucket'?`"""
+    close = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "`snapd settings` lists every setting"
+    return f"unknown setting {name!r}; {hint}"
+
+
+def _in_environment(name: str) -> bool:
+    """Whether `SNAPD_<NAME>` is set (pydantic-settings reads the environment case-blind)."""
+    wanted = f"{ENV_PREFIX}{name}".lower()
+    return any(key.lower() == wanted for key in os.environ)
+
+
+def origin(name: str, flags: Mapping[str, Any], config: ConfigFile | None) -> str:
+    """Where the effective value of a setting comes from: flag, environment, file, default."""
+    if name in flags:
+        return f"--{name.replace('_', '-')}"
+    if _in_environment(name):
+        return f"{ENV_PREFIX}{name.upper()}"
+    if config is not None and name in config.data:
+        return config.where(name)
+    return "default"
 
 
 def load_settings(flags: Mapping[str, Any], config_file: Path | None = None) -> Settings:
     """Settings from flags > environment > YAML file > defaults, or one ConfigError line."""
-    model = _with_yaml_file(read_yaml_file(config_file)) if config_file else Settings
+    return build_settings(flags, read_config_file(config_file) if config_file else None)
+
+
+def build_settings(flags: Mapping[str, Any], config: ConfigFile | None) -> Settings:
+    """Settings from flags > environment > the read `--config` file > defaults."""
+    model = _with_yaml_file(config.data) if config else Settings
     try:
-        return model(**dict(flags))
+        settings = model(**dict(flags))
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(_one_line(exc, flags, config)) from exc
+    _check_regions_differ(settings, flags, config)
+    return settings
 
 
-def _one_line(exc: ValidationError) -> str:
+def _check_regions_differ(
+    settings: Settings, flags: Mapping[str, Any], config: ConfigFile | None
+) -> None:
+    """Copies inside the source region are no disaster recovery: refuse them (exit 2)."""
+    region = settings.destination_region
+    if region is None or region != settings.source_region:
+        return
+    source = origin("destination_region", flags, config)
+    blamed = f" (from {source})" if source.startswith("config file") else ""
+    raise ConfigError(
+        f"invalid setting {describe('destination_region')}{blamed}: {region} is also the "
+        "source region, and copies in the same region are no disaster recovery; choose "
+        "another region for the replicas"
+    )
+
+
+def _one_line(
+    exc: ValidationError, flags: Mapping[str, Any] | None = None, config: ConfigFile | None = None
+) -> str:
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error["loc"] else "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -363,25 +445,61 @@ def _one_line(exc: ValidationError) -> str:
     shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
     if "got" in message:
         shown = ""
+    source = origin(name, flags or {}, config)
+    if source.startswith("config file"):
+        return f"invalid setting {name} in {source}: {message}{shown}"
     return f"invalid setting {describe(name)}: {message}{shown}"
+
+
+def _default_text(name: str, info: FieldInfo) -> str | None:
+    """A setting's default as the README and `snapd settings` show it (None: no default)."""
+    if info.default_factory is not None:
+        return "$POD_NAMESPACE or default" if name == "lease_namespace" else None
+    if info.default is None:
+        return None
+    if isinstance(info.default, timedelta):
+        return format_duration(info.default)
+    if isinstance(info.default, bool):
+        return str(info.default).lower()
+    return '""' if info.default == "" else str(info.default)
 
 
 def settings_table() -> str:
     """The README's configuration table, generated from the model (a test keeps them equal)."""
     rows = ["| setting | environment | flag | default | meaning |", "|---|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        if field.default_factory is not None:
-            default = "`$POD_NAMESPACE` or `default`" if name == "lease_namespace" else "—"
-        elif field.default is None:
+    for name, info in Settings.model_fields.items():
+        text = _default_text(name, info)
+        if text is None:
             default = "—"
-        elif isinstance(field.default, timedelta):
-            default = f"`{format_duration(field.default)}`"
-        elif isinstance(field.default, bool):
-            default = f"`{str(field.default).lower()}`"
+        elif name == "lease_namespace":
+            default = "`$POD_NAMESPACE` or `default`"
         else:
-            default = f"`{field.default!s}`" if field.default != "" else '`""`'
+            default = f"`{text}`"
         rows.append(
             f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `--{name.replace('_', '-')}` "
-            f"| {default} | {field.description} |"
+            f"| {default} | {info.description} |"
         )
     return "\n".join(rows)
+
+
+def settings_view(
+    settings: Settings, flags: Mapping[str, Any], config: ConfigFile | None
+) -> list[dict[str, Any]]:
+    """`snapd settings`: every setting, its effective value and where that value came from."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, timedelta):
+            value = format_duration(value)
+        rows.append(
+            {
+                "name": name,
+                "env": f"{ENV_PREFIX}{name.upper()}",
+                "flag": f"--{name.replace('_', '-')}",
+                "default": _default_text(name, info),
+                "value": value,
+                "source": origin(name, flags, config),
+                "description": info.description,
+            }
+        )
+    return rows

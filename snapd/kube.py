@@ -542,6 +542,28 @@ def _credential_refresher(loader: Any) -> Callable[[Any], Awaitable[None]]:
     return refresh
 
 
+async def _check_context(files: str, context: str | None) -> str | None:
+    """The context to use (the current one when none is named); an unknown name is exit 2.
+
+    Asked before anything else, so a typo in `--context` never reaches another cluster and
+    never reads as an unreachable API server.
+    """
+    try:
+        contexts, current = await asyncio.to_thread(k8s_config.list_kube_config_contexts, files)
+    except (ConfigException, OSError, ValueError) as exc:
+        raise KubeError(f"kubeconfig {files} could not be read: {exc}") from exc
+    names = [str(c.get("name")) for c in contexts or [] if isinstance(c, Mapping)]
+    if context is None:
+        return str(current["name"]) if isinstance(current, Mapping) and "name" in current else None
+    if context not in names:
+        raise ConfigError(
+            f"invalid --context {context!r}: no such context in kubeconfig {files}; "
+            f"contexts there: {', '.join(names) if names else 'none'} "
+            "(`kubectl config get-contexts`)"
+        )
+    return context
+
+
 async def connect(
     context: str | None = None,
     kubeconfig: str | None = None,
@@ -567,6 +589,7 @@ async def connect(
         except ConfigException as exc:
             raise KubeError(f"in-cluster Kubernetes configuration failed: {exc}") from exc
     else:
+        context = await _check_context(files, context)
         try:
             loader = await k8s_config.load_kube_config(
                 config_file=files,

@@ -26,6 +26,7 @@ No I/O, no clock (`now` is passed in), no logging. The rules are DESIGN.md "Rete
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -56,6 +57,11 @@ def in_future(moment: datetime | None, now: datetime) -> bool:
     return moment is not None and moment > now + CLOCK_SKEW
 
 
+MISSING_REASON = "source snapshot no longer exists in the source region"
+#: The region part of a zone name: `eu-west-1` of `eu-west-1a` (or of `us-west-2-lax-1a`).
+_ZONE_REGION = re.compile(r"^([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1,2})(?=[a-z]|-)")
+
+
 def plan(
     discovery: Discovery,
     replicas: Sequence[Replica],
@@ -65,6 +71,7 @@ def plan(
     in_progress: Collection[str] = (),
     copier_owned: Collection[str] = (),
     destination_region: str = "the destination region",
+    source_region: str | None = None,
 ) -> Plan:
     """The whole plan of one cycle; see the module docstring for the rules.
 
@@ -76,7 +83,7 @@ def plan(
     cleanup = [p for p in cleanup if p.replica.snapshot_id not in copier_owned]
     covered = {r.source_snapshot_id for r in live if r.source_snapshot_id} | set(in_progress)
     sources = unique_sources(discovery.snapshots)
-    candidates, source_skips = copy_candidates(sources, covered)
+    candidates, source_skips = copy_candidates(sources, covered, source_region)
     copies, retention_skips = choose_copies(sources, candidates, live, policy, now)
     copies = [CopyAction(c.source, c.reason.replace("{dest}", destination_region)) for c in copies]
     retention = retention_prunes(live, policy, now)
@@ -188,16 +195,16 @@ def unique_sources(snapshots: Iterable[SourceSnapshot]) -> list[SourceSnapshot]:
 
 
 def copy_candidates(
-    sources: Iterable[SourceSnapshot], covered: Collection[str]
+    sources: Iterable[SourceSnapshot], covered: Collection[str], source_region: str | None = None
 ) -> tuple[list[SourceSnapshot], list[Skip]]:
     """Sources without a replica that can be copied now, and skips for those that cannot."""
+    uncovered = [s for s in sources if s.snapshot_id not in covered]
+    missing_reason = source_region_hint(uncovered, source_region) or MISSING_REASON
     candidates: list[SourceSnapshot] = []
     skips: list[Skip] = []
-    for source in sources:
-        if source.snapshot_id in covered:
-            continue
+    for source in uncovered:
         if source.state == "missing":
-            reason = "source snapshot no longer exists in the source region"
+            reason = missing_reason
         elif source.state not in (None, "completed"):
             reason = f"source snapshot is {source.state}; it is copied once completed"
         else:
@@ -205,6 +212,39 @@ def copy_candidates(
             continue
         skips.append(Skip(source.backup, reason, source.snapshot_id))
     return candidates, skips
+
+
+def region_of_zone(zone: str | None) -> str | None:
+    """`eu-west-1` for `eu-west-1a`; None for anything that is not a zone name."""
+    match = _ZONE_REGION.match(zone or "")
+    return match.group(1) if match else None
+
+
+def source_region_hint(sources: Sequence[SourceSnapshot], source_region: str | None) -> str | None:
+    """Why most sources are missing, when Velero's files say: they live in another region.
+
+    A wrong `source_region` makes EC2 answer "no such snapshot" for every source, which
+    alone reads like snapshots Velero deleted. When more than half of `sources` (the ones
+    EC2 was asked about) are missing and Velero recorded zones of another region for them,
+    the reason names that region and the setting to fix. None when that is not the case.
+    """
+    missing = [s for s in sources if s.state == "missing"]
+    if not source_region or not missing or len(missing) * 2 <= len(sources):
+        return None
+    elsewhere = sorted(
+        {
+            region
+            for s in missing
+            if (region := region_of_zone(s.availability_zone)) and region != source_region
+        }
+    )
+    if not elsewhere:
+        return None
+    return (
+        f"source snapshot not found in {source_region}, and Velero's files put the volumes "
+        f"of most missing snapshots in {', '.join(elsewhere)}: check source_region "
+        f"(SNAPD_SOURCE_REGION, --source-region)"
+    )
 
 
 def choose_copies(

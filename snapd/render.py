@@ -244,6 +244,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         for s in status["schedules"]
     ]
     out.append(table(("SCHEDULE", "NEWEST BACKUP", "BACKUP TIME", "REPLICATED"), rows))
+    out += warning_lines(status.get("settings_warnings") or ())
     out.append("")
     rows = [
         (p["namespace"], p["pvc"], p["recovery_point"], _age(p["age_seconds"]))
@@ -266,3 +267,48 @@ def _age(seconds: float | None) -> str:
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)
     return f"{days}d{hours}h" if days else (f"{hours}h{mins}m" if hours else f"{mins}m")
+
+
+def structured(value: Any, fmt: str) -> str:
+    """`-o json` or `-o yaml` of any JSON-ready value, ending in a newline."""
+    if fmt == "yaml":
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+    return json.dumps(value, indent=2) + "\n"
+
+
+def warning_lines(warnings: Iterable[Mapping[str, Any]]) -> list[str]:
+    """`warning: …` lines for the settings warnings a text output ends with."""
+    return [f"warning: {w['warning']}" for w in warnings]
+
+
+def _setting_value(value: object) -> str | None:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or None
+    return None if value in (None, "") else str(value)
+
+
+def settings_output(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    """`snapd settings`: each setting's value and origin; env and flag follow from the name."""
+    if fmt in ("json", "yaml"):
+        return structured(list(rows), fmt)
+    lines = [
+        "Each setting NAME is SNAPD_NAME in the environment (upper-case), --name as a flag "
+        "(kebab-case), and name: in a --config YAML file.",
+        "",
+        table(
+            ("SETTING", "VALUE", "FROM", "DEFAULT", "MEANING"),
+            (
+                (
+                    r["name"],
+                    _setting_value(r["value"]),
+                    r["source"],
+                    r["default"],
+                    r["description"],
+                )
+                for r in rows
+            ),
+        ),
+    ]
+    return "\n".join(lines) + "\n"

@@ -70,6 +70,7 @@ from snapd.restore_plan import (
     pvc_file_problem,
     render_dry_run,
     render_pvc_file,
+    rival_pvs,
     select_replicas,
     summarize,
 )
@@ -585,6 +586,11 @@ async def discover(
             return [(None, None, None, None)] * len(plans)
         return list(await asyncio.gather(*(inspect_kube(client, p) for p in plans)))
 
+    async def restored_pvs() -> list[dict[str, Any]]:
+        if client is None or not plans:
+            return []
+        return await client.list_pvs(kube.label_selector({kube.MANAGED_BY: "snapd"}))
+
     try:
         async with asyncio.TaskGroup() as group:
             copy_backs_task = group.create_task(copy_backs_of())
@@ -592,6 +598,7 @@ async def discover(
                 find_volumes(aws, request.target_region, request.scope, (p.key for p in plans))
             )
             kube_task = group.create_task(kube_state_of())
+            restored_task = group.create_task(restored_pvs())
     except ExceptionGroup as group_error:
         raise first_error(group_error) from group_error
     copy_backs, volumes, kube_state = (
@@ -612,6 +619,7 @@ async def discover(
             bound_pv=bound_pv,
             kube_checked=client is not None,
             namespace_exists=namespace_exists,
+            rivals=rival_pvs(plan, restored_task.result()),
         )
     return result
 
@@ -696,14 +704,33 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         plans, unbuildable = plan_restores(selection.replicas, request, zones)
         refused = [*selection.refused, *unbuildable]
         client = await connecting
+        target = kube_target(client)
+        if not request.dry_run and client is not None:
+            # Said before anything is made: a PV in the wrong cluster is the costliest mistake.
+            print(f"snapd restore: PersistentVolumes go to {target}", file=sys.stderr, flush=True)
         found = await discover(aws, client, plans, request)
         if request.dry_run or client is None:
+            sys.stdout.write(f"# PersistentVolumes would go to {target}\n")
             sys.stdout.write(render_dry_run(plans, found, request, refused))
             conflicts = [p for p in plans if blocker(p, found[p.key], request)]
             return 1 if refused or conflicts else 0
         return await _run(
-            aws=aws, client=client, request=request, plans=plans, found=found, refused=refused
+            aws=aws,
+            client=client,
+            request=request,
+            plans=plans,
+            found=found,
+            refused=refused,
+            target=target,
         )
+
+
+def kube_target(client: kube.KubeClient | None) -> str:
+    """`kube context prod (API server https://…)`: where the PVs of this restore go."""
+    if client is None:
+        return "no Kubernetes cluster (not reachable; nothing is checked there)"
+    context = f"kube context {client.context}" if client.context else "the in-cluster API"
+    return f"{context} (API server {client.host})"
 
 
 async def _run(
@@ -714,6 +741,7 @@ async def _run(
     plans: Sequence[RestorePlan],
     found: Mapping[str, Found],
     refused: Sequence[Refusal],
+    target: str,
 ) -> int:
     """The real run: refuse an existing pvc.yaml before any change, restore, write, report."""
     # Deleting a leftover copy-back is cleanup, not a new restore: it does not count here.
@@ -741,7 +769,7 @@ async def _run(
         await waiters.close()
     outcomes = [task.result() for task in tasks]
     done = [o for o in outcomes if o.ok]
-    lines: list[str] = []
+    lines: list[str] = [f"PersistentVolumes in {target}"]
     for outcome in outcomes:
         lines += summarize(outcome)
     lines += [f"failed {r.label}: {r.reason}" for r in refused]

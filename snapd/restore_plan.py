@@ -62,7 +62,8 @@ THROUGHPUT_TYPES = frozenset({"gp3"})
 COMPLETION_STEP, COMPLETION_MIN, COMPLETION_MAX = 15, 15, 48 * 60
 #: Volume states that hold a restore's data; `error` ones are counted, others ignored.
 LIVE_VOLUME_STATES = ("available", "in-use", "creating")
-PLACEHOLDER_VOLUME = "vol-new"
+#: The volume id the dry-run's PV shows: a real run puts the id of the volume it creates there.
+PLACEHOLDER_VOLUME = "vol-TO-BE-CREATED"
 #: How many names an error message lists before "… and N more".
 LISTED = 30
 
@@ -187,6 +188,8 @@ class Found:
     kube_checked: bool = True
     #: Whether the target namespace exists (None: not known — not checked or not readable).
     namespace_exists: bool | None = None
+    #: Other restored PVs already waiting for the target PVC (claimRef without a uid).
+    rivals: tuple[str, ...] = ()
 
     @property
     def usable_volume(self) -> bool:
@@ -768,8 +771,43 @@ def pv_volume_id(pv: Mapping[str, Any]) -> str | None:
     return str(legacy).rsplit("/", 1)[-1] if legacy else None
 
 
+def rival_pvs(plan: RestorePlan, pvs: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Restored PVs, other than this restore's, that already claim the target PVC.
+
+    A PV pre-bound to a PVC (a `claimRef` without a uid) waits for that PVC; two of them
+    race for it when it is created, and either may win. A claimRef with a uid belongs to a
+    PVC that was bound (it goes Released with that PVC), so it never competes.
+    """
+    rivals = []
+    for pv in pvs:
+        name = str((pv.get("metadata") or {}).get("name") or "")
+        claim = (pv.get("spec") or {}).get("claimRef") or {}
+        if (
+            name
+            and name != plan.pv_name
+            and not claim.get("uid")
+            and (claim.get("namespace"), claim.get("name"))
+            == (plan.target_namespace, plan.target_pvc)
+        ):
+            rivals.append(name)
+    return tuple(sorted(rivals))
+
+
 def pv_conflict(plan: RestorePlan, found: Found) -> str | None:
-    """Why an existing PV of the target's name stops this restore (None: no conflict)."""
+    """Why an existing PV stops this restore (None: no conflict).
+
+    Either a PV of the target's name points at another volume, or another restored PV
+    already claims the target PVC.
+    """
+    if found.rivals and found.pv is None:
+        rivals = ", ".join(found.rivals)
+        return (
+            f"PVC {plan.target_label} is already claimed by PersistentVolume {rivals} "
+            "(restored earlier, waiting for that PVC); a second PV claiming it would race "
+            f"for the binding. Restore beside it with --target-pvc NAME, or delete that PV "
+            f"if it is no longer wanted (kubectl delete pv {found.rivals[0]}; its EBS volume "
+            "stays, the reclaim policy is Retain)"
+        )
     if found.pv is None:
         return None
     points_at = pv_volume_id(found.pv) or "no EBS volume"
@@ -1099,6 +1137,11 @@ def render_dry_run(
         volume_id = state.volume.volume_id if state.volume else PLACEHOLDER_VOLUME
         docs += build_manifests(plan, volume_id, request.scope)
     lines += [f"# would fail: {r.label}: {r.reason}" for r in refused]
+    if any(found.get(p.key, Found()).volume is None for p in plans):
+        lines.append(
+            f"# {PLACEHOLDER_VOLUME} below is a placeholder: a real run puts the id of the "
+            "volume it creates there"
+        )
     if plans:
         if request.output.exists() and not request.force:
             lines.append(

@@ -14,14 +14,14 @@ import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from snapd import inventory, kube, leader, planner, velero
+from snapd import __version__, inventory, kube, leader, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Unfinished
@@ -33,6 +33,7 @@ from snapd.errors import (
     WorkFailedError,
     first_error,
 )
+from snapd.logs import settings_field
 from snapd.metrics import Health, Metrics, MetricsServer, serve_http
 from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
@@ -50,6 +51,18 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
+@dataclass(frozen=True)
+class SettingsWarning:
+    """A setting that looks wrong given what the bucket and EC2 show (`settings_warnings`)."""
+
+    setting: str
+    warning: str
+    schedule: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"setting": self.setting, "schedule": self.schedule, "warning": self.warning}
+
+
 @dataclass
 class CycleResult:
     """A plan and the inventory it was made from (status and sync read both)."""
@@ -57,6 +70,41 @@ class CycleResult:
     plan: Plan
     discovery: Discovery
     replicas: list[Replica]
+    warnings: tuple[SettingsWarning, ...] = ()
+
+
+def schedule_warnings(
+    discovery: Discovery, schedules: Sequence[str], location: str
+) -> list[SettingsWarning]:
+    """A watched schedule with no backup in the bucket: a typo, or a schedule not yet run.
+
+    Either way nothing of it is copied and no per-PVC alert can fire, so it is said out loud
+    with the schedules that do have backups.
+    """
+    found = sorted({b.schedule for b in discovery.backups if b.schedule})
+    return [
+        SettingsWarning(
+            "schedules",
+            f"schedule {name} has no backups in {location}; schedules found: "
+            f"{', '.join(found) if found else 'none'}",
+            schedule=name,
+        )
+        for name in schedules
+        if name not in found
+    ]
+
+
+def schedule_stats(discovery: Discovery, schedules: Sequence[str]) -> dict[str, tuple[float, int]]:
+    """Per watched schedule: newest Completed/PartiallyFailed backup time (0: none), backups."""
+    stats: dict[str, tuple[float, int]] = {name: (0.0, 0) for name in schedules}
+    for backup in discovery.backups:
+        if backup.schedule not in stats:
+            continue
+        newest, count = stats[backup.schedule]
+        if backup.phase in GOOD_PHASES and backup.start_time:
+            newest = max(newest, backup.start_time.timestamp())
+        stats[backup.schedule] = (newest, count + 1)
+    return stats
 
 
 class Engine:
@@ -94,21 +142,32 @@ class Engine:
         self._plan_lock = asyncio.Lock()
         #: (kind, backup, reason, snapshot) of every problem already logged.
         self._reported: set[tuple[str, str, str, str | None]] = set()
+        self._warned: set[str] = set()
+        self.metrics.watch_schedules(settings.schedules)
+
+    @property
+    def bucket_location(self) -> str:
+        """`s3://bucket/prefix/backups/`: where discovery looks."""
+        return f"s3://{self.settings.velero_bucket}/{self.settings.backups_prefix}"
 
     async def discover(self) -> Discovery:
         """Velero's snapshots of the watched schedules, as the bucket describes them."""
         s = self.settings
-        found = await self.reader.discover(
-            self.aws,
-            bucket=s.velero_bucket or "",
-            prefix=s.velero_prefix,
-            region=self.source_region,
-            schedules=s.schedules,
-            copy_failed_backups=s.copy_failed_backups,
-            now=self.now(),
-            upload_grace=s.upload_grace,
-        )
+        try:
+            found = await self.reader.discover(
+                self.aws,
+                bucket=s.velero_bucket or "",
+                prefix=s.velero_prefix,
+                region=self.source_region,
+                schedules=s.schedules,
+                copy_failed_backups=s.copy_failed_backups,
+                now=self.now(),
+                upload_grace=s.upload_grace,
+            )
+        except AwsError as error:
+            raise _bucket_error(error, s.velero_bucket or "", self.source_region) from error
         self.metrics.velero_backups_unreadable.set(found.unreadable_backups)
+        self.metrics.set_schedules(schedule_stats(found, s.schedules))
         return found
 
     def report_problems(self, plan: Plan) -> None:
@@ -125,6 +184,26 @@ class Engine:
                 if entry.source_snapshot_id:
                     fields["source_snapshot_id"] = entry.source_snapshot_id
                 log.warning(f"discovery.{kind}", **fields)
+
+    def settings_warnings(self, discovery: Discovery) -> tuple[SettingsWarning, ...]:
+        """Settings that look wrong given the bucket and EC2; each new one is logged once."""
+        warnings = schedule_warnings(discovery, self.settings.schedules, self.bucket_location)
+        hint = planner.source_region_hint(
+            [s for s in discovery.snapshots if s.state is not None], self.source_region
+        )
+        if hint:
+            warnings.append(SettingsWarning("source_region", hint))
+        for warning in warnings:
+            if warning.warning not in self._warned:
+                log.warning(
+                    "settings.suspicious",
+                    setting=warning.setting,
+                    schedule=warning.schedule,
+                    warning=warning.warning,
+                )
+        # Forget the ones that went away, so a warning that comes back is logged again.
+        self._warned = {w.warning for w in warnings}
+        return tuple(warnings)
 
     async def add_details(self, found: Discovery, covered: Collection[str]) -> Discovery:
         """EC2 details (state, size, tags, volume type…) of the sources that may be copied.
@@ -166,10 +245,12 @@ class Engine:
                 in_progress=in_progress,
                 copier_owned=set(self.copier.active),
                 destination_region=self.region,
+                source_region=self.source_region,
             )
+            warnings = self.settings_warnings(discovery)
         self.metrics.set_recovery_points(recovery_points(replicas, self.now()))
         self.report_problems(plan)
-        return CycleResult(plan, discovery, replicas)
+        return CycleResult(plan, discovery, replicas, warnings)
 
     async def cycle(self) -> CycleResult:
         """One reconcile cycle: plan, adopt pending copies, enqueue the plan's copies."""
@@ -227,6 +308,24 @@ class Engine:
         return report
 
 
+def _bucket_error(error: AwsError, bucket: str, region: str) -> AwsError:
+    """The bucket listing failed: say which setting to check when the answer says which."""
+    if error.code == "NoSuchBucket":
+        hint = (
+            f"bucket {bucket} does not exist; check velero_bucket (SNAPD_VELERO_BUCKET, "
+            "--velero-bucket): it is the bucket of Velero's BackupStorageLocation "
+            "(`velero backup-location get -o yaml`)"
+        )
+    elif error.code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
+        hint = (
+            f"bucket {bucket} is not in {region}; snapd reads it in source_region "
+            "(SNAPD_SOURCE_REGION, --source-region), the region of Velero's snapshots"
+        )
+    else:
+        return error
+    return type(error)(error.operation, error.code, f"{error.message} ({hint})")
+
+
 def recovery_points(replicas: list[Replica], now: datetime) -> dict[tuple[str, str], float]:
     """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC).
 
@@ -263,6 +362,7 @@ class SyncOutcome:
     #: The wait hit `--timeout` (then nothing is pruned).
     timed_out: bool = False
     prune: PruneReport | None = None
+    warnings: tuple[SettingsWarning, ...] = ()
 
     @property
     def failed(self) -> list[str]:
@@ -285,7 +385,7 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     `copy_retries` times), since only a fresh plan knows their sources again.
     """
     result = await engine.cycle()
-    outcome = SyncOutcome(result.plan)
+    outcome = SyncOutcome(result.plan, warnings=result.warnings)
     stop = asyncio.Event()
     copier = engine.copier
     pool = asyncio.create_task(copier.run(stop), name="copier")
@@ -378,7 +478,12 @@ async def run_daemon(settings: Settings) -> None:
         await _serve(metrics, settings.metrics_port, health) as server,
     ):
         engine = Engine(settings, aws, metrics)
-        log.info("service.started", metrics_port=server.port, settings=settings.public_view())
+        log.info(
+            "service.started",
+            metrics_port=server.port,
+            version=__version__,
+            **settings_field(settings.public_view()),
+        )
         if settings.leader_election:
             async with await _connect_for_election() as client:
                 elector = leader.LeaderElector(
@@ -548,6 +653,7 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
                 else None,
                 "volumes": len(volumes),
                 "replicated": sum(1 for s in volumes if s.snapshot_id in completed_sources),
+                "backups": sum(1 for b in result.discovery.backups if b.schedule == name),
             }
         )
     pvcs = []
@@ -575,4 +681,5 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
             {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
             for w in result.plan.warnings
         ],
+        "settings_warnings": [w.as_dict() for w in result.warnings],
     }

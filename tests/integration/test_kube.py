@@ -90,9 +90,18 @@ async def test_connect_without_any_configuration_says_what_to_do(
 
 
 async def test_connect_with_an_unknown_context_fails_clearly(fake_kube: FakeKube) -> None:
-    """A --context the kubeconfig does not have is a KubeError that names it."""
-    with pytest.raises(KubeError, match="nope"):
+    """A --context the kubeconfig does not have is a configuration error (exit 2) that names
+    it and the contexts there are, before any request."""
+    with pytest.raises(ConfigError, match=r"'nope'.*contexts there: fake, fake-unreachable"):
         await kube.connect(context="nope", kubeconfig=str(fake_kube.kubeconfig_path))
+    assert fake_kube.requests == []
+
+
+async def test_connect_names_the_current_context(fake_kube: FakeKube) -> None:
+    """Without --context the client knows the kubeconfig's current context by name."""
+    async with await kube.connect(kubeconfig=str(fake_kube.kubeconfig_path)) as client:
+        assert client.context == "fake"
+        assert client.host == fake_kube.url
 
 
 async def test_in_cluster_without_service_account_files_fails_clearly(
