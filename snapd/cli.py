@@ -255,6 +255,7 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
         "pruned": report.deleted if report else [],
         "prune_failed": report.failed if report else {},
         "prune_held_back": report.held_back if report else 0,
+        "prune_refused_locked": report.locked if report else {},
         "ok": outcome.ok,
     }
 
@@ -272,6 +273,9 @@ def _outcome_text(outcome: SyncOutcome) -> str:
     if report is not None:
         lines.append(f"pruned: {len(report.deleted)}")
         lines += [f"prune failed: {sid}: {reason}" for sid, reason in report.failed.items()]
+        lines += [f"prune refused, locked: {sid}: {why}" for sid, why in report.locked.items()]
+        if outcome.plan.kept:
+            lines.append(f"kept under a lock: {len(outcome.plan.kept)} (pruned once it expires)")
         if report.held_back:
             lines.append(
                 f"prune held back: {report.held_back} replicas would be deleted, more than "
@@ -319,7 +323,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with AwsClients() as aws:
         engine = Engine(settings, aws)
         result = await engine.plan_cycle()
-    status = status_report(result, settings, datetime.now(UTC))
+        protected = await engine.recycle_bin.check() if engine.locks.enabled else None
+    status = status_report(result, settings, datetime.now(UTC), recycle_bin_protected=protected)
     if args.output == "json":
         print(json.dumps(status, indent=2))
     else:

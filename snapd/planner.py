@@ -13,6 +13,8 @@ No I/O, no clock (`now` is passed in), no logging. The rules are DESIGN.md "Rete
   that retention would prune as soon as the copies planned with it complete is not copied.
 - Duplicates (two replicas of one source, after a retried call) and replicas in `error`
   are cleanup: pruned, never held back by the guard.
+- A replica under an unexpired snapshot lock is never pruned: its deletion moves to `kept`
+  (reason `locked until <RFC3339>`) and is not counted by the guard (locking.py).
 - The guard: if the retention prunes exceed `prune_max_fraction` of the scope's completed
   replicas, `guard_tripped` is set and the pruner holds the retention pass back.
 """
@@ -25,6 +27,7 @@ from datetime import datetime
 from itertools import zip_longest
 
 from snapd.config import format_duration
+from snapd.locking import hold_locked
 from snapd.models import (
     CopyAction,
     Discovery,
@@ -64,6 +67,9 @@ def plan(
     copies, retention_skips = choose_copies(sources, candidates, live, policy, now)
     copies = [CopyAction(c.source, c.reason.replace("{dest}", destination_region)) for c in copies]
     retention = retention_prunes(live, policy, now)
+    # A replica under an unexpired lock is never sent to DeleteSnapshot, nor counted by the guard.
+    cleanup, kept_cleanup = hold_locked(cleanup)
+    retention, kept_retention = hold_locked(retention)
     completed = sum(1 for r in live if r.completed)
     tripped = bool(retention) and len(retention) > policy.prune_max_fraction * completed
     return Plan(
@@ -73,6 +79,7 @@ def plan(
         errors=discovery.errors,
         completed_replicas=completed,
         guard_tripped=tripped,
+        kept=(*kept_cleanup, *kept_retention),
     )
 
 

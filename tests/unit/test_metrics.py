@@ -23,6 +23,9 @@ CONTRACT = {
     "snapd_recovery_point_timestamp_seconds": "gauge",
     "snapd_aws_errors": "counter",
     "snapd_leader": "gauge",
+    "snapd_replicas_unlocked": "gauge",
+    "snapd_recycle_bin_protected": "gauge",
+    "snapd_locks": "counter",
 }
 
 #: Series that alerts use, present with value 0 from the first scrape.
@@ -35,6 +38,9 @@ ZERO_SERIES = [
     ("snapd_prunes_total", {"result": "deleted"}),
     ("snapd_prunes_total", {"result": "failed"}),
     ("snapd_prunes_total", {"result": "held_back"}),
+    ("snapd_prunes_total", {"result": "locked"}),
+    ("snapd_locks_total", {"result": "failed"}),
+    ("snapd_replicas_unlocked", {}),
     ("snapd_copies_started_total", {}),
     ("snapd_copies_completed_total", {}),
     ("snapd_copies_in_flight", {}),
@@ -142,3 +148,8 @@ def test_readiness_is_a_latch_set_by_start_up() -> None:
     assert health.ready
     health.mark_not_ready()
     assert not health.ready
+
+
+def test_recycle_bin_gauge_starts_unknown() -> None:
+    """Nobody looked yet (locking off, or before the first ListRules): -1, never a false 0."""
+    assert scrape(Metrics())[("snapd_recycle_bin_protected", ())] == -1
