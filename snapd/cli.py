@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from snapd import __version__, inventory, render
+from snapd import __version__, inventory, locks, render
 from snapd.aws import AwsClients
 from snapd.config import Settings, load_settings, parse_duration
 from snapd.copier import Tracked
@@ -295,9 +295,11 @@ def _print_plan(plan: Plan, fmt: str, settings: Settings) -> None:
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with AwsClients() as aws:
-        replicas = await inventory.list_replicas(
-            aws, settings.destination_region or "", settings.scope or ""
-        )
+        region = settings.destination_region or ""
+        replicas = await inventory.list_replicas(aws, region, settings.scope or "")
+        if settings.lock_mode != "off":  # lock look-ups only with locking on
+            found = await locks.read_locks(aws, region, [r.snapshot_id for r in replicas])
+            replicas = locks.with_locks(replicas, found)
     wanted = {
         "backup": args.backup,
         "namespace": args.namespace,
