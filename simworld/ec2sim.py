@@ -391,6 +391,23 @@ class Ec2Simulator:
         snapshot = self.backend(region).snapshots.get(snapshot_id)
         return None if snapshot is None else snapshot.__dict__.get(_LOCK)
 
+    def put_lock(
+        self, region: str, snapshot_id: str, *, mode: str = "governance", days: float = 7
+    ) -> SnapshotLock:
+        """Lock a snapshot straight in the backend (fast seeding of many locks)."""
+        snapshot = self.backend(region).snapshots[snapshot_id]
+        now = self.wall_now()
+        lock = SnapshotLock(
+            snapshot_id=snapshot_id,
+            owner_id=snapshot.owner_id,
+            mode=mode,
+            created=now,
+            duration_start=now,
+            expires=now + timedelta(days=days),
+        )
+        snapshot.__dict__[_LOCK] = lock
+        return lock
+
     def add_recycle_bin_rule(
         self,
         region: str,
