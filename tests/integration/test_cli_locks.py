@@ -21,6 +21,7 @@ from simworld.snapshot_lock import SNAPSHOT_LOCKED_CODE
 from simworld.velero_bucket import NATIVE, VeleroBucket, Volume
 from snapd import tags
 from tests.integration.cli import run_snapd
+from tests.integration.daemon import Scrape, running, wait_until
 from tests.integration.test_cli_sync import (
     BUCKET,
     DST,
@@ -31,6 +32,7 @@ from tests.integration.test_cli_sync import (
     tag_map,
 )
 
+WAIT = 30.0  # bound on every wait for the daemon to do something
 DB = Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3")
 
 
@@ -199,3 +201,52 @@ def test_a_lock_someone_else_placed_is_reported_as_locked_never_as_deleted(
     assert outcome["pruned"] == []
     assert list(outcome["prune_refused_locked"]) == [old_id]
     assert old_id in by_backup(moto).values()
+
+
+def test_daemon_metrics_follow_unlocked_replicas_and_the_recycle_bin(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """`snapd run`: unlocked replicas and failed locks show in /metrics until IAM is fixed;
+    the Recycle Bin gauge follows the rules, checked at start and in each prune pass."""
+    ec2sim.copy_duration = 0.1
+    seed(moto, days=1)
+    ec2sim.inject("LockSnapshot", "UnauthorizedOperation", times=10_000)
+    env = settings_env(
+        moto,
+        SNAPD_LOCK_MODE="compliance",
+        SNAPD_SYNC_INTERVAL="0.5s",
+        SNAPD_PRUNE_INTERVAL="0.5s",
+    )
+    with running(env) as daemon:
+        wait_until(  # checked at start: no rule yet
+            lambda: daemon.scrape().value("snapd_recycle_bin_protected") == 0,
+            timeout=WAIT,
+            what="the Recycle Bin gauge at 0",
+        )
+
+        def unlocked() -> Scrape | None:
+            s = daemon.scrape()
+            failing = (s.value("snapd_locks_total", result="failed") or 0) > 0
+            return s if failing and s.value("snapd_replicas_unlocked") == 2 else None
+
+        wait_until(unlocked, timeout=WAIT, what="2 unlocked replicas in /metrics")
+        ec2sim.faults.clear()  # IAM fixed
+        ec2sim.add_recycle_bin_rule(DST)  # a region-level rule
+
+        def healed() -> Scrape | None:
+            s = daemon.scrape()
+            done = (
+                s.value("snapd_replicas_unlocked") == 0
+                and s.value("snapd_recycle_bin_protected") == 1
+            )
+            return s if done else None
+
+        scrape = wait_until(
+            healed,
+            timeout=WAIT,
+            what="locks placed and the Recycle Bin seen",
+            explain=lambda: daemon.stderr,
+        )
+        assert daemon.stop() == 0, daemon.stderr
+    assert scrape.value("snapd_locks_total", result="locked") == 2
+    assert all(ec2sim.lock_of(DST, str(s["SnapshotId"])) for s in replicas(moto))
