@@ -156,6 +156,13 @@ def test_turning_locking_on_locks_every_existing_replica_in_one_cycle(
         "kept_by_lock": 0,
     }
     assert report["recycle_bin_protected"] is True
+    text = run_snapd("status", env=env).stdout
+    assert "lock mode governance   locked: 6   unlocked: 0   should be locked: 0" in text
+    assert "Recycle Bin rule covers replicas: yes" in text
+    list_env = {**env, "SNAPD_CLUSTER": BUCKET}
+    wide = run_snapd("list", "-o", "wide", env=list_env).stdout
+    assert wide.splitlines()[0].split()[-1] == "LOCK"
+    assert wide.count("governance until ") == 6
     again = run_snapd("sync", env=env)
     assert again.code == 0, again.stderr
     assert ec2sim.calls["LockSnapshot"] == len(made), "locked replicas are not locked again"
