@@ -191,7 +191,8 @@ class Engine:
         )
         report = await locks.apply(self.aws, self.region, actions, self.locks, self.metrics)
         missing = locking.unlocked(result.replicas, result.plan)
-        still = [r for r in missing if r.snapshot_id not in set(report.locked)]
+        now_locked = set(report.locked)
+        still = [r for r in missing if r.snapshot_id not in now_locked]
         self.metrics.replicas_unlocked.set(len(still))
         if actions:
             log.info(
