@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 import structlog
 
-from snapd import __version__, inventory, render
+from snapd import __version__, inventory, locks, render
 from snapd.aws import AwsClients
 from snapd.completion import SHELLS
 from snapd.completion import read_parser as read_completion
@@ -643,6 +643,7 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
         "pruned": report.deleted if report else [],
         "prune_failed": report.failed if report else {},
         "prune_held_back": report.held_back if report else 0,
+        "prune_refused_locked": report.locked if report else {},
         "ok": outcome.ok,
     }
 
@@ -658,6 +659,9 @@ def _outcome_text(outcome: SyncOutcome) -> str:
     if report is not None:
         lines.append(f"pruned: {len(report.deleted)}")
         lines += [f"prune failed: {sid}: {reason}" for sid, reason in report.failed.items()]
+        lines += [f"prune refused, locked: {sid}: {why}" for sid, why in report.locked.items()]
+        if outcome.plan.kept:
+            lines.append(f"kept under a lock: {len(outcome.plan.kept)} (pruned once it expires)")
         if report.held_back:
             lines.append(
                 f"prune held back: {report.held_back} replicas would be deleted, more than "
@@ -681,9 +685,11 @@ def _print_plan(result: CycleResult, fmt: str, settings: Settings) -> None:
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with AwsClients() as aws:
-        replicas = await inventory.list_replicas(
-            aws, settings.destination_region or "", settings.scope or ""
-        )
+        region = settings.destination_region or ""
+        replicas = await inventory.list_replicas(aws, region, settings.scope or "")
+        if settings.lock_mode != "off":  # lock look-ups only with locking on
+            found = await locks.read_locks(aws, region, [r.snapshot_id for r in replicas])
+            replicas = locks.with_locks(replicas, found)
     wanted = {
         "backup": args.backup,
         "namespace": args.namespace,
@@ -709,7 +715,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with AwsClients() as aws:
         engine = Engine(settings, aws)
         result = await engine.plan_cycle()
-    status = status_report(result, settings, datetime.now(UTC))
+        protected = await engine.recycle_bin.check() if engine.locks.enabled else None
+    status = status_report(result, settings, datetime.now(UTC), recycle_bin_protected=protected)
     if args.namespace:
         status["pvcs"] = [p for p in status["pvcs"] if p["namespace"] == args.namespace]
     if args.output in ("json", "yaml"):

@@ -96,6 +96,16 @@ def _split_list(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _optional_duration(value: object) -> timedelta | None:
+    """Like `parse_duration`, with unset (None or an empty string) meaning none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_duration(value)
+
+
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(_optional_duration)]
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
@@ -154,6 +164,15 @@ class Settings(BaseSettings):
     )
     prune_max_fraction: float = Field(
         0.5, gt=0, le=1, description="Most of the completed replicas one prune pass may delete."
+    )
+    lock_mode: Literal["off", "governance", "compliance"] = Field(
+        "off", description="EBS snapshot lock on kept replicas: off, governance or compliance."
+    )
+    lock_cool_off: OptionalDuration = Field(
+        None, description="Compliance cooling-off period, whole hours 1h-72h (default none)."
+    )
+    lock_margin: Duration = Field(
+        timedelta(days=1), description="How long a lock outlasts the replica's retention."
     )
     sync_interval: Duration = Field(timedelta(minutes=5), description="Time between cycles.")
     prune_interval: Duration = Field(timedelta(hours=1), description="Time between prune passes.")
@@ -243,6 +262,25 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"expected a positive {DURATION_HELP}")
+        return value
+
+    @field_validator("lock_cool_off")
+    @classmethod
+    def _cool_off(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        if value is None:
+            return None
+        hours = value.total_seconds() / 3600
+        if not (hours.is_integer() and 1 <= hours <= 72):
+            raise ValueError(f"expected whole hours from 1h to 72h (AWS's range), got {value}")
+        if info.data.get("lock_mode") != "compliance":
+            raise ValueError("a cooling-off period applies only with lock_mode compliance")
+        return value
+
+    @field_validator("lock_margin")
+    @classmethod
+    def _margin(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError(f"expected at least 1h ({DURATION_HELP})")
         return value
 
     @property

@@ -28,7 +28,8 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from snapd import __version__
 
 COPY_FAILURE_REASONS = ("rejected", "error_state", "timeout")
-PRUNE_RESULTS = ("deleted", "failed", "held_back")
+PRUNE_RESULTS = ("deleted", "failed", "held_back", "locked")
+LOCK_RESULTS = ("locked", "extended", "failed")
 CYCLE_RESULTS = ("success", "failure")
 
 # The text format would add a `<name>_created` gauge beside every counter and histogram:
@@ -113,6 +114,21 @@ class Metrics:
             "snapd_build_info", "Always 1; the running snapd's version.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        self.replicas_unlocked = Gauge(
+            "snapd_replicas_unlocked",
+            "Completed replicas that should be locked and are not (0 with locking off).",
+            registry=r,
+        )
+        self.recycle_bin_protected = Gauge(
+            "snapd_recycle_bin_protected",
+            "1 when a Recycle Bin rule for EBS snapshots covers our replicas, 0 when none "
+            "does, -1 when unknown (locking off, or ListRules failed).",
+            registry=r,
+        )
+        self.recycle_bin_protected.set(-1)
+        self.locks = Counter("snapd_locks", "LockSnapshot calls by result.", ["result"], registry=r)
+        for result in LOCK_RESULTS:
+            self.locks.labels(result=result)
         for result in CYCLE_RESULTS:
             self.sync_cycles.labels(result=result)
         for reason in COPY_FAILURE_REASONS:

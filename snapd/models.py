@@ -17,6 +17,9 @@ from typing import Any
 #: Velero phases after which a backup's files never change again (velero-format §2.4).
 TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"})
 
+#: Snapshot lock states in which DeleteSnapshot is refused (AWS's LockState but `expired`).
+LOCKED_STATES = frozenset({"governance", "compliance-cooloff", "compliance"})
+
 #: Phases whose snapshots are restore points worth copying.
 GOOD_PHASES = frozenset({"Completed", "PartiallyFailed"})
 
@@ -128,6 +131,10 @@ class Replica:
     start_time: datetime | None = None
     state_message: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    #: AWS's LockState (`governance`, `compliance-cooloff`, `compliance`, `expired`) and
+    #: LockExpiresOn; None when unlocked, or when locking is off (then nobody looked).
+    lock_state: str | None = None
+    lock_expires: datetime | None = None
 
     @property
     def volume_key(self) -> tuple[str, str] | None:
@@ -148,6 +155,11 @@ class Replica:
             self.pvc or "",
             self.backup_time,
         )
+
+    @property
+    def locked(self) -> bool:
+        """Whether a lock stops DeleteSnapshot now (any state but `expired`)."""
+        return self.lock_state in LOCKED_STATES
 
     @property
     def completed(self) -> bool:
@@ -272,6 +284,15 @@ class PruneAction:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptAction:
+    """A replica retention or cleanup would delete, kept because its lock has not expired."""
+
+    replica: Replica
+    kind: PruneKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What one cycle will do, each item with its reason; built by `planner.plan` alone."""
 
@@ -287,6 +308,8 @@ class Plan:
     completed_replicas: int = 0
     #: True when the retention prunes exceed `prune_max_fraction` of `completed_replicas`.
     guard_tripped: bool = False
+    #: Replicas due for deletion but under an unexpired lock: no DeleteSnapshot until it ends.
+    kept: tuple[KeptAction, ...] = ()
 
     @property
     def retention_prunes(self) -> tuple[PruneAction, ...]:

@@ -20,6 +20,8 @@ No I/O, no clock (`now` is passed in), no logging. The rules are DESIGN.md "Rete
   `error` are cleanup: pruned, never held back by the guard. Duplicates agree on source
   snapshot, backup, namespace, PVC and backup time (`Replica.identity`); replicas that share
   a source id but disagree on the rest are all kept and reported.
+- A replica under an unexpired snapshot lock is never pruned: its deletion moves to `kept`
+  (reason `locked until <RFC3339>`) and is not counted by the guard (locking.py).
 - The guard: if the retention prunes exceed `prune_max_fraction` of the scope's completed
   replicas, `guard_tripped` is set and the pruner holds the retention pass back.
 """
@@ -33,6 +35,7 @@ from datetime import datetime, timedelta
 from itertools import zip_longest
 
 from snapd.config import format_duration
+from snapd.locking import hold_locked
 from snapd.models import (
     CopyAction,
     Discovery,
@@ -87,6 +90,9 @@ def plan(
     copies, retention_skips = choose_copies(sources, candidates, live, policy, now)
     copies = [CopyAction(c.source, c.reason.replace("{dest}", destination_region)) for c in copies]
     retention = retention_prunes(live, policy, now)
+    # A replica under an unexpired lock is never sent to DeleteSnapshot, nor counted by the guard.
+    cleanup, kept_cleanup = hold_locked(cleanup)
+    retention, kept_retention = hold_locked(retention)
     completed = sum(1 for r in live if r.completed)
     tripped = bool(retention) and len(retention) > policy.prune_max_fraction * completed
     return Plan(
@@ -97,6 +103,7 @@ def plan(
         warnings=(*discovery.warnings, *future_warnings(sources, live, now), *conflicts),
         completed_replicas=completed,
         guard_tripped=tripped,
+        kept=(*kept_cleanup, *kept_retention),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from snapd.models import CopyAction, Plan, PruneAction, Replica
+from snapd.models import CopyAction, KeptAction, Plan, PruneAction, Replica
 from snapd.tags import format_time
 
 
@@ -55,6 +55,21 @@ def prune_item(action: PruneAction) -> dict[str, Any]:
     }
 
 
+def kept_item(action: KeptAction) -> dict[str, Any]:
+    """A replica due for deletion that a lock keeps (`reason`: `locked until <RFC3339>`)."""
+    r = action.replica
+    return {
+        "snapshot_id": r.snapshot_id,
+        "source_snapshot_id": r.source_snapshot_id,
+        "backup": r.backup,
+        "namespace": r.namespace,
+        "pvc": r.pvc,
+        "kind": action.kind.value,
+        "lock_state": r.lock_state,
+        "reason": action.reason,
+    }
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The contract's `sync --dry-run -o json` object."""
     return {
@@ -72,6 +87,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
             for w in plan.warnings
         ],
+        "kept": [kept_item(k) for k in plan.kept],
         "prune_guard": {
             "tripped": plan.guard_tripped,
             "retention_prunes": len(plan.retention_prunes),
@@ -143,6 +159,18 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
         for p in plan.prunes
     ]
     out += _section("prune" + held, ("REPLICA", "BACKUP", "VOLUME", "KIND", "REASON"), prune_rows)
+    kept_rows = [
+        (
+            k.replica.snapshot_id,
+            k.replica.backup,
+            _volume(k.replica.namespace, k.replica.pvc),
+            k.reason,
+        )
+        for k in plan.kept
+    ]
+    out += _section(
+        "kept (due for deletion, locked)", ("REPLICA", "BACKUP", "VOLUME", "REASON"), kept_rows
+    )
     skip_rows = [(s.backup, s.source_snapshot_id, s.reason) for s in plan.skipped]
     out += _section("skipped", ("BACKUP", "SNAPSHOT", "REASON"), skip_rows)
     error_rows = [(e.backup, e.source_snapshot_id, e.error) for e in plan.errors]
@@ -157,7 +185,9 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
         ("BACKUP", "SNAPSHOT", "WARNING"),
         warning_rows,
     )
-    if not (plan.copies or plan.prunes or plan.skipped or plan.errors or plan.warnings):
+    if not (
+        plan.copies or plan.prunes or plan.skipped or plan.errors or plan.warnings or plan.kept
+    ):
         out.append("Nothing to do: every watched snapshot has a replica.")
     return "\n".join(out).rstrip() + "\n"
 
@@ -187,6 +217,8 @@ def replica_item(r: Replica) -> dict[str, Any]:
         "storage_class": r.storage_class,
         "source_volume_id": r.source_volume_id,
         "state_message": r.state_message,
+        "lock_state": r.lock_state,
+        "lock_expires": _time(r.lock_expires),
     }
 
 
@@ -198,7 +230,7 @@ def replicas_output(replicas: Sequence[Replica], fmt: str) -> str:
         return yaml.safe_dump([replica_item(r) for r in replicas], sort_keys=False)
     headers = ["BACKUP TIME", "BACKUP", "NAMESPACE", "PVC", "SIZE", "STATE", "REPLICA"]
     if fmt == "wide":
-        headers += ["SOURCE SNAPSHOT", "SCHEDULE", "AZ", "TYPE", "ENCRYPTED"]
+        headers += ["SOURCE SNAPSHOT", "SCHEDULE", "AZ", "TYPE", "ENCRYPTED", "LOCK"]
     rows = []
     for r in replicas:
         state = r.state if r.state != "pending" else f"pending {r.progress}%"
@@ -218,11 +250,19 @@ def replicas_output(replicas: Sequence[Replica], fmt: str) -> str:
                 r.availability_zone,
                 r.volume_type,
                 "yes" if r.encrypted else "no",
+                _lock(r),
             ]
         rows.append(row)
     if not rows:
         return "No replicas found.\n"
     return table(headers, rows) + "\n"
+
+
+def _lock(r: Replica) -> str | None:
+    """The wide table's LOCK cell: `compliance until 2026-01-31T00:00:00Z`, or `-`."""
+    if not r.lock_state:
+        return None
+    return f"{r.lock_state} until {_time(r.lock_expires)}" if r.lock_expires else r.lock_state
 
 
 def status_text(status: Mapping[str, Any]) -> str:
@@ -232,6 +272,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         f"in flight: {status['in_flight']}   backlog: {status['backlog']}   "
         f"unreadable backups: {status['unreadable_backups']}"
         + (f"   warnings: {len(status['warnings'])}" if status.get("warnings") else ""),
+        *_locks_lines(status),
         "",
     ]
     rows = [
@@ -312,3 +353,23 @@ def settings_output(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _locks_lines(status: Mapping[str, Any]) -> list[str]:
+    """`status` lines on snapshot locks and the Recycle Bin; none while locking is off."""
+    locks = status.get("locks") or {}
+    if locks.get("mode", "off") == "off":
+        return []
+    if locks.get("locked") is None:
+        counts = "locks unknown (DescribeLockedSnapshots failed; see the log)"
+    else:
+        counts = (
+            f"locked: {locks['locked']}   unlocked: {locks['unlocked']}   "
+            f"should be locked: {locks['should_be_locked']}"
+        )
+    protected = status.get("recycle_bin_protected")
+    bin_text = "unknown (ListRules failed)" if protected is None else ("yes" if protected else "NO")
+    return [
+        f"lock mode {locks['mode']}   {counts}",
+        f"Recycle Bin rule covers replicas: {bin_text}",
+    ]

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from snapd import __version__, inventory, kube, leader, planner, velero
+from snapd import __version__, inventory, kube, leader, locking, locks, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Unfinished
@@ -63,6 +63,16 @@ class SettingsWarning:
         return {"setting": self.setting, "schedule": self.schedule, "warning": self.warning}
 
 
+def lock_policy_from(settings: Settings) -> locking.LockPolicy:
+    """The lock decisions' slice of the settings."""
+    cool_off = settings.lock_cool_off
+    return locking.LockPolicy(
+        mode=settings.lock_mode,
+        margin=settings.lock_margin,
+        cool_off_hours=int(cool_off.total_seconds() // 3600) if cool_off else None,
+    )
+
+
 @dataclass
 class CycleResult:
     """A plan and the inventory it was made from (status and sync read both)."""
@@ -71,6 +81,8 @@ class CycleResult:
     discovery: Discovery
     replicas: list[Replica]
     warnings: tuple[SettingsWarning, ...] = ()
+    #: Whether `replicas` carry their locks (locking on and DescribeLockedSnapshots answered).
+    locks_known: bool = False
 
 
 def schedule_warnings(
@@ -144,6 +156,8 @@ class Engine:
         self._reported: set[tuple[str, str, str, str | None]] = set()
         self._warned: set[str] = set()
         self.metrics.watch_schedules(settings.schedules)
+        self.locks = lock_policy_from(settings)
+        self.recycle_bin = locks.RecycleBinWatch(aws, self.region, self.scope, self.metrics)
 
     @property
     def bucket_location(self) -> str:
@@ -230,7 +244,7 @@ class Engine:
                     )
             except ExceptionGroup as group_error:
                 raise first_error(group_error) from group_error
-            replicas = listed.result()
+            replicas, locks_known = await self.read_locks(listed.result())
             # The listing may be stale by now: what settled since it started is covered too.
             in_progress = self.copier.busy_sources() | self.copier.settled_since(listing_started)
             covered = in_progress | {
@@ -250,7 +264,46 @@ class Engine:
             warnings = self.settings_warnings(discovery)
         self.metrics.set_recovery_points(recovery_points(replicas, self.now()))
         self.report_problems(plan)
-        return CycleResult(plan, discovery, replicas, warnings)
+        return CycleResult(plan, discovery, replicas, warnings, locks_known=locks_known)
+
+    async def read_locks(self, replicas: list[Replica]) -> tuple[list[Replica], bool]:
+        """The replicas with their locks (completed ones, batched); as they are when off.
+
+        A failed look-up is logged and leaves the replicas without lock data: copies go on,
+        no lock is placed this time, and a deletion AWS refuses under a lock is reported
+        as locked by the pruner, never as deleted.
+        """
+        if not self.locks.enabled:
+            return replicas, False
+        ids = [r.snapshot_id for r in replicas if r.completed]
+        try:
+            found = await locks.read_locks(self.aws, self.region, ids)
+        except AwsError as error:
+            log.error("locks.unknown", code=error.code, error=error.message)
+            return replicas, False
+        return locks.with_locks(replicas, found), True
+
+    async def lock_pass(self, result: CycleResult) -> locks.LockReport | None:
+        """Lock what the plan keeps, extend what needs it; sets `snapd_replicas_unlocked`."""
+        if not (self.locks.enabled and result.locks_known):
+            return None
+        actions = locking.lock_actions(
+            result.replicas, result.plan, policy_from(self.settings), self.locks, self.now()
+        )
+        report = await locks.apply(self.aws, self.region, actions, self.locks, self.metrics)
+        missing = locking.unlocked(result.replicas, result.plan)
+        now_locked = set(report.locked)
+        still = [r for r in missing if r.snapshot_id not in now_locked]
+        self.metrics.replicas_unlocked.set(len(still))
+        if actions:
+            log.info(
+                "locks.completed",
+                locked=len(report.locked),
+                extended=len(report.extended),
+                failed=len(report.failed),
+                unlocked=len(still),
+            )
+        return report
 
     async def cycle(self) -> CycleResult:
         """One reconcile cycle: plan, adopt pending copies, enqueue the plan's copies."""
@@ -267,6 +320,7 @@ class Engine:
             structlog.contextvars.unbind_contextvars("cycle")
         adopted = self.copier.adopt(result.replicas)
         queued = self.copier.enqueue(result.plan.copies)
+        await self.lock_pass(result)
         self.metrics.sync_cycles.labels(result="success").inc()
         self.metrics.last_successful_sync.set(time.time())
         plan = result.plan
@@ -291,6 +345,9 @@ class Engine:
     async def prune_pass(self, *, force: bool = False) -> PruneReport:
         """A fresh plan, then its prunes under the guard."""
         result = await self.plan_cycle()
+        if self.locks.enabled:
+            await self.lock_pass(result)
+            await self.recycle_bin.check()
         report = await prune(
             self.aws,
             result.plan,
@@ -304,6 +361,8 @@ class Engine:
             deleted=len(report.deleted),
             failed=len(report.failed),
             held_back=report.held_back,
+            kept_locked=len(result.plan.kept),
+            refused_locked=len(report.locked),
         )
         return report
 
@@ -484,6 +543,8 @@ async def run_daemon(settings: Settings) -> None:
             version=__version__,
             **settings_field(settings.public_view()),
         )
+        if engine.locks.enabled:
+            await engine.recycle_bin.check()
         if settings.leader_election:
             async with await _connect_for_election() as client:
                 elector = leader.LeaderElector(
@@ -627,7 +688,13 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 # --------------------------------------------------------------------------- snapd status
 
 
-def status_report(result: CycleResult, settings: Settings, now: datetime) -> dict[str, Any]:
+def status_report(
+    result: CycleResult,
+    settings: Settings,
+    now: datetime,
+    *,
+    recycle_bin_protected: bool | None = None,
+) -> dict[str, Any]:
     """The contract's `status -o json` object: per schedule, per PVC, in flight, backlog."""
     completed_sources = {
         r.source_snapshot_id for r in result.replicas if r.completed and r.source_snapshot_id
@@ -671,6 +738,8 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
         "scope": settings.scope,
         "source_region": settings.source_region,
         "destination_region": settings.destination_region,
+        "locks": lock_status(result, settings),
+        "recycle_bin_protected": recycle_bin_protected,
         "schedules": schedules,
         "pvcs": pvcs,
         "in_flight": sum(1 for r in result.replicas if r.pending),
@@ -682,4 +751,20 @@ def status_report(result: CycleResult, settings: Settings, now: datetime) -> dic
             for w in result.plan.warnings
         ],
         "settings_warnings": [w.as_dict() for w in result.warnings],
+    }
+
+
+def lock_status(result: CycleResult, settings: Settings) -> dict[str, Any]:
+    """`status`' lock counts: completed replicas locked, unlocked, and unlocked but due one.
+
+    With locking off, or when the locks could not be read, the counts are null (unknown).
+    """
+    completed = [r for r in result.replicas if r.completed]
+    known = settings.lock_mode != "off" and result.locks_known
+    return {
+        "mode": settings.lock_mode,
+        "locked": sum(1 for r in completed if r.locked) if known else None,
+        "unlocked": sum(1 for r in completed if not r.locked) if known else None,
+        "should_be_locked": len(locking.unlocked(result.replicas, result.plan)) if known else None,
+        "kept_by_lock": len(result.plan.kept),
     }

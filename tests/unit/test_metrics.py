@@ -27,6 +27,9 @@ CONTRACT = {
     "snapd_schedule_last_backup_timestamp_seconds": "gauge",
     "snapd_schedule_backups": "gauge",
     "snapd_build_info": "gauge",
+    "snapd_replicas_unlocked": "gauge",
+    "snapd_recycle_bin_protected": "gauge",
+    "snapd_locks": "counter",
 }
 
 #: Series that alerts use, present with value 0 from the first scrape.
@@ -39,6 +42,9 @@ ZERO_SERIES = [
     ("snapd_prunes_total", {"result": "deleted"}),
     ("snapd_prunes_total", {"result": "failed"}),
     ("snapd_prunes_total", {"result": "held_back"}),
+    ("snapd_prunes_total", {"result": "locked"}),
+    ("snapd_locks_total", {"result": "failed"}),
+    ("snapd_replicas_unlocked", {}),
     ("snapd_copies_started_total", {}),
     ("snapd_copies_completed_total", {}),
     ("snapd_copies_in_flight", {}),
@@ -167,3 +173,8 @@ def test_watched_schedules_exist_at_zero_and_follow_discovery() -> None:
 def test_build_info_names_the_version() -> None:
     """`snapd_build_info{version}` is 1 with the running version, for dashboards and upgrades."""
     assert scrape(Metrics())[("snapd_build_info", (("version", __version__),))] == 1
+
+
+def test_recycle_bin_gauge_starts_unknown() -> None:
+    """Nobody looked yet (locking off, or before the first ListRules): -1, never a false 0."""
+    assert scrape(Metrics())[("snapd_recycle_bin_protected", ())] == -1
