@@ -27,6 +27,12 @@ tries is reported and given up until `GIVE_UP_COOLDOWN` has passed (the daemon k
 slowly; `snapd sync` reports it and exits 1). One failure never blocks the other copies.
 A copy that EC2 does not show yet (eventual consistency) is tolerated for `NOT_FOUND_WINDOW`.
 
+Time-based copies. With `completion_minutes` every CopySnapshot asks EC2 to finish within
+that many minutes (CompletionDurationMinutes). A copy the poller still sees pending after
+its promise (its StartTime plus the duration, on the wall clock as EC2 reports it) is
+counted once in `snapd_copies_overdue_total` and logged (`copy.overdue`); it is left to
+finish — AWS keeps copying, it only broke its promise (docs/time-based-copies.md).
+
 Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
 minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
 its CopySnapshot is sent, a failed copy's retry-or-give-up is decided before anything awaits,
@@ -42,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -51,7 +58,7 @@ from snapd.aws import AwsClients
 from snapd.errors import AwsError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, Replica, SourceSnapshot
-from snapd.tags import to_tag_list
+from snapd.tags import format_time, to_tag_list
 from snapd.waiting import EARLIEST_LOOK, NOT_FOUND_WINDOW, ProgressTrack
 
 log = structlog.get_logger("snapd.copier")
@@ -81,6 +88,8 @@ class Tracked:
     source: SourceSnapshot | None = None
     #: Progress seen over time: when the copy should be done (the poller looks then).
     track: ProgressTrack = field(default_factory=ProgressTrack)
+    #: Seen pending past its time-based promise (counted once).
+    overdue: bool = False
 
 
 @dataclass(slots=True)
@@ -134,9 +143,11 @@ class Copier:
         poll_interval: float,
         copy_retries: int,
         kms_key_id: str | None = None,
+        completion_minutes: int | None = None,
         metrics: Metrics | None = None,
         events: CopyEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
         self.aws = aws
@@ -148,6 +159,8 @@ class Copier:
         self.poll_interval = poll_interval
         self.copy_retries = copy_retries
         self.kms_key_id = kms_key_id
+        self.completion_minutes = completion_minutes
+        self.wall_clock = wall_clock
         self.metrics = metrics or Metrics()
         self.events = events
         self.clock = clock
@@ -391,6 +404,7 @@ class Copier:
             tags=tags.build_copy_tags(source, self.scope, self.source_region),
             description=f"snapd copy of {source.snapshot_id} ({source.backup})",
             kms_key_id=self.kms_key_id,
+            completion_minutes=self.completion_minutes,
         )
 
     def _refused(self, queued: _Queued, error: AwsError) -> None:
@@ -492,7 +506,23 @@ class Copier:
                 await self._failed(tracked, replica.state_message or "copy ended in error")
             else:
                 self._progressed(tracked, replica.progress, now)
+                self._check_promise(tracked, replica)
         self._changed()
+
+    def _check_promise(self, tracked: Tracked, replica: Replica) -> None:
+        """Count a time-based copy once when it is still pending past its promise."""
+        if tracked.overdue or not replica.overdue(self.wall_clock()):
+            return
+        tracked.overdue = True
+        self.metrics.copies_overdue.inc()
+        log.warning(
+            "copy.overdue",
+            snapshot_id=tracked.replica_id,
+            source_snapshot_id=tracked.source_id,
+            completion_minutes=replica.completion_minutes,
+            promised_by=format_time(replica.promised_by) if replica.promised_by else None,
+            progress=replica.progress,
+        )
 
     def _progressed(self, tracked: Tracked, progress: int, now: float) -> None:
         tracked.track.see(now, progress)

@@ -91,6 +91,11 @@ class Metrics:
             ["operation", "code"],
             registry=r,
         )
+        self.copies_overdue = Counter(
+            "snapd_copies_overdue",
+            "Time-based copies seen pending past their promised completion duration.",
+            registry=r,
+        )
         self.leader = Gauge(
             "snapd_leader", "1 while this instance does the work, else 0.", registry=r
         )

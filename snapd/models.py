@@ -123,11 +123,25 @@ class Replica:
     start_time: datetime | None = None
     state_message: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    #: A time-based copy's promise (EC2's CompletionDurationMinutes); None for a standard one.
+    completion_minutes: int | None = None
 
     @property
     def volume_key(self) -> tuple[str, str]:
         """(namespace, PVC) that retention groups by; see `SourceSnapshot.volume_key`."""
         return volume_key(self.namespace, self.pvc, self.pv, self.source_volume_id)
+
+    @property
+    def promised_by(self) -> datetime | None:
+        """When a time-based copy promised to be complete (start + duration), else None."""
+        if self.completion_minutes is None or self.start_time is None:
+            return None
+        return self.start_time + timedelta(minutes=self.completion_minutes)
+
+    def overdue(self, now: datetime) -> bool:
+        """Still pending past its time-based promise (AWS's copyMissedCompletionDuration)."""
+        promised = self.promised_by
+        return self.pending and promised is not None and now > promised
 
     @property
     def completed(self) -> bool:

@@ -222,6 +222,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         f"unreadable backups: {status['unreadable_backups']}",
         "",
     ]
+    out[2:2] = _overdue_lines(status)
     rows = [
         (
             s["name"],
@@ -243,6 +244,24 @@ def status_text(status: Mapping[str, Any]) -> str:
         else "No completed replicas yet."
     )
     return "\n".join(out) + "\n"
+
+
+def _overdue_lines(status: Mapping[str, Any]) -> list[str]:
+    """Time-based copies past their promise: a line each (AWS keeps copying them)."""
+    overdue = status.get("overdue_copies") or []
+    if not status.get("copy_completion_duration") and not overdue:
+        return []
+    lines = [
+        f"time-based copies: {status.get('copy_completion_duration') or 'off'}   "
+        f"overdue: {len(overdue)}"
+    ]
+    lines += [
+        f"  overdue {_age(c['overdue_seconds'])}: {c['snapshot_id']} "
+        f"({c['namespace'] or '-'}/{c['pvc'] or '-'} {c['backup'] or '-'}) "
+        f"{c['progress']}%, promised by {c['promised_by']}"
+        for c in overdue
+    ]
+    return lines
 
 
 def _age(seconds: float | None) -> str:
