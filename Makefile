@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint fmt unit integration demo bench image clean
+.PHONY: install test lint fmt unit integration demo bench image clean manifests
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ tools: $(BIN)/helm
 
 $(BIN)/helm: scripts/install_helm.py | $(STAMP)
 	$(BIN)/python scripts/install_helm.py $@
+
+# The copies of the alert rules and the Grafana dashboard that kustomize and Helm package
+# (tests fail while one is stale): run after editing deploy/prometheus or deploy/grafana.
+manifests:
+	$(PYTHON) scripts/generate_manifests.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check snapd simworld tests
