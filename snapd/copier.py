@@ -179,6 +179,7 @@ class Copier:
         self._settled.set()
         self._stopping = False
         self._starting = 0
+        self.metrics.copies_in_flight_limit.set(self.limit)
 
     # ----------------------------------------------------------------- feeding the pool
 
@@ -278,6 +279,7 @@ class Copier:
 
     def _changed(self) -> None:
         self.metrics.copies_in_flight.set(len(self.active))
+        self.metrics.copies_in_flight_limit.set(self.limit)
         self.metrics.backlog.set(self.backlog)
         if self.idle:
             self._settled.set()

@@ -60,6 +60,12 @@ class Metrics:
         self.copies_in_flight = Gauge(
             "snapd_copies_in_flight", "Our pending copies in the destination region.", registry=r
         )
+        self.copies_in_flight_limit = Gauge(
+            "snapd_copies_in_flight_limit",
+            "The copier's current limit on our pending copies: max_in_flight, lowered while "
+            "AWS refuses copies with ResourceLimitExceeded.",
+            registry=r,
+        )
         self.copy_duration = Histogram(
             "snapd_copy_duration_seconds",
             "Time from CopySnapshot to completed.",
