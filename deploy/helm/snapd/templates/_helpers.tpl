@@ -60,3 +60,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- . -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Every value an install cannot do without, all named in one error. */}}
+{{- define "snapd.required" -}}
+{{- $missing := list -}}
+{{- if not .Values.config.velero_bucket -}}{{- $missing = append $missing "config.velero_bucket (the S3 bucket of the Velero backup storage location)" -}}{{- end -}}
+{{- if not .Values.config.schedules -}}{{- $missing = append $missing "config.schedules (the Velero schedules to replicate, e.g. [daily])" -}}{{- end -}}
+{{- if not .Values.config.source_region -}}{{- $missing = append $missing "config.source_region (the region of Velero's snapshots, e.g. eu-west-1)" -}}{{- end -}}
+{{- if not .Values.config.destination_region -}}{{- $missing = append $missing "config.destination_region (the region of the replicas, e.g. eu-central-1)" -}}{{- end -}}
+{{- if and .Values.serviceAccount.create (not .Values.serviceAccount.roleArn) -}}{{- $missing = append $missing "serviceAccount.roleArn (the IRSA role made from deploy/iam, README \"Install on EKS\")" -}}{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "missing required values: %s" (join "; " $missing)) -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.config.leader_election) -}}
+{{- fail "config.leader_election must stay true with more than one replica: two workers would copy the same snapshots twice" -}}
+{{- end -}}
+{{- end -}}
