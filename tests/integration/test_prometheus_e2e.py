@@ -277,7 +277,7 @@ def test_every_dashboard_panel_returns_data(
             what="completed and overdue copies",
             explain=lambda: daemon.stderr[-4000:],
         )
-        results: dict[str, Any] = {}
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
         def all_return_data() -> bool:
             for title, expr in checked:
