@@ -31,7 +31,7 @@ Time-based copies. With `completion_minutes` every CopySnapshot asks EC2 to fini
 that many minutes (CompletionDurationMinutes). A copy the poller still sees pending after
 its promise (its StartTime plus the duration, on the wall clock as EC2 reports it) is
 counted once in `snapd_copies_overdue_total` and logged (`copy.overdue`); it is left to
-finish — AWS keeps copying, it only broke its promise (docs/time-based-copies.md).
+finish — AWS keeps copying, it only broke its promise (README "Time-based copies").
 
 Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
 minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
