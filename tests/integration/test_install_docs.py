@@ -37,9 +37,7 @@ def install_section() -> str:
 def blocks(lang: str) -> list[str]:
     """The section's fenced blocks of one language, dedented."""
     return [
-        textwrap.dedent(m["body"])
-        for m in _FENCE.finditer(install_section())
-        if m["lang"] == lang
+        textwrap.dedent(m["body"]) for m in _FENCE.finditer(install_section()) if m["lang"] == lang
     ]
 
 
