@@ -23,6 +23,9 @@ CONTRACT = {
     "snapd_recovery_point_timestamp_seconds": "gauge",
     "snapd_aws_errors": "counter",
     "snapd_leader": "gauge",
+    "snapd_copies_overdue": "counter",
+    # Beyond the contract: the copier's current limit, for "in flight vs the limit".
+    "snapd_copies_in_flight_limit": "gauge",
 }
 
 #: Series that alerts use, present with value 0 from the first scrape.
@@ -38,6 +41,7 @@ ZERO_SERIES = [
     ("snapd_copies_started_total", {}),
     ("snapd_copies_completed_total", {}),
     ("snapd_copies_in_flight", {}),
+    ("snapd_copies_overdue_total", {}),
     ("snapd_backlog_snapshots", {}),
     ("snapd_leader", {}),
     ("snapd_last_successful_sync_timestamp_seconds", {}),
