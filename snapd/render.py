@@ -275,6 +275,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         *_locks_lines(status),
         "",
     ]
+    out[2:2] = _overdue_lines(status)
     rows = [
         (
             s["name"],
@@ -299,6 +300,24 @@ def status_text(status: Mapping[str, Any]) -> str:
     for warning in status.get("warnings", []):
         out.append(f"warning: backup {warning['backup']}: {warning['error']}")
     return "\n".join(out) + "\n"
+
+
+def _overdue_lines(status: Mapping[str, Any]) -> list[str]:
+    """Time-based copies past their promise: a line each (AWS keeps copying them)."""
+    overdue = status.get("overdue_copies") or []
+    if not status.get("copy_completion_duration") and not overdue:
+        return []
+    lines = [
+        f"time-based copies: {status.get('copy_completion_duration') or 'off'}   "
+        f"overdue: {len(overdue)}"
+    ]
+    lines += [
+        f"  overdue {_age(c['overdue_seconds'])}: {c['snapshot_id']} "
+        f"({c['namespace'] or '-'}/{c['pvc'] or '-'} {c['backup'] or '-'}) "
+        f"{c['progress']}%, promised by {c['promised_by']}"
+        for c in overdue
+    ]
+    return lines
 
 
 def _age(seconds: float | None) -> str:

@@ -30,6 +30,9 @@ CONTRACT = {
     "snapd_replicas_unlocked": "gauge",
     "snapd_recycle_bin_protected": "gauge",
     "snapd_locks": "counter",
+    "snapd_copies_overdue": "counter",
+    # Beyond the contract: the copier's current limit, for "in flight vs the limit".
+    "snapd_copies_in_flight_limit": "gauge",
 }
 
 #: Series that alerts use, present with value 0 from the first scrape.
@@ -48,6 +51,7 @@ ZERO_SERIES = [
     ("snapd_copies_started_total", {}),
     ("snapd_copies_completed_total", {}),
     ("snapd_copies_in_flight", {}),
+    ("snapd_copies_overdue_total", {}),
     ("snapd_backlog_snapshots", {}),
     ("snapd_leader", {}),
     ("snapd_last_successful_sync_timestamp_seconds", {}),
