@@ -26,6 +26,16 @@ a refused CopySnapshot (a permanent AWS error) counts as a try too. A source tha
 tries is reported and given up until `GIVE_UP_COOLDOWN` has passed (the daemon keeps trying,
 slowly; `snapd sync` reports it and exits 1). One failure never blocks the other copies.
 A copy that EC2 does not show yet (eventual consistency) is tolerated for `NOT_FOUND_WINDOW`.
+`unfinished()` names every source asked of the pool without a completed replica — given
+up, queued (never started, and why; waiting to retry, and after what) or pending — so
+`snapd sync` never reports success for a copy that never started. The pool reports itself
+idle (`wait_settled`) the moment nothing queued, being started or pending is left.
+
+Time-based copies. With `completion_minutes` every CopySnapshot asks EC2 to finish within
+that many minutes (CompletionDurationMinutes). A copy the poller still sees pending after
+its promise (its StartTime plus the duration, on the wall clock as EC2 reports it) is
+counted once in `snapd_copies_overdue_total` and logged (`copy.overdue`); it is left to
+finish — AWS keeps copying, it only broke its promise (README "Time-based copies").
 
 Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
 minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
@@ -42,7 +52,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import structlog
 
@@ -51,7 +62,7 @@ from snapd.aws import AwsClients
 from snapd.errors import AwsError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, Replica, SourceSnapshot
-from snapd.tags import to_tag_list
+from snapd.tags import format_time, to_tag_list
 from snapd.waiting import EARLIEST_LOOK, NOT_FOUND_WINDOW, ProgressTrack
 
 log = structlog.get_logger("snapd.copier")
@@ -81,6 +92,8 @@ class Tracked:
     source: SourceSnapshot | None = None
     #: Progress seen over time: when the copy should be done (the poller looks then).
     track: ProgressTrack = field(default_factory=ProgressTrack)
+    #: Seen pending past its time-based promise (counted once).
+    overdue: bool = False
 
 
 @dataclass(slots=True)
@@ -103,8 +116,27 @@ class _Settled:
 
 @dataclass(slots=True)
 class _Queued:
+    """A copy waiting for a slot; `why_waiting` says what held it back last (for reports)."""
+
     action: CopyAction
     not_before: float = 0.0
+    why_waiting: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A source the copier was asked to copy that has no completed replica (yet), and why.
+
+    `state`: `failed` (given up), `pending` (a copy still running), `queued` (never
+    started, or waiting to retry). `snapd sync` names each one in its summary.
+    """
+
+    source_id: str
+    label: str
+    state: str
+    reason: str
+    replica_id: str | None = None
+    progress: int = 0
 
 
 @dataclass
@@ -134,9 +166,11 @@ class Copier:
         poll_interval: float,
         copy_retries: int,
         kms_key_id: str | None = None,
+        completion_minutes: int | None = None,
         metrics: Metrics | None = None,
         events: CopyEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
         self.aws = aws
@@ -148,6 +182,8 @@ class Copier:
         self.poll_interval = poll_interval
         self.copy_retries = copy_retries
         self.kms_key_id = kms_key_id
+        self.completion_minutes = completion_minutes
+        self.wall_clock = wall_clock
         self.metrics = metrics or Metrics()
         self.events = events
         self.clock = clock
@@ -158,6 +194,8 @@ class Copier:
         self.stats = CopyStats()
         self._starting_sources: set[str] = set()
         self._settled_copies: dict[str, _Settled] = {}
+        #: Adopted copies that ended in `error`, by source, until the source is queued again.
+        self._adopted_failures: dict[str, Unfinished] = {}
         self._last_refusal = -1e18
         self._refusals_in_a_row = 0
         self._wake_starter = asyncio.Event()
@@ -166,6 +204,7 @@ class Copier:
         self._settled.set()
         self._stopping = False
         self._starting = 0
+        self.metrics.copies_in_flight_limit.set(self.limit)
 
     # ----------------------------------------------------------------- feeding the pool
 
@@ -205,6 +244,7 @@ class Copier:
             if source_id in busy or self._given_up(source_id, now):
                 continue
             self.queue.append(_Queued(action))
+            self._adopted_failures.pop(source_id, None)
             busy.add(source_id)
             added += 1
         if added:
@@ -265,6 +305,7 @@ class Copier:
 
     def _changed(self) -> None:
         self.metrics.copies_in_flight.set(len(self.active))
+        self.metrics.copies_in_flight_limit.set(self.limit)
         self.metrics.backlog.set(self.backlog)
         if self.idle:
             self._settled.set()
@@ -298,6 +339,7 @@ class Copier:
             log.info("copier.stopped", queued=len(self.queue), left_running_in_aws=len(self.active))
             self.queue.clear()
             self.active.clear()
+            self._adopted_failures.clear()
             self._changed()
 
     async def _starter(self, stop: asyncio.Event) -> None:
@@ -322,11 +364,14 @@ class Copier:
         return max(0.0, ready - now)
 
     async def _wait(self, event: asyncio.Event, seconds: float | None, stop: asyncio.Event) -> None:
-        event.clear()
+        """Until `event`, `stop` or `seconds`. The event is cleared after waking, not before
+        waiting: a wake-up sent while the task was busy (a copy started during a poll) is
+        acted on at once instead of being lost until the next timer."""
         waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            event.clear()
             for waiter in waiters:
                 waiter.cancel()
 
@@ -345,15 +390,20 @@ class Copier:
         source = queued.action.source
         self._starting += 1
         self._starting_sources.add(source.snapshot_id)
+        refusal: AwsError | None = None
         try:
             replica_id = await self.start_copy(source)
         except AwsError as error:
-            self._refused(queued, error)
-            self._changed()
-            return
+            refusal = error
         finally:
             self._starting -= 1
             self._starting_sources.discard(source.snapshot_id)
+        if refusal is not None:
+            # Only now, with the start no longer counted, may `_changed` see the pool idle:
+            # a copy refused and given up must end `snapd sync`'s wait at once.
+            self._refused(queued, refusal)
+            self._changed()
+            return
         self._refusals_in_a_row = 0
         self.attempts[source.snapshot_id] = self.attempts.get(source.snapshot_id, 0) + 1
         tracked = Tracked(
@@ -391,6 +441,7 @@ class Copier:
             tags=tags.build_copy_tags(source, self.scope, self.source_region),
             description=f"snapd copy of {source.snapshot_id} ({source.backup})",
             kms_key_id=self.kms_key_id,
+            completion_minutes=self.completion_minutes,
         )
 
     def _refused(self, queued: _Queued, error: AwsError) -> None:
@@ -403,6 +454,7 @@ class Copier:
                 self.limit = max(1, len(self.active))
             if not self.active or error.code != "ResourceLimitExceeded":
                 queued.not_before = now + self._backoff(self._refusals_in_a_row)
+            queued.why_waiting = _deferral_reason(error, self.region)
             self.queue.appendleft(queued)
             log.warning(
                 "copy.deferred",
@@ -442,7 +494,8 @@ class Copier:
             )
             return
         delay = self._backoff(tries)
-        self.queue.append(_Queued(action, not_before=self.clock() + delay))
+        why = f"waiting to retry (try {tries + 1} of {self.copy_retries}) after: {reason}"
+        self.queue.append(_Queued(action, not_before=self.clock() + delay, why_waiting=why))
         log.info("copy.retry_scheduled", source_snapshot_id=source.snapshot_id, delay=delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -492,7 +545,23 @@ class Copier:
                 await self._failed(tracked, replica.state_message or "copy ended in error")
             else:
                 self._progressed(tracked, replica.progress, now)
+                self._check_promise(tracked, replica)
         self._changed()
+
+    def _check_promise(self, tracked: Tracked, replica: Replica) -> None:
+        """Count a time-based copy once when it is still pending past its promise."""
+        if tracked.overdue or not replica.overdue(self.wall_clock()):
+            return
+        tracked.overdue = True
+        self.metrics.copies_overdue.inc()
+        log.warning(
+            "copy.overdue",
+            snapshot_id=tracked.replica_id,
+            source_snapshot_id=tracked.source_id,
+            completion_minutes=replica.completion_minutes,
+            promised_by=format_time(replica.promised_by) if replica.promised_by else None,
+            progress=replica.progress,
+        )
 
     def _progressed(self, tracked: Tracked, progress: int, now: float) -> None:
         tracked.track.see(now, progress)
@@ -536,6 +605,13 @@ class Copier:
         if tracked.source is None:
             # Adopted: the next cycle's plan queues it again, with the planner's reasons.
             self.stats.adopted_failed += 1
+            self._adopted_failures[tracked.source_id] = Unfinished(
+                tracked.source_id,
+                tracked.label,
+                "failed",
+                f"copy {tracked.replica_id} left by an earlier run ended in error: {message}",
+                tracked.replica_id,
+            )
         else:
             tries = self.attempts.get(tracked.source_id, 1)
             self._retry_or_give_up(CopyAction(tracked.source, "retry"), tries, message)
@@ -549,13 +625,58 @@ class Copier:
             if error.code != "InvalidSnapshot.NotFound":
                 log.warning("copy.cleanup_failed", snapshot_id=snapshot_id, code=error.code)
 
-    def time_out_pending(self) -> list[Tracked]:
-        """At `snapd sync --timeout`: count what is still pending as timed out."""
-        pending = list(self.active.values())
-        for tracked in pending:
+    def unfinished(self) -> list[Unfinished]:
+        """Every source asked of this copier that has no completed replica, and why.
+
+        Given up, adopted copies that failed (until queued again), queued (never started,
+        or waiting to retry) and pending: nothing the copier holds is left out, so a caller
+        that reports these never reports protection that is not there.
+        """
+        items = [
+            Unfinished(f.source_id, f.label, "failed", f"gave up: {f.reason}")
+            for f in self.stats.failures.values()
+        ]
+        items += self._adopted_failures.values()
+        items += [self._queued_item(q) for q in self.queue]
+        items += [
+            Unfinished(
+                t.source_id,
+                t.label,
+                "pending",
+                f"copy {t.replica_id} still pending at {t.progress}%",
+                t.replica_id,
+                t.progress,
+            )
+            for t in self.active.values()
+        ]
+        return items
+
+    def _queued_item(self, queued: _Queued) -> Unfinished:
+        source = queued.action.source
+        why = queued.why_waiting or (
+            f"not started: waiting for a free copy slot ({len(self.active)} of ours pending, "
+            f"limit {self.limit})"
+        )
+        return Unfinished(
+            source.snapshot_id, _label(source.namespace, source.pvc, source.backup), "queued", why
+        )
+
+    def time_out(self) -> list[Unfinished]:
+        """At `snapd sync --timeout`: what is unfinished; queued and pending ones count and
+        log as timed out (a copy that never started did not complete in time either)."""
+        items = self.unfinished()
+        for item in items:
+            if item.state == "failed":
+                continue
             self.metrics.copies_failed.labels(reason="timeout").inc()
-            log.error("copy.timed_out", snapshot_id=tracked.replica_id, progress=tracked.progress)
-        return pending
+            log.error(
+                "copy.timed_out",
+                source_snapshot_id=item.source_id,
+                snapshot_id=item.replica_id,
+                state=item.state,
+                reason=item.reason,
+            )
+        return items
 
     def _emit(self, event: str, tracked: Tracked) -> None:
         if self.events is not None:
@@ -575,7 +696,7 @@ async def copy_snapshot(
 ) -> str:
     """One CopySnapshot, tags in TagSpecifications (never a later CreateTags, so a crash can
     never leave an untagged copy); returns the new snapshot id. Shared with restore."""
-    params: dict[str, object] = {
+    params: dict[str, Any] = {
         "SourceRegion": source_region,
         "SourceSnapshotId": snapshot_id,
         "Description": description[:255],
@@ -587,6 +708,16 @@ async def copy_snapshot(
         params["CompletionDurationMinutes"] = completion_minutes
     response = await aws.call("ec2", destination_region, "CopySnapshot", **params)
     return str(response["SnapshotId"])
+
+
+def _deferral_reason(error: AwsError, region: str) -> str:
+    """Why a copy waits after a refusal that is worth trying again."""
+    if error.code == "ResourceLimitExceeded":
+        return (
+            f"not started: every copy slot in {region} is taken (ResourceLimitExceeded: "
+            "pending copies of other tools count against the account's 20)"
+        )
+    return f"not started: CopySnapshot refused for now ({error.code}: {error.message})"
 
 
 def _label(namespace: str | None, pvc: str | None, backup: str | None) -> str:

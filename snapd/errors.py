@@ -16,6 +16,10 @@ class ConfigError(SnapdError):
     """A setting or a command-line argument is missing or wrong (exit 2, nothing changed)."""
 
 
+class UsageError(ConfigError):
+    """The command line itself is wrong (exit 2)."""
+
+
 class AwsError(SnapdError):
     """An AWS call failed after botocore's retries.
 
