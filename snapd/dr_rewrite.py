@@ -340,8 +340,8 @@ def rewrite_tarball(source: IO[bytes], sink: IO[bytes], mapping: DrMapping) -> T
     """Stream `<name>.tar.gz` from `source` to `sink`, rewriting PV, VS and VSC items.
 
     Both sides are tar stream mode (`r|`, `w|` over gzip streams): members are read and
-    written strictly in order, and a member that is not rewritten is copied through in chunks, so memory stays
-    bounded by the largest rewritten item whatever the tarball's size.
+    written strictly in order, and a member that is not rewritten is copied through in
+    chunks, so memory stays bounded by the largest rewritten item whatever the tarball's size.
     """
     report = TarballReport()
     try:
