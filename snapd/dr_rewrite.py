@@ -80,6 +80,15 @@ def file_kind(backup: str, file_name: str) -> FileKind | None:
     return None
 
 
+@dataclass(slots=True)
+class Seen:
+    """Names a DR cluster must provide, noticed while rewriting (for `snapd dr-manifests`):
+    VolumeSnapshotLocations of native entries, VolumeSnapshotClasses of the contents."""
+
+    locations: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)
+
+
 @dataclass(frozen=True, slots=True)
 class DrMapping:
     """What one backup's references become in the DR region.
@@ -94,6 +103,7 @@ class DrMapping:
     source_region: str
     region: str
     volumes: frozenset[str] = field(default_factory=frozenset)
+    seen: Seen = field(default_factory=Seen, compare=False)
 
     def zone(self, value: str) -> str:
         """The DR zone of a source zone; a zone with no DR zone stops the rewrite."""
@@ -201,7 +211,10 @@ def rewrite_native_entry(entry: object, mapping: DrMapping) -> bool:
     if status is None or status.get("providerSnapshotID") not in mapping.snapshots:
         return False
     _swap(status, "providerSnapshotID", _snapshot(mapping))
-    _swap(_dict(entry, "spec"), "volumeAZ", mapping.zone)
+    spec = _dict(entry, "spec")
+    _swap(spec, "volumeAZ", mapping.zone)
+    if spec is not None and isinstance(spec.get("location"), str) and spec["location"]:
+        mapping.seen.locations.add(spec["location"])
     return True
 
 
@@ -225,6 +238,9 @@ def rewrite_volume_snapshot_content(item: object, mapping: DrMapping) -> bool:
     v1.14+ restore action builds the restored VSC from the tarball copy's handle)."""
     changed = _swap(_dict(item, "status"), "snapshotHandle", _snapshot(mapping))
     changed |= _swap(_dict(item, "spec", "source"), "snapshotHandle", _snapshot(mapping))
+    spec = _dict(item, "spec")
+    if changed and spec is not None and isinstance(spec.get("volumeSnapshotClassName"), str):
+        mapping.seen.classes.add(spec["volumeSnapshotClassName"])
     return changed
 
 

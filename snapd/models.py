@@ -39,6 +39,7 @@ class Backup:
     completion_time: datetime | None = None
     expiration: datetime | None = None
     format_version: str | None = None
+    files_complete: bool = True
 
     @property
     def terminal(self) -> bool:
@@ -191,6 +192,8 @@ class Discovery:
     skipped: tuple[Skip, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
     backups: tuple[Backup, ...] = ()
+    #: Every folder's scan, for the DR location (which publishes whole backups).
+    scans: tuple[BackupScan, ...] = ()
 
     @property
     def unreadable_backups(self) -> int:

@@ -370,7 +370,9 @@ def build_discovery(scans: Iterable[BackupScan]) -> Discovery:
     skipped: list[Skip] = []
     errors: list[DiscoveryError] = []
     backups: list[Backup] = []
+    kept: list[BackupScan] = []
     for scan in scans:
+        kept.append(scan)
         if scan.backup is not None:
             backups.append(scan.backup)
         skipped.extend(scan.skipped)
@@ -382,6 +384,7 @@ def build_discovery(scans: Iterable[BackupScan]) -> Discovery:
         skipped=tuple(skipped),
         errors=tuple(errors),
         backups=tuple(backups),
+        scans=tuple(kept),
     )
 
 
