@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from snapd import __version__, inventory, render
+from snapd import __version__, dr, inventory, render
 from snapd.aws import AwsClients
 from snapd.config import Settings, load_settings, parse_duration
 from snapd.copier import Tracked
@@ -28,6 +28,7 @@ from snapd.logs import configure_logging
 from snapd.models import Plan
 from snapd.restore import cmd_restore
 from snapd.service import Engine, SyncOutcome, run_daemon, status_report, sync_holding_lease
+from snapd.velero import BucketLocation
 
 log = structlog.get_logger("snapd.cli")
 
@@ -120,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--output", default="pvc.yaml", help="where to write the proposed PVC")
     restore.add_argument("--force", action="store_true", help="overwrite the output file")
     restore.add_argument("--dry-run", action="store_true")
+
+    manifests = commands.add_parser(
+        "dr-manifests",
+        parents=[common],
+        help="the DR cluster's ReadOnly BSL, VSLs and VolumeSnapshotClasses (reads the DR bucket)",
+    )
+    manifests.add_argument("--velero-namespace", default="velero")
+    manifests.add_argument("--bsl-name", default="snapd-dr")
     return parser
 
 
@@ -140,6 +149,7 @@ REQUIRED = {
     "status": ("velero_bucket", "schedules", "source_region", "destination_region"),
     "list": ("destination_region",),
     "restore": ("source_region", "destination_region"),
+    "dr-manifests": ("destination_region", "dr_bucket"),
 }
 
 
@@ -149,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, settings = parse(argv)
         settings.require(*REQUIRED[args.command])
-        if not settings.scope:
+        settings.check_dr_location()
+        if not settings.scope and args.command != "dr-manifests":
             raise ConfigError(
                 "missing setting cluster (SNAPD_CLUSTER, --cluster) or velero_bucket: "
                 "the scope of the replicas is needed"
@@ -179,6 +190,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await cmd_status(args, settings)
         if args.command == "restore":
             return await cmd_restore(args, settings)
+        if args.command == "dr-manifests":
+            return await cmd_dr_manifests(args, settings)
     except ConfigError:
         raise
     except AwsError as error:
@@ -229,6 +242,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         progress = _Progress()
         engine = Engine(settings, aws, events=progress)
         progress.total = lambda: progress.done + engine.copier.backlog
+        await engine.check_dr()
         if args.dry_run:
             result = await engine.plan_cycle()
             _print_plan(result.plan, args.output, settings)
@@ -319,9 +333,38 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with AwsClients() as aws:
         engine = Engine(settings, aws)
         result = await engine.plan_cycle()
-    status = status_report(result, settings, datetime.now(UTC))
+        dr_status: dict[str, Any] | None = None
+        if engine.dr is not None:
+            await engine.dr.survey(result.discovery, result.replicas, result.plan)
+            dr_status = engine.dr.status(settings.schedules)
+    dr_errors = engine.dr.errors if engine.dr is not None else ()
+    status = status_report(result, settings, datetime.now(UTC), dr_status, dr_errors)
     if args.output == "json":
         print(json.dumps(status, indent=2))
     else:
         sys.stdout.write(render.status_text(status))
+    return EXIT_OK
+
+
+async def cmd_dr_manifests(args: argparse.Namespace, settings: Settings) -> int:
+    """Print what the DR cluster needs, from the DR bucket alone (the source may be gone)."""
+    region = settings.destination_region or ""
+    location = BucketLocation(settings.dr_bucket or "", settings.dr_prefix, region)
+    async with AwsClients() as aws:
+        published = await dr.read_published(aws, location)
+    manifests = dr.dr_manifests(
+        published,
+        bucket=location.bucket,
+        prefix=location.prefix,
+        region=region,
+        namespace=args.velero_namespace,
+        bsl_name=args.bsl_name,
+    )
+    sys.stdout.write(render.yaml_stream(manifests))
+    if not published:
+        print(
+            f"snapd dr-manifests: no published backup in {settings.dr_root} yet; "
+            "the BackupStorageLocation alone is printed",
+            file=sys.stderr,
+        )
     return EXIT_OK

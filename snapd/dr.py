@@ -288,6 +288,7 @@ class DrPublisher:
 
     @property
     def location(self) -> str:
+        """`s3://bucket/prefix` (no trailing `/`)."""
         return f"s3://{self.dr.bucket}/{self.dr.prefix}".rstrip("/")
 
     async def check_zones(self) -> dict[str, str]:
@@ -351,6 +352,37 @@ class DrPublisher:
                 group.create_task(one(candidate), name=f"dr.publish:{candidate.name[:80]}")
         self._set_metrics()
         return report
+
+    async def survey(self, discovery: Discovery, replicas: list[Replica], plan: Plan) -> None:
+        """Read the DR location's state without writing (for `snapd status`)."""
+        zones = await self.check_zones()
+        await self._refresh()
+        choice = choose(
+            discovery,
+            usable_replicas(replicas, plan),
+            zones=zones,
+            source_region=self.source_region,
+            region=self.dr.region,
+            copy_failed_backups=self.copy_failed_backups,
+        )
+        self.errors = choice.errors
+        for record in self.published.values():
+            self._describe(record, choice)
+
+    def status(self, schedules: Iterable[str]) -> dict[str, Any]:
+        """The `dr` object of `status -o json`."""
+        newest = self.newest_published()
+        rows = []
+        for name in schedules:
+            record = newest.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "newest_published_backup": record.name if record else None,
+                    "recovery_point": _rfc3339(record.backup_time) if record else None,
+                }
+            )
+        return {"location": self.location, "published": len(self.published), "schedules": rows}
 
     async def before_prune(self, plan: Plan) -> set[str]:
         """Remove every published backup naming a replica this prune pass deletes.
@@ -648,6 +680,10 @@ class DrPublisher:
             return writer.parts
 
         await self._multipart(target, {}, send)
+
+
+def _rfc3339(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def _metadata(candidate: Candidate, seen: Seen) -> dict[str, str]:
