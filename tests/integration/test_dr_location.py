@@ -1,0 +1,312 @@
+"""The DR location end to end: the real `snapd` CLI against moto, the EC2 simulator and a
+Velero bucket; what lands in the DR bucket is decoded and compared with what Velero reads."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from simworld.ec2sim import Ec2Simulator
+from simworld.moto_server import MotoWorld
+from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
+from snapd import tags
+from snapd.aws import AwsClients
+from snapd.config import Settings
+from snapd.service import Engine
+from tests.integration.cli import run_snapd
+
+SRC, DST, BUCKET, DR_BUCKET = "eu-west-1", "eu-central-1", "velero-test", "snapd-dr"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def env(moto: MotoWorld, **extra: str) -> dict[str, str]:
+    return {
+        **moto.env(),
+        "SNAPD_VELERO_BUCKET": BUCKET,
+        "SNAPD_SCHEDULES": "daily",
+        "SNAPD_SOURCE_REGION": SRC,
+        "SNAPD_DESTINATION_REGION": DST,
+        "SNAPD_POLL_INTERVAL": "0.1",
+        "SNAPD_LOG_FORMAT": "json",
+        "SNAPD_DR_BUCKET": DR_BUCKET,
+        "SNAPD_DR_PREFIX": "velero/dr",
+        **extra,
+    }
+
+
+def s3(moto: MotoWorld, region: str = DST) -> Any:
+    return boto3.client("s3", region_name=region, endpoint_url=moto.url)
+
+
+def make_dr_bucket(moto: MotoWorld) -> None:
+    s3(moto).create_bucket(
+        Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DST}
+    )
+
+
+VOLUMES = [
+    Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3"),
+    Volume("shop", "cache", 5, f"{SRC}b", CSI, "gp3"),
+    Volume("mon", "prom", 8, f"{SRC}b", NATIVE, "gp2", in_tree=True, zone_in="label"),
+]
+
+
+def seed(moto: MotoWorld, days: int = 2, version: str = "1.14") -> VeleroBucket:
+    bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
+    for day in range(days, 0, -1):
+        start = NOW - timedelta(days=day)
+        bucket.backup(
+            f"daily-{start:%Y%m%d%H%M%S}",
+            schedule="daily",
+            volumes=VOLUMES,
+            start=start,
+            version=version,
+        )
+    return bucket
+
+
+def objects(moto: MotoWorld, bucket: str, prefix: str = "", region: str = DST) -> dict[str, bytes]:
+    client = s3(moto, region)
+    found: dict[str, bytes] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents") or ():
+            found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+def replica_of(moto: MotoWorld) -> dict[str, str]:
+    """Source snapshot id → completed replica id."""
+    ec2 = boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
+    found = {}
+    for snap in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]:
+        t = tags.from_tag_list(snap.get("Tags"))
+        if snap["State"] == "completed":
+            found[t[tags.SOURCE_SNAPSHOT_ID]] = snap["SnapshotId"]
+    return found
+
+
+def dr_key(name: str, file_name: str) -> str:
+    return f"velero/dr/backups/{name}/{file_name}"
+
+
+def gz(data: bytes) -> Any:
+    return json.loads(gzip.decompress(data))
+
+
+def tar_items(data: bytes) -> dict[str, Any]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        return {
+            m.name: json.loads(archive.extractfile(m).read())  # type: ignore[union-attr]
+            for m in archive
+            if m.name.endswith(".json")
+        }
+
+
+def test_sync_publishes_every_fully_replicated_backup(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """After `snapd sync` each backup sits in the DR location, byte-identical except the
+    references, which name the replicas, the DR zones and region; the source is untouched."""
+    make_dr_bucket(moto)
+    bucket = seed(moto)
+    source_before = objects(moto, BUCKET, region=SRC)
+    result = run_snapd("sync", env=env(moto))
+    assert result.code == 0, result.stderr
+    assert objects(moto, BUCKET, region=SRC) == source_before, "never a write to the source"
+    dr = objects(moto, DR_BUCKET)
+    replicas = replica_of(moto)
+    assert set(dr) == {k.replace("backups/", "velero/dr/backups/", 1) for k in source_before
+                       if k.startswith("backups/daily-")}
+    for name, built in bucket.backups.items():
+        src = {k.rsplit("/", 1)[1]: v for k, v in source_before.items() if f"/{name}/" in k}
+        rewritten = {f"{name}-volumesnapshots.json.gz", f"{name}-volumeinfo.json.gz",
+                     f"{name}-csi-volumesnapshotcontents.json.gz",
+                     f"{name}-csi-volumesnapshots.json.gz", f"{name}.tar.gz"}
+        for file_name, data in src.items():
+            if file_name not in rewritten:
+                assert dr[dr_key(name, file_name)] == data, file_name
+        # Native: pv_restorer reads providerSnapshotID and volumeAZ.
+        for entry in gz(dr[dr_key(name, f"{name}-volumesnapshots.json.gz")]):
+            source_id = next(s.snapshot_id for s in built.snapshots
+                             if s.volume.pv_name == entry["spec"]["persistentVolumeName"])
+            assert entry["status"]["providerSnapshotID"] == replicas[source_id]
+            assert entry["spec"]["volumeAZ"] in (f"{DST}a", f"{DST}b")
+            assert entry["spec"]["volumeAZ"][-1] == entry["spec"]["volumeAZ"][-1]
+        # v1.14+: volumeinfo picks the method and names the handle.
+        for entry in gz(dr[dr_key(name, f"{name}-volumeinfo.json.gz")]):
+            info = entry.get("nativeSnapshotInfo") or entry["csiSnapshotInfo"]
+            assert info["snapshotHandle"] in replicas.values()
+        # CSI: the VSC handle in the tarball and the VS annotation.
+        items = tar_items(dr[dr_key(name, f"{name}.tar.gz")])
+        contents = [v for k, v in items.items() if "volumesnapshotcontents" in k]
+        assert contents
+        assert all(c["status"]["snapshotHandle"] in replicas.values() for c in contents)
+        for key, pv in items.items():
+            if not key.startswith("resources/persistentvolumes/"):
+                continue
+            text = json.dumps(pv)
+            assert f"{SRC}a" not in text
+            assert f"{SRC}b" not in text
+            assert f'"{SRC}"' not in text
+        prom = next(v for k, v in items.items() if k.endswith(f"{VOLUMES[2].pv_name}.json"))
+        assert prom["metadata"]["labels"]["topology.kubernetes.io/zone"] == f"{DST}b"
+        assert prom["spec"]["awsElasticBlockStore"]["volumeID"].startswith(f"aws://{DST}b/vol-")
+
+
+def test_status_dr_manifests_and_bad_settings(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    make_dr_bucket(moto)
+    bucket = seed(moto)
+    assert run_snapd("sync", env=env(moto)).code == 0
+    status = run_snapd("status", "-o", "json", env=env(moto))
+    assert status.code == 0, status.stderr
+    dr = json.loads(status.stdout)["dr"]
+    newest = max(bucket.backups)
+    assert dr["location"] == f"s3://{DR_BUCKET}/velero/dr"
+    assert dr["published"] == 2
+    assert dr["schedules"] == [
+        {
+            "name": "daily",
+            "newest_published_backup": newest,
+            "recovery_point": bucket.backups[newest].start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    ]
+    text = run_snapd("status", env=env(moto))
+    assert "DR location s3://snapd-dr/velero/dr: 2 backups published" in text.stdout
+    # dr-manifests reads the DR bucket alone: no source settings at all.
+    only_dr = {k: v for k, v in env(moto).items() if not k.startswith("SNAPD_VELERO")}
+    only_dr.pop("SNAPD_SOURCE_REGION")
+    manifests = run_snapd("dr-manifests", "--velero-namespace", "velero-dr", env=only_dr)
+    assert manifests.code == 0, manifests.stderr
+    docs = list(yaml.safe_load_all(manifests.stdout))
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert kinds == {
+        ("BackupStorageLocation", "snapd-dr"),
+        ("VolumeSnapshotLocation", "default"),
+        ("VolumeSnapshotClass", "ebs-csi"),
+    }
+    bsl = docs[0]
+    assert bsl["spec"] == {
+        "provider": "aws",
+        "objectStorage": {"bucket": DR_BUCKET, "prefix": "velero/dr"},
+        "config": {"region": DST},
+        "accessMode": "ReadOnly",
+    }
+    assert bsl["metadata"]["namespace"] == "velero-dr"
+    vsc = docs[2]
+    assert vsc["deletionPolicy"] == "Retain"
+    assert vsc["driver"] == "ebs.csi.aws.com"
+    assert vsc["metadata"]["labels"] == {"velero.io/csi-volumesnapshot-class": "true"}
+    # The DR root is the source location: exit 2, one line.
+    same = run_snapd("sync", env=env(moto, SNAPD_DR_BUCKET=BUCKET, SNAPD_DR_PREFIX=""))
+    assert same.code == 2
+    assert "must differ from" in same.stderr
+    # A SNAPD_DR_ZONES zone the destination region lacks: exit 2 naming it.
+    bad = run_snapd("sync", env=env(moto, SNAPD_DR_ZONES=f"{SRC}a={DST}z"))
+    assert bad.code == 2, bad.stderr
+    assert f"{DST}z not in {DST}" in bad.stderr
+
+
+def test_a_zone_without_dr_zone_is_reported_not_published(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """eu-west-1c → eu-central-1c exists in moto, so map it away to a zone-less letter by
+    making the source zone one the DR region has no letter for."""
+    make_dr_bucket(moto)
+    bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
+    name = f"daily-{NOW - timedelta(hours=3):%Y%m%d%H%M%S}"
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db", 5, "eu-west-1c", NATIVE)],
+                  start=NOW - timedelta(hours=3))
+    ec2 = boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
+    dst_zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    if f"{DST}c" in dst_zones:
+        pytest.skip("the simulated destination region has the same letter")
+    result = run_snapd("sync", "-o", "json", env=env(moto))
+    errors = json.loads(result.stdout)["errors"]
+    assert any("eu-west-1c" in e["error"] and "SNAPD_DR_ZONES" in e["error"] for e in errors)
+    assert objects(moto, DR_BUCKET) == {}
+
+
+async def _engine_pass(moto: MotoWorld, settings: Settings) -> dict[str, int]:
+    async with AwsClients() as aws:
+        engine = Engine(settings, aws)
+        await engine.cycle()  # cold: publishes what is ready (nothing new here)
+        before = dict(aws.calls)
+        await engine.cycle()  # warm
+        return {k: v - before.get(k, 0) for k, v in aws.calls.items() if v - before.get(k, 0)}
+
+
+def test_warm_cycle_costs_one_dr_listing(
+    moto: MotoWorld, ec2sim: Ec2Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dr_bucket(moto)
+    seed(moto)
+    assert run_snapd("sync", env=env(moto)).code == 0
+    for key, value in env(moto).items():
+        monkeypatch.setenv(key, value)
+    import asyncio
+
+    calls = asyncio.run(_engine_pass(moto, Settings()))
+    s3_calls = {k: v for k, v in calls.items() if k not in ("DescribeSnapshots",)}
+    # One source listing (cached backups) + one DR listing; no GET, HEAD, PUT, COPY.
+    assert s3_calls == {"ListObjectsV2": 2}, calls
+
+
+def test_replica_deleted_behind_snapds_back_unpublishes_at_once(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    make_dr_bucket(moto)
+    bucket = seed(moto, days=1)
+    assert run_snapd("sync", env=env(moto)).code == 0
+    name = next(iter(bucket.backups))
+    assert dr_key(name, "velero-backup.json") in objects(moto, DR_BUCKET)
+    victim = next(iter(replica_of(moto).values()))
+    boto3.client("ec2", region_name=DST, endpoint_url=moto.url).delete_snapshot(SnapshotId=victim)
+    ec2sim.copy_duration = 30  # the new copy stays pending past --timeout
+    first = run_snapd("sync", "--timeout", "1s", env=env(moto))
+    assert first.code == 1  # the copy timed out
+    assert not any(k.startswith(f"velero/dr/backups/{name}/") for k in objects(moto, DR_BUCKET))
+    assert "dr.unpublished" in first.stderr
+    ec2sim.copy_duration = 0.2
+    second = run_snapd("sync", env=env(moto))
+    assert second.code == 0, second.stderr
+    dr = objects(moto, DR_BUCKET)
+    assert dr_key(name, "velero-backup.json") in dr
+    handles = {e["status"]["providerSnapshotID"]
+               for e in gz(dr[dr_key(name, f"{name}-volumesnapshots.json.gz")])}
+    assert victim not in handles
+    assert handles <= set(replica_of(moto).values())
+
+
+def test_retention_removes_the_published_backup_before_its_replica(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """One PVC's replica of the old backup is pruned (the other PVC has no newer copy and
+    is kept): the whole backup leaves the DR location first, velero-backup.json first."""
+    make_dr_bucket(moto)
+    bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
+    old, new = NOW - timedelta(days=3), NOW - timedelta(hours=2)
+    old_name, new_name = f"daily-{old:%Y%m%d%H%M%S}", f"daily-{new:%Y%m%d%H%M%S}"
+    bucket.backup(old_name, schedule="daily", volumes=VOLUMES[:2], start=old)
+    bucket.backup(new_name, schedule="daily", volumes=VOLUMES[:1], start=new)
+    assert run_snapd("sync", env=env(moto)).code == 0
+    assert dr_key(old_name, "velero-backup.json") in objects(moto, DR_BUCKET)
+    result = run_snapd("sync", env=env(moto, SNAPD_RETENTION_MAX_AGE="1d"))
+    assert result.code == 0, result.stderr
+    dr = objects(moto, DR_BUCKET)
+    assert not any(f"/{old_name}/" in k for k in dr)
+    assert dr_key(new_name, "velero-backup.json") in dr
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
+    assert "prune.deleted" in events
+    assert events.index("dr.unpublished") < events.index("prune.deleted")
+    # The old backup's CSI replica (PVC cache, no newer copy) is kept; db's is gone.
+    left = replica_of(moto)
+    old_ids = set(bucket.backups[old_name].snapshot_ids)
+    assert len(old_ids & set(left)) == 1
