@@ -47,9 +47,7 @@ def s3(moto: MotoWorld, region: str = DST) -> Any:
 
 
 def make_dr_bucket(moto: MotoWorld) -> None:
-    s3(moto).create_bucket(
-        Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DST}
-    )
+    s3(moto).create_bucket(Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DST})
 
 
 VOLUMES = [
@@ -123,20 +121,30 @@ def test_sync_publishes_every_fully_replicated_backup(
     assert objects(moto, BUCKET, region=SRC) == source_before, "never a write to the source"
     dr = objects(moto, DR_BUCKET)
     replicas = replica_of(moto)
-    assert set(dr) == {k.replace("backups/", "velero/dr/backups/", 1) for k in source_before
-                       if k.startswith("backups/daily-")}
+    assert set(dr) == {
+        k.replace("backups/", "velero/dr/backups/", 1)
+        for k in source_before
+        if k.startswith("backups/daily-")
+    }
     for name, built in bucket.backups.items():
         src = {k.rsplit("/", 1)[1]: v for k, v in source_before.items() if f"/{name}/" in k}
-        rewritten = {f"{name}-volumesnapshots.json.gz", f"{name}-volumeinfo.json.gz",
-                     f"{name}-csi-volumesnapshotcontents.json.gz",
-                     f"{name}-csi-volumesnapshots.json.gz", f"{name}.tar.gz"}
+        rewritten = {
+            f"{name}-volumesnapshots.json.gz",
+            f"{name}-volumeinfo.json.gz",
+            f"{name}-csi-volumesnapshotcontents.json.gz",
+            f"{name}-csi-volumesnapshots.json.gz",
+            f"{name}.tar.gz",
+        }
         for file_name, data in src.items():
             if file_name not in rewritten:
                 assert dr[dr_key(name, file_name)] == data, file_name
         # Native: pv_restorer reads providerSnapshotID and volumeAZ.
         for entry in gz(dr[dr_key(name, f"{name}-volumesnapshots.json.gz")]):
-            source_id = next(s.snapshot_id for s in built.snapshots
-                             if s.volume.pv_name == entry["spec"]["persistentVolumeName"])
+            source_id = next(
+                s.snapshot_id
+                for s in built.snapshots
+                if s.volume.pv_name == entry["spec"]["persistentVolumeName"]
+            )
             assert entry["status"]["providerSnapshotID"] == replicas[source_id]
             assert entry["spec"]["volumeAZ"] in (f"{DST}a", f"{DST}b")
             assert entry["spec"]["volumeAZ"][-1] == entry["spec"]["volumeAZ"][-1]
@@ -217,21 +225,38 @@ def test_status_dr_manifests_and_bad_settings(moto: MotoWorld, ec2sim: Ec2Simula
 def test_a_zone_without_dr_zone_is_reported_not_published(
     moto: MotoWorld, ec2sim: Ec2Simulator
 ) -> None:
-    """eu-west-1c → eu-central-1c exists in moto, so map it away to a zone-less letter by
-    making the source zone one the DR region has no letter for."""
-    make_dr_bucket(moto)
+    """us-west-1 has zones a and b only: a backup in eu-west-1c has no DR zone there."""
+    west = "us-west-1"
+    s3(moto, west).create_bucket(
+        Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": west}
+    )
     bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
-    name = f"daily-{NOW - timedelta(hours=3):%Y%m%d%H%M%S}"
-    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db", 5, "eu-west-1c", NATIVE)],
-                  start=NOW - timedelta(hours=3))
-    ec2 = boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
-    dst_zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
-    if f"{DST}c" in dst_zones:
-        pytest.skip("the simulated destination region has the same letter")
-    result = run_snapd("sync", "-o", "json", env=env(moto))
-    errors = json.loads(result.stdout)["errors"]
-    assert any("eu-west-1c" in e["error"] and "SNAPD_DR_ZONES" in e["error"] for e in errors)
-    assert objects(moto, DR_BUCKET) == {}
+    start = NOW - timedelta(hours=3)
+    lost, fine = f"daily-{start:%Y%m%d%H%M%S}", f"daily-{start + timedelta(hours=1):%Y%m%d%H%M%S}"
+    bucket.backup(lost, schedule="daily", volumes=[Volume("shop", "db", 5, f"{SRC}c")], start=start)
+    bucket.backup(
+        fine,
+        schedule="daily",
+        volumes=[Volume("shop", "web", 5, f"{SRC}a")],
+        start=start + timedelta(hours=1),
+    )
+    settings = env(moto, SNAPD_DESTINATION_REGION=west)
+    result = run_snapd("sync", "-o", "json", env=settings)
+    assert result.code == 0, result.stderr
+    errors = [e for e in json.loads(result.stdout)["errors"] if e["backup"] == lost]
+    assert len(errors) == 1
+    assert f"source zone {SRC}c has no DR zone in {west}" in errors[0]["error"]
+    assert "SNAPD_DR_ZONES" in errors[0]["error"]
+    published = objects(moto, DR_BUCKET, region=west)
+    assert not any(f"/{lost}/" in k for k in published)
+    assert dr_key(fine, "velero-backup.json") in published
+    status = json.loads(run_snapd("status", "-o", "json", env=settings).stdout)
+    assert any(e["backup"] == lost and "SNAPD_DR_ZONES" in e["error"] for e in status["errors"])
+    # Mapped, it is published.
+    mapped = run_snapd("sync", env={**settings, "SNAPD_DR_ZONES": f"{SRC}c={west}b"})
+    assert mapped.code == 0, mapped.stderr
+    volumes = objects(moto, DR_BUCKET, region=west)[dr_key(lost, f"{lost}-volumesnapshots.json.gz")]
+    assert gz(volumes)[0]["spec"]["volumeAZ"] == f"{west}b"
 
 
 async def _engine_pass(moto: MotoWorld, settings: Settings) -> dict[str, int]:
@@ -279,8 +304,10 @@ def test_replica_deleted_behind_snapds_back_unpublishes_at_once(
     assert second.code == 0, second.stderr
     dr = objects(moto, DR_BUCKET)
     assert dr_key(name, "velero-backup.json") in dr
-    handles = {e["status"]["providerSnapshotID"]
-               for e in gz(dr[dr_key(name, f"{name}-volumesnapshots.json.gz")])}
+    handles = {
+        e["status"]["providerSnapshotID"]
+        for e in gz(dr[dr_key(name, f"{name}-volumesnapshots.json.gz")])
+    }
     assert victim not in handles
     assert handles <= set(replica_of(moto).values())
 
@@ -303,7 +330,9 @@ def test_retention_removes_the_published_backup_before_its_replica(
     dr = objects(moto, DR_BUCKET)
     assert not any(f"/{old_name}/" in k for k in dr)
     assert dr_key(new_name, "velero-backup.json") in dr
-    events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [
+        json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")
+    ]
     assert "prune.deleted" in events
     assert events.index("dr.unpublished") < events.index("prune.deleted")
     # The old backup's CSI replica (PVC cache, no newer copy) is kept; db's is gone.
