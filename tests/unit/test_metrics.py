@@ -23,6 +23,9 @@ CONTRACT = {
     "snapd_recovery_point_timestamp_seconds": "gauge",
     "snapd_aws_errors": "counter",
     "snapd_leader": "gauge",
+    "snapd_dr_backups_published": "gauge",
+    "snapd_dr_recovery_point_timestamp_seconds": "gauge",
+    "snapd_dr_publish_failures": "counter",
 }
 
 #: Series that alerts use, present with value 0 from the first scrape.
