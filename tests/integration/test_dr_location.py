@@ -339,3 +339,102 @@ def test_retention_removes_the_published_backup_before_its_replica(
     left = replica_of(moto)
     old_ids = set(bucket.backups[old_name].snapshot_ids)
     assert len(old_ids & set(left)) == 1
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, read in chunks (a filler member never held in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+FILLER_MEMBER = 128 << 20
+FILLER_TOTAL = 1 << 30
+
+
+def big_tarball(original: bytes, path: Any) -> None:
+    """The backup's tarball with 1 GiB of filler members before its items."""
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w|") as out,
+    ):
+        for number in range(FILLER_TOTAL // FILLER_MEMBER):
+            info = tarfile.TarInfo(f"resources/configmaps/namespaces/big/filler-{number}.bin")
+            info.size = FILLER_MEMBER
+            out.addfile(info, _Zeros(FILLER_MEMBER))
+        with tarfile.open(fileobj=io.BytesIO(original), mode="r:gz") as source:
+            for member in source:
+                out.addfile(member, source.extractfile(member))
+
+
+PEAK_RSS = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=600)
+sys.stderr.write(done.stderr[-3000:])
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_a_gigabyte_tarball_is_published_streaming(
+    moto: MotoWorld, ec2sim: Ec2Simulator, tmp_path: Any
+) -> None:
+    """`snapd sync` publishes a backup whose tarball holds 1 GiB of filler: peak RSS of the
+    whole snapd process stays under 300 MB, and the rewritten items come out right."""
+    import subprocess
+    import sys
+
+    from tests.integration.cli import SNAPD
+
+    make_dr_bucket(moto)
+    bucket = seed(moto, days=1)
+    [name] = bucket.backups
+    path = tmp_path / "big.tar.gz"
+    big_tarball(bucket.file(name, ".tar.gz"), path)
+    bucket.put(bucket.key(name, ".tar.gz"), path.read_bytes())
+    base = {k: v for k, v in __import__("os").environ.items() if k in ("PATH", "HOME")}
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, SNAPD, "sync"],
+        env={**base, **env(moto)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    code, peak_kib = (int(v) for v in done.stdout.split())
+    assert code == 0, done.stderr
+    assert peak_kib < 300 * 1024, f"peak RSS {peak_kib // 1024} MiB"
+    published = s3(moto).get_object(Bucket=DR_BUCKET, Key=dr_key(name, f"{name}.tar.gz"))["Body"]
+    replicas = replica_of(moto)
+    members, filler = 0, 0
+    with (
+        gzip.GzipFile(fileobj=published, mode="rb") as unpacked,
+        tarfile.open(fileobj=unpacked, mode="r|") as archive,
+    ):
+        for member in archive:
+            members += 1
+            if "filler" in member.name:
+                filler += member.size
+                continue
+            if "volumesnapshotcontents" in member.name:
+                item = json.loads(archive.extractfile(member).read())  # type: ignore[union-attr]
+                assert item["status"]["snapshotHandle"] in replicas.values()
+    assert filler == FILLER_TOTAL
+    assert members > FILLER_TOTAL // FILLER_MEMBER
+    assert dr_key(name, "velero-backup.json") in objects_keys(moto)
+
+
+def objects_keys(moto: MotoWorld) -> set[str]:
+    found: set[str] = set()
+    for page in s3(moto).get_paginator("list_objects_v2").paginate(Bucket=DR_BUCKET):
+        found.update(item["Key"] for item in page.get("Contents") or ())
+    return found
