@@ -361,14 +361,14 @@ FILLER_MEMBER = 128 << 20
 FILLER_TOTAL = 1 << 30
 
 
-def big_tarball(original: bytes, path: Any) -> None:
-    """The backup's tarball with 1 GiB of filler members before its items."""
+def big_tarball(original: bytes, path: Any, filler_total: int = FILLER_TOTAL) -> None:
+    """The backup's tarball with `filler_total` bytes of filler members before its items."""
     with (
         open(path, "wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as packed,
         tarfile.open(fileobj=packed, mode="w|") as out,
     ):
-        for number in range(FILLER_TOTAL // FILLER_MEMBER):
+        for number in range(filler_total // FILLER_MEMBER):
             info = tarfile.TarInfo(f"resources/configmaps/namespaces/big/filler-{number}.bin")
             info.size = FILLER_MEMBER
             out.addfile(info, _Zeros(FILLER_MEMBER))
@@ -438,3 +438,48 @@ def objects_keys(moto: MotoWorld) -> set[str]:
     for page in s3(moto).get_paginator("list_objects_v2").paginate(Bucket=DR_BUCKET):
         found.update(item["Key"] for item in page.get("Contents") or ())
     return found
+
+
+def test_kill_9_mid_publish_leaves_no_backup_file_and_the_next_run_completes(
+    moto: MotoWorld, ec2sim: Ec2Simulator, tmp_path: Any
+) -> None:
+    """SIGKILL while the tarball streams: the DR folder has files but no velero-backup.json
+    (Velero does not list it); the next `snapd sync` completes it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.integration.cli import SNAPD
+
+    make_dr_bucket(moto)
+    bucket = seed(moto, days=1)
+    [name] = bucket.backups
+    path = tmp_path / "big.tar.gz"
+    big_tarball(bucket.file(name, ".tar.gz"), path, 256 << 20)  # caught mid-stream
+    bucket.put(bucket.key(name, ".tar.gz"), path.read_bytes())
+    source_files = {k.rsplit("/", 1)[1] for k in bucket.files if f"/{name}/" in k}
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+    process = subprocess.Popen(
+        [SNAPD, "sync"],
+        env={**base, **env(moto)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(f"/{name}/" in k for k in objects_keys(moto)):
+            assert process.poll() is None, "sync ended before publishing started"
+            assert time.monotonic() < deadline, "publishing never started"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    partial = {k.rsplit("/", 1)[1] for k in objects_keys(moto) if f"/{name}/" in k}
+    assert partial, "killed mid-publish"
+    assert "velero-backup.json" not in partial
+    assert partial < source_files
+    again = run_snapd("sync", env=env(moto), timeout=600)
+    assert again.code == 0, again.stderr
+    complete = {k.rsplit("/", 1)[1] for k in objects_keys(moto) if f"/{name}/" in k}
+    assert complete == source_files
