@@ -483,3 +483,36 @@ def test_kill_9_mid_publish_leaves_no_backup_file_and_the_next_run_completes(
     assert again.code == 0, again.stderr
     complete = {k.rsplit("/", 1)[1] for k in objects_keys(moto) if f"/{name}/" in k}
     assert complete == source_files
+
+
+def test_run_publishes_within_a_sync_interval_and_exports_the_metrics(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """`snapd run`: once the replicas complete, the next cycle publishes; the three DR
+    metrics say so."""
+    from tests.integration.daemon import Daemon, wait_until
+
+    make_dr_bucket(moto)
+    bucket = seed(moto, days=2)
+    newest = max(bucket.backups)
+    daemon = Daemon(env(moto, SNAPD_SYNC_INTERVAL="1s", SNAPD_PRUNE_INTERVAL="1h")).start()
+    try:
+        wait_until(
+            lambda: all(
+                dr_key(n, "velero-backup.json") in objects_keys(moto) for n in bucket.backups
+            ),
+            timeout=120,
+            what="both backups published",
+            interval=0.5,
+            explain=lambda: daemon.stderr[-3000:],
+        )
+        scrape = wait_until(
+            lambda: (s := daemon.scrape()).value("snapd_dr_backups_published") == 2 and s,
+            timeout=30,
+            what="snapd_dr_backups_published 2",
+        )
+        stamp = bucket.backups[newest].start.timestamp()
+        assert scrape.value("snapd_dr_recovery_point_timestamp_seconds", schedule="daily") == stamp
+        assert scrape.value("snapd_dr_publish_failures_total") == 0
+    finally:
+        assert daemon.stop() == 0
