@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -196,14 +196,15 @@ class Settings(BaseSettings):
 
     @field_validator("velero_bucket", "dr_bucket")
     @classmethod
-    def _bucket(cls, value: str | None) -> str | None:
+    def _bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         value = value.strip("/")
         if not (_BUCKET.match(value) or value.startswith("arn:aws:s3:")):
+            prefix = str(info.field_name).replace("bucket", "prefix")
             raise ValueError(
                 "expected an S3 bucket name: 3-63 lowercase letters, digits, dots and "
-                f"hyphens, no '/' (put folders in velero_prefix), got {value!r}"
+                f"hyphens, no '/' (put folders in {prefix}), got {value!r}"
             )
         return value
 

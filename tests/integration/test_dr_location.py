@@ -140,14 +140,14 @@ def test_sync_publishes_every_fully_replicated_backup(
                 assert dr[dr_key(name, file_name)] == data, file_name
         # Native: pv_restorer reads providerSnapshotID and volumeAZ.
         for entry in gz(dr[dr_key(name, f"{name}-volumesnapshots.json.gz")]):
-            source_id = next(
-                s.snapshot_id
+            source = next(
+                s
                 for s in built.snapshots
                 if s.volume.pv_name == entry["spec"]["persistentVolumeName"]
             )
-            assert entry["status"]["providerSnapshotID"] == replicas[source_id]
-            assert entry["spec"]["volumeAZ"] in (f"{DST}a", f"{DST}b")
-            assert entry["spec"]["volumeAZ"][-1] == entry["spec"]["volumeAZ"][-1]
+            assert source.snapshot_id is not None
+            assert entry["status"]["providerSnapshotID"] == replicas[source.snapshot_id]
+            assert entry["spec"]["volumeAZ"] == DST + source.az[-1]  # the same letter
         # v1.14+: volumeinfo picks the method and names the handle.
         for entry in gz(dr[dr_key(name, f"{name}-volumeinfo.json.gz")]):
             info = entry.get("nativeSnapshotInfo") or entry["csiSnapshotInfo"]
@@ -506,11 +506,12 @@ def test_run_publishes_within_a_sync_interval_and_exports_the_metrics(
             interval=0.5,
             explain=lambda: daemon.stderr[-3000:],
         )
-        scrape = wait_until(
-            lambda: (s := daemon.scrape()).value("snapd_dr_backups_published") == 2 and s,
+        wait_until(
+            lambda: daemon.scrape().value("snapd_dr_backups_published") == 2,
             timeout=30,
             what="snapd_dr_backups_published 2",
         )
+        scrape = daemon.scrape()
         stamp = bucket.backups[newest].start.timestamp()
         assert scrape.value("snapd_dr_recovery_point_timestamp_seconds", schedule="daily") == stamp
         assert scrape.value("snapd_dr_publish_failures_total") == 0

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from snapd import dr
+from snapd.config import Settings, load_settings
 from snapd.errors import ConfigError
 from snapd.models import (
     Backup,
@@ -217,3 +218,43 @@ def test_dr_manifests_are_well_formed_objects() -> None:
     assert parsed[0]["spec"]["accessMode"] == "ReadOnly"
     assert parsed[1]["spec"] == {"provider": "aws", "config": {"region": "eu-central-1"}}
     assert "namespace" not in parsed[3]["metadata"]  # cluster-scoped
+
+
+def _settings(**values: object) -> Settings:
+    base: dict[str, object] = {"velero_bucket": "velero", "velero_prefix": "prod"}
+    return load_settings({**base, **values})
+
+
+def test_dr_zones_setting_is_a_map() -> None:
+    settings = _settings(
+        dr_bucket="dr-bucket", dr_zones="eu-west-1a=us-east-1c, eu-west-1b=us-east-1d"
+    )
+    assert settings.dr_zones == {"eu-west-1a": "us-east-1c", "eu-west-1b": "us-east-1d"}
+    assert settings.dr_root == "s3://dr-bucket"
+    with pytest.raises(ConfigError, match=r"put folders in dr_prefix"):
+        _settings(dr_bucket="dr-bucket/folder")
+    with pytest.raises(ConfigError, match=r"dr_zones \(SNAPD_DR_ZONES, --dr-zones\).*pairs"):
+        _settings(dr_zones="eu-west-1a")
+    with pytest.raises(ConfigError, match="availability zone names"):
+        _settings(dr_zones="eu-west-1a=Frankfurt")
+
+
+@pytest.mark.parametrize(
+    ("dr_bucket", "dr_prefix", "refused"),
+    [
+        ("velero", "prod", True),  # the same location
+        ("velero", "", True),  # the whole bucket holds the source
+        ("velero", "prod/dr", True),  # inside the source root
+        ("velero", "dr", False),  # a sibling prefix
+        ("other", "prod", False),  # another bucket
+    ],
+)
+def test_dr_root_must_not_be_or_overlap_the_velero_location(
+    dr_bucket: str, dr_prefix: str, refused: bool
+) -> None:
+    settings = _settings(dr_bucket=dr_bucket, dr_prefix=dr_prefix)
+    if refused:
+        with pytest.raises(ConfigError, match="must differ from"):
+            settings.check_dr_location()
+    else:
+        settings.check_dr_location()

@@ -120,7 +120,9 @@ def test_volume_snapshots_name_the_replica_and_dr_zone(version: str) -> None:
     for entry in value:
         pv = entry["spec"].get("persistentVolumeName") or entry["spec"]["PersistentVolumeName"]
         if pv in natives:
-            assert entry["status"]["providerSnapshotID"] == "snap-dr" + natives[pv].snapshot_id[5:]
+            source_id = natives[pv].snapshot_id
+            assert source_id is not None
+            assert entry["status"]["providerSnapshotID"] == "snap-dr" + source_id[5:]
             assert entry["spec"]["volumeAZ"] == ZONES[natives[pv].az]
             assert entry["spec"]["volumeType"] == natives[pv].volume.volume_type
             assert entry["spec"]["location"] == "default"
