@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import json
 import string
+import threading
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,7 @@ from snapd.dr_rewrite import (
     rewrite_json_gz,
     rewrite_tarball,
 )
-from snapd.errors import AwsError, ConfigError, PermanentError, SnapdError
+from snapd.errors import AwsError, ConfigError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import BackupScan, Discovery, DiscoveryError, Plan, Replica
 from snapd.velero import BucketLocation, S3Door, backup_gate, list_backup_files, list_backups
@@ -411,7 +412,7 @@ class DrPublisher:
         """Run one backup's write; a failure is counted, logged and retried next pass."""
         try:
             await work
-        except (SnapdError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - one backup's failure never stops the rest
             self.metrics.dr_publish_failures.inc()
             report.failed[name] = str(error)
             log.error("dr.write_failed", backup=name, error=str(error))
@@ -668,15 +669,27 @@ class DrPublisher:
         target = {"Bucket": self.dr.bucket, "Key": self._key(name, file_name)}
 
         async def send(upload_id: str) -> list[dict[str, Any]]:
-            writer = _PartWriter(self.aws, self.dr.region, target, upload_id, loop)
-            reader = _BodyReader(body, loop)
+            aborted = threading.Event()
+            writer = _PartWriter(
+                self.aws,
+                region=self.dr.region,
+                target=target,
+                upload_id=upload_id,
+                loop=loop,
+                aborted=aborted,
+            )
+            reader = _BodyReader(body, loop, aborted)
 
             def work() -> None:
                 rewrite_tarball(reader, writer, mapping)  # type: ignore[arg-type]
                 writer.finish()
 
             async with body:
-                await asyncio.to_thread(work)
+                try:
+                    await asyncio.to_thread(work)
+                except BaseException:
+                    aborted.set()  # the thread stops at its next read or write
+                    raise
             return writer.parts
 
         await self._multipart(target, {}, send)
@@ -700,17 +713,33 @@ def _metadata(candidate: Candidate, seen: Seen) -> dict[str, str]:
     return meta
 
 
-class _BodyReader:
-    """A blocking `read(n)` over an aiobotocore body, for the rewrite thread."""
+#: Longest a rewrite thread waits for one read or part upload on the event loop.
+BRIDGE_TIMEOUT = 600.0
 
-    def __init__(self, body: Any, loop: asyncio.AbstractEventLoop) -> None:
+
+def _on_loop(
+    call: Awaitable[Any], loop: asyncio.AbstractEventLoop, aborted: threading.Event
+) -> Any:
+    """Run one call on the event loop from the rewrite thread and wait for it (bounded)."""
+    if aborted.is_set():
+        raise OSError("publish cancelled")
+    return asyncio.run_coroutine_threadsafe(_await(call), loop).result(BRIDGE_TIMEOUT)
+
+
+class _BodyReader:
+    """A blocking `read(n)` over an aiobotocore body, for the rewrite thread; never more
+    than one upload part's worth at a time."""
+
+    def __init__(
+        self, body: Any, loop: asyncio.AbstractEventLoop, aborted: threading.Event
+    ) -> None:
         self._body = body
         self._loop = loop
+        self._aborted = aborted
 
     def read(self, size: int = -1) -> bytes:
-        amount = None if size is None or size < 0 else size
-        future = asyncio.run_coroutine_threadsafe(self._body.read(amount), self._loop)
-        data: bytes = future.result()
+        amount = UPLOAD_PART_SIZE if size is None or size < 0 else size
+        data: bytes = _on_loop(self._body.read(amount), self._loop, self._aborted)
         return data
 
     def readable(self) -> bool:
@@ -723,11 +752,14 @@ class _PartWriter:
     def __init__(
         self,
         aws: S3Door,
+        *,
         region: str,
         target: dict[str, str],
         upload_id: str,
         loop: asyncio.AbstractEventLoop,
+        aborted: threading.Event,
     ) -> None:
+        self._aborted = aborted
         self._aws = aws
         self._region = region
         self._target = target
@@ -764,7 +796,7 @@ class _PartWriter:
             UploadId=self._upload_id,
             **self._target,
         )
-        response = asyncio.run_coroutine_threadsafe(_await(call), self._loop).result()
+        response = _on_loop(call, self._loop, self._aborted)
         self.parts.append({"ETag": response["ETag"], "PartNumber": number})
 
 
