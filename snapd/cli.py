@@ -269,6 +269,9 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
         "pruned": report.deleted if report else [],
         "prune_failed": report.failed if report else {},
         "prune_held_back": report.held_back if report else 0,
+        "dr_published": outcome.dr_published,
+        "dr_removed": outcome.dr_removed,
+        "dr_failed": outcome.dr_failed,
         "ok": outcome.ok,
     }
 
@@ -292,6 +295,11 @@ def _outcome_text(outcome: SyncOutcome) -> str:
                 "prune_max_fraction allows; check retention settings and Velero, then rerun "
                 "with --force"
             )
+    if outcome.dr_published or outcome.dr_removed or outcome.dr_failed:
+        lines.append(
+            f"DR location: {len(outcome.dr_published)} published, {len(outcome.dr_removed)} removed"
+        )
+    lines += [f"DR write failed: {name}: {reason}" for name, reason in outcome.dr_failed.items()]
     return "\n".join(lines) + "\n"
 
 

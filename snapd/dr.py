@@ -282,6 +282,7 @@ class DrPublisher:
         self.zones: dict[str, str] | None = None
         self._published: dict[str, Published] | None = None
         self.errors: tuple[DiscoveryError, ...] = ()
+        self._schedules_exported: set[str] = set()
 
     @property
     def published(self) -> Mapping[str, Published]:
@@ -468,8 +469,11 @@ class DrPublisher:
             if record.schedule and record.backup_time:
                 stamp = record.backup_time.timestamp()
                 newest[record.schedule] = max(newest.get(record.schedule, 0.0), stamp)
+        for schedule in self._schedules_exported - set(newest):
+            self.metrics.dr_recovery_point.remove(schedule)  # nothing of it published any more
         for schedule, stamp in newest.items():
             self.metrics.dr_recovery_point.labels(schedule=schedule).set(stamp)
+        self._schedules_exported = set(newest)
 
     def newest_published(self) -> dict[str, Published]:
         """Per schedule, the published backup with the newest backup time."""

@@ -304,6 +304,9 @@ class SyncOutcome:
     prune: PruneReport | None = None
     #: DR location writes that failed (backup → reason); retried by the next run.
     dr_failed: dict[str, str] = field(default_factory=dict)
+    #: Backups the final DR pass published, and removed (backup → reason).
+    dr_published: list[str] = field(default_factory=list)
+    dr_removed: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -341,6 +344,8 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     report = await engine.publish_pass()
     if report is not None:
         outcome.dr_failed = dict(report.failed)
+        outcome.dr_published = list(report.published)
+        outcome.dr_removed = dict(report.unpublished)
         plan = outcome.plan
         outcome.plan = dataclasses.replace(plan, errors=plan.errors + report.errors)
     return outcome
