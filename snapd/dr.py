@@ -35,7 +35,7 @@ from snapd.dr_rewrite import (
     rewrite_json_gz,
     rewrite_tarball,
 )
-from snapd.errors import AwsError, ConfigError, PermanentError
+from snapd.errors import AwsError, ConfigError, PermanentError, SnapdError
 from snapd.metrics import Metrics
 from snapd.models import BackupScan, Discovery, DiscoveryError, Plan, Replica
 from snapd.velero import BucketLocation, S3Door, backup_gate, list_backup_files, list_backups
@@ -395,7 +395,12 @@ class DrPublisher:
         doomed = {p.replica.snapshot_id for p in plan.prunes}
         if not doomed:
             return set()
-        await self._refresh()
+        try:
+            await self._refresh()
+        except SnapdError as error:
+            if self._published is None:
+                raise  # nothing known: the caller holds every prune back
+            log.warning("dr.list_failed", error=str(error), using="the last listing")
         held: set[str] = set()
         report = DrReport()
         for record in list(self.published.values()):

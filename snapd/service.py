@@ -111,7 +111,7 @@ class Engine:
         except SnapdError as error:
             self.metrics.dr_publish_failures.inc()
             log.error("dr.pass_failed", error=str(error))
-            return None
+            return dr.DrReport(failed={self.dr.location: str(error)})
         if report.published or report.unpublished or report.failed:
             log.info(
                 "dr.pass_completed",

@@ -517,3 +517,22 @@ def test_run_publishes_within_a_sync_interval_and_exports_the_metrics(
         assert scrape.value("snapd_dr_publish_failures_total") == 0
     finally:
         assert daemon.stop() == 0
+
+
+def test_an_unwritable_dr_location_never_stops_the_copies(
+    moto: MotoWorld, ec2sim: Ec2Simulator
+) -> None:
+    """The DR bucket does not exist: every snapshot is still copied; the failure is
+    reported, and `sync` exits 1 (the DR work failed) without touching the source."""
+    bucket = seed(moto, days=1)
+    source_before = objects(moto, BUCKET, region=SRC)
+    result = run_snapd("sync", "-o", "json", env=env(moto))
+    assert result.code == 1, result.stderr
+    assert set(replica_of(moto)) == {s for b in bucket.backups.values() for s in b.snapshot_ids}
+    outcome = json.loads(result.stdout)["result"]
+    assert outcome["dr_failed"] == {
+        f"s3://{DR_BUCKET}/velero/dr": "ListObjectsV2 failed: NoSuchBucket: "
+        "The specified bucket does not exist"
+    }
+    assert "dr.pass_failed" in result.stderr
+    assert objects(moto, BUCKET, region=SRC) == source_before
