@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint fmt unit integration demo bench image clean
+.PHONY: install test lint fmt unit integration demo demo-world bench image clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ integration: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m simworld.demo
+
+# The demo's world kept running (Ctrl-C stops it): try `snapd list`, `status`, `restore` by hand
+# after `source .demo-world.env` in another shell.
+demo-world: $(STAMP)
+	$(BIN)/python -m simworld.demo --keep-running
 
 bench: $(STAMP)
 	$(BIN)/python -m simworld.bench

@@ -10,13 +10,22 @@ process's aioboto3, or a `snapd` subprocess over HTTP — sees:
   DescribeSnapshots, its `status` filter, the copy limit and DeleteSnapshot always agree;
 - the per-region limit of `copy_limit` pending copies (`ResourceLimitExceeded`, HTTP 400),
   counting every pending snapshot of the account in the region, foreign ones too;
+- standing refusals of CopySnapshot (`refuse_copies`: `UnauthorizedOperation` 403 by
+  default, for one source or all), as an IAM policy or a KMS key policy refuses them,
+  checked before the copy limit as AWS authorizes before it counts;
 - queued faults for any EC2 action (`RequestLimitExceeded` 503, `InternalError` 500, …)
   answered over HTTP, so botocore's retry handler sees them as it would from AWS;
 - `aws:` tag keys and more than 50 tags refused before anything is created;
 - DescribeSnapshots/DescribeVolumes with `MaxResults`/`NextToken` pages and `OwnerIds`;
-- CreateVolume with ClientToken idempotency, `IncorrectState` for a snapshot that is not
-  `completed`, unknown AZs refused, and volumes that go `creating` → `available` | `error`;
-- a count of every EC2 call by action (`calls`), to prove batching.
+- CreateVolume with ClientToken idempotency (`IdempotentParameterMismatch` for a token
+  sent with other parameters or whose volume was deleted), `IncorrectState` for a snapshot
+  that is not `completed`, unknown AZs refused, and volumes that go `creating` →
+  `available` | `error`;
+- a count of every EC2 call by action (`calls`), to prove batching;
+- EBS snapshot lock (LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots, DeleteSnapshot
+  refused under a lock) and Recycle Bin ListRules/GetRule on the `rbin` endpoint, which
+  moto's server cannot route — see `simworld/snapshot_lock.py`. Locks run on wall-clock
+  time (`wall_now()`), which `travel()` moves forward.
 
 Use (the `ec2sim` pytest fixture does this around each test)::
 
@@ -49,10 +58,24 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar
 
 from simworld.moto_server import ACCOUNT_ID
+from simworld.snapshot_lock import (
+    SNAPSHOT_LOCKED_CODE,
+    LockError,
+    LockRequest,
+    RecycleBinApp,
+    RecycleBinRule,
+    SnapshotLock,
+    filter_locks,
+    is_rbin_request,
+    lock_snapshot,
+    locked_message,
+    unlock_snapshot,
+)
 
 #: The moto release these patches were written and verified against.
 MOTO_VERSION = "5.2.5"
@@ -75,7 +98,13 @@ FAULT_STATUS = {
     "InternalFailure": 500,
     "UnauthorizedOperation": 403,
 }
+#: What EC2 answers when IAM denies an action (the encoded part is opaque).
+UNAUTHORIZED_MESSAGE = (
+    "You are not authorized to perform this operation. Encoded authorization failure "
+    "message: ec2sim-encoded-denial"
+)
 DEFAULT_FAULT_MESSAGE = {
+    "UnauthorizedOperation": UNAUTHORIZED_MESSAGE,
     "RequestLimitExceeded": "Request limit exceeded.",
     "InternalError": "An internal error has occurred.",
     "ServiceUnavailable": "The service is unavailable. Please try again shortly.",
@@ -83,6 +112,7 @@ DEFAULT_FAULT_MESSAGE = {
 
 _COPY = "_ec2sim_progress"  # attribute on a moto Snapshot or Volume: its _Progress
 _TOKENS = "_ec2sim_client_tokens"  # attribute on a moto EC2 backend: ClientToken → volume
+_LOCK = "_ec2sim_lock"  # attribute on a moto Snapshot: its SnapshotLock
 _WILDCARDS = frozenset("*?[")
 
 
@@ -168,6 +198,10 @@ class Ec2Simulator:
         self._patches: list[_Patch] = []
         self.calls: Counter[str] = Counter()
         self.region_calls: Counter[tuple[str, str]] = Counter()
+        #: How far simulated wall-clock time (locks, expiry) runs ahead of the real one.
+        self.wall_offset = timedelta(0)
+        #: The Recycle Bin endpoint (rules per region); `add_recycle_bin_rule` fills it.
+        self.rbin = RecycleBinApp(account_id, self._lock)
         self._set_defaults()
 
     def _set_defaults(self) -> None:
@@ -183,6 +217,8 @@ class Ec2Simulator:
         self.volume_duration: float = 0.05
         self.faults: list[Fault] = []
         self._copy_errors: dict[str, list[Any]] = {}  # source id → [remaining, message]
+        #: Standing CopySnapshot refusals: source id (None = every source) → the answer.
+        self._copy_refusals: dict[str | None, Fault] = {}
         self._volume_errors: dict[str, int] = {}  # snapshot id → remaining
         self._in_use: dict[str, str] = {}  # snapshot id → AMI id
         #: CopySnapshot's time-based copy, as asked: copy id → CompletionDurationMinutes.
@@ -232,6 +268,8 @@ class Ec2Simulator:
         with self._lock:
             self.calls.clear()
             self.region_calls.clear()
+            self.wall_offset = timedelta(0)
+            self.rbin.reset()
             self._set_defaults()
 
     # -------------------------------------------------------------------- test controls
@@ -273,6 +311,32 @@ class Ec2Simulator:
         """The next `times` copies of this source end in `error` with `message`."""
         with self._lock:
             self._copy_errors[source_snapshot_id] = [times, message]
+
+    def refuse_copies(
+        self,
+        source_snapshot_id: str | None = None,
+        *,
+        code: str = "UnauthorizedOperation",
+        message: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Refuse every CopySnapshot of this source (None: of any source) until
+        `allow_copies`: nothing is created, the call answers `code` (HTTP 403 for
+        `UnauthorizedOperation`, else AWS's status for the code, else 400)."""
+        refusal = Fault(
+            action="CopySnapshot",
+            code=code,
+            status=status or FAULT_STATUS.get(code, 400),
+            message=message if message is not None else DEFAULT_FAULT_MESSAGE.get(code, code),
+            remaining=0,
+        )
+        with self._lock:
+            self._copy_refusals[source_snapshot_id] = refusal
+
+    def allow_copies(self, source_snapshot_id: str | None = None) -> None:
+        """Lift a standing refusal set by `refuse_copies` with the same argument."""
+        with self._lock:
+            self._copy_refusals.pop(source_snapshot_id, None)
 
     def fail_volumes_from(self, snapshot_id: str, *, times: int = 1) -> None:
         """The next `times` volumes created from this snapshot end in `error`."""
@@ -348,9 +412,76 @@ class Ec2Simulator:
             for _ in range(count)
         ]
 
+    def make_visible(self, region: str) -> None:
+        """Every snapshot of `region` is visible to DescribeSnapshots from now on (EC2's
+        eventual consistency caught up), whatever `invisible_for` said when it was made."""
+        now = self.clock()
+        with self._lock:
+            for snapshot in list(self.backend(region).snapshots.values()):
+                progress = snapshot.__dict__.get(_COPY)
+                if progress is not None:
+                    progress.visible_at = min(progress.visible_at, now)
+
     def pending_count(self, region: str) -> int:
         """The account's pending snapshots in `region` — what the copy limit counts."""
         return self._pending_in(self.backend(region))
+
+    def wall_now(self) -> datetime:
+        """Simulated wall-clock time (UTC): real time plus `wall_offset`."""
+        return datetime.now(UTC) + self.wall_offset
+
+    def travel(self, delta: timedelta) -> None:
+        """Move simulated wall-clock time forward: locks expire, cooling-off periods end."""
+        with self._lock:
+            self.wall_offset += delta
+
+    def lock_of(self, region: str, snapshot_id: str) -> SnapshotLock | None:
+        """The snapshot's lock (expired ones too), or None."""
+        snapshot = self.backend(region).snapshots.get(snapshot_id)
+        return None if snapshot is None else snapshot.__dict__.get(_LOCK)
+
+    def put_lock(
+        self, region: str, snapshot_id: str, *, mode: str = "governance", days: float = 7
+    ) -> SnapshotLock:
+        """Lock a snapshot straight in the backend (fast seeding of many locks)."""
+        snapshot = self.backend(region).snapshots[snapshot_id]
+        now = self.wall_now()
+        lock = SnapshotLock(
+            snapshot_id=snapshot_id,
+            owner_id=snapshot.owner_id,
+            mode=mode,
+            created=now,
+            duration_start=now,
+            expires=now + timedelta(days=days),
+        )
+        snapshot.__dict__[_LOCK] = lock
+        return lock
+
+    def add_recycle_bin_rule(
+        self,
+        region: str,
+        *,
+        resource_tags: dict[str, str] | None = None,
+        exclude_tags: dict[str, str] | None = None,
+        resource_type: str = "EBS_SNAPSHOT",
+        retention_days: int = 7,
+        status: str = "available",
+    ) -> str:
+        """A Recycle Bin retention rule in `region`; region-level without `resource_tags`."""
+        with self._lock:
+            rules = self.rbin.rules.setdefault(region, [])
+            identifier = f"rule-{len(rules) + 1:04d}{region.replace('-', '')[:6]}"
+            rules.append(
+                RecycleBinRule(
+                    identifier=identifier,
+                    resource_type=resource_type,
+                    retention_days=retention_days,
+                    resource_tags=list((resource_tags or {}).items()),
+                    exclude_tags=list((exclude_tags or {}).items()),
+                    status=status,
+                )
+            )
+            return identifier
 
     def backend(self, region: str) -> Any:
         """moto's EC2 backend of this account and region."""
@@ -417,6 +548,7 @@ class Ec2Simulator:
         from moto.ec2.responses._base_response import EC2BaseResponse
         from moto.ec2.responses.elastic_block_store import ElasticBlockStore
         from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, is_filter_matching
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
         sim = self
         base_call_action = BaseResponse.call_action
@@ -425,6 +557,7 @@ class Ec2Simulator:
         base_create_volume = ElasticBlockStore.create_volume
         base_copy_response = ElasticBlockStore.copy_snapshot
         base_parse_tags = EC2BaseResponse._parse_tag_specification
+        base_get_application = DomainDispatcherApplication.get_application
 
         # --- every EC2 request: count it, answer queued faults, apply non-400 statuses
         def call_action(response: Any) -> Any:
@@ -545,6 +678,9 @@ class Ec2Simulator:
             kms_key_id: str | None,
         ) -> Any:
             with sim._lock:
+                refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
+                if refusal is not None:
+                    raise sim._error(refusal.code, refusal.message, refusal.status)
                 if sim._pending_in(backend) >= sim.copy_limit:
                     raise sim._error(
                         "ResourceLimitExceeded",
@@ -671,7 +807,100 @@ class Ec2Simulator:
                 ami_id = sim._in_use.get(snapshot_id)
                 if ami_id:
                     raise InvalidSnapshotInUse(snapshot_id, ami_id)
+                lock = snapshot.__dict__.get(_LOCK)
+                now = sim.wall_now()
+                if lock is not None and lock.blocks_delete(now):
+                    raise sim._error(SNAPSHOT_LOCKED_CODE, locked_message(snapshot_id, lock, now))
             return base_delete(backend, snapshot_id)
+
+        # --- EBS snapshot lock: three actions moto does not have
+        def lock_snapshot_response(response: Any) -> Any:
+            response.error_on_dryrun()
+            snapshot = _owned_snapshot(response)
+            request = LockRequest(
+                mode=response._get_param("LockMode"),
+                duration_days=_optional_int(response._get_param("LockDuration")),
+                expiration=_optional_time(response._get_param("ExpirationDate")),
+                cool_off_hours=_optional_int(response._get_param("CoolOffPeriod")),
+            )
+            now = sim.wall_now()
+            with sim._lock:
+                try:
+                    lock = lock_snapshot(
+                        snapshot.__dict__.get(_LOCK),
+                        request,
+                        snapshot_id=snapshot.id,
+                        owner_id=snapshot.owner_id,
+                        now=now,
+                    )
+                except LockError as error:
+                    raise sim._error(error.code, error.message) from None
+                snapshot.__dict__[_LOCK] = lock
+            info = lock.describe(now)
+            info.pop("OwnerId")
+            return ActionResult(info)
+
+        def unlock_snapshot_response(response: Any) -> Any:
+            response.error_on_dryrun()
+            snapshot = _owned_snapshot(response)
+            with sim._lock:
+                try:
+                    unlock_snapshot(snapshot.__dict__.get(_LOCK), snapshot.id, sim.wall_now())
+                except LockError as error:
+                    raise sim._error(error.code, error.message) from None
+                snapshot.__dict__.pop(_LOCK, None)
+            return ActionResult({"SnapshotId": snapshot.id})
+
+        def describe_locked_snapshots_response(response: Any) -> Any:
+            response.error_on_dryrun()
+            backend = response.ec2_backend
+            now = sim.wall_now()
+            locks = [
+                s.__dict__[_LOCK]
+                for s in list(backend.snapshots.values())
+                if _LOCK in s.__dict__ and s.owner_id == backend.account_id
+            ]
+            try:
+                chosen = filter_locks(
+                    locks,
+                    now,
+                    snapshot_ids=list(response._get_param("SnapshotIds", []) or []),
+                    filters=dict(response._filters_from_querystring() or {}),
+                )
+            except LockError as error:
+                raise sim._error(error.code, error.message) from None
+            page, token = _paginate(
+                sim,
+                [_ById(lock.snapshot_id, lock) for lock in chosen],
+                response._get_param("MaxResults"),
+                response._get_param("NextToken"),
+            )
+            result: dict[str, Any] = {"Snapshots": [item.value.describe(now) for item in page]}
+            if token:
+                result["NextToken"] = token
+            return ActionResult(result)
+
+        def _owned_snapshot(response: Any) -> Any:
+            snapshot_id = response._get_param("SnapshotId")
+            backend = response.ec2_backend
+            snapshot = backend.snapshots.get(snapshot_id)
+            if snapshot is None:
+                raise sim._error(
+                    "InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist."
+                )
+            if snapshot.owner_id != backend.account_id:
+                raise sim._error(
+                    "UnauthorizedOperation",
+                    "You are not authorized to perform this operation.",
+                    403,
+                )
+            return snapshot
+
+        # --- the `rbin` endpoint: moto's dispatcher has no backend for it
+        def get_application(dispatcher: Any, environ: dict[str, Any]) -> Any:
+            if is_rbin_request(environ):
+                return sim.rbin
+            return base_get_application(dispatcher, environ)
 
         # --- CreateVolume: ClientToken, IncorrectState, AZ check, `creating` for a while
         def create_volume_response(response: Any) -> Any:
@@ -686,14 +915,14 @@ class Ec2Simulator:
                 tokens: dict[str, tuple[str, str]] = backend.__dict__.setdefault(_TOKENS, {})
                 if token and token in tokens:
                     seen_fingerprint, volume_id = tokens[token]
-                    if seen_fingerprint != fingerprint:
+                    # AWS: a token whose volume was deleted, or sent with other parameters.
+                    if seen_fingerprint != fingerprint or volume_id not in backend.volumes:
                         raise sim._error(
                             "IdempotentParameterMismatch",
                             "The client token you have provided is associated with a resource "
                             "that is already deleted or has different parameters.",
                         )
-                    if volume_id in backend.volumes:
-                        return ActionResult(backend.volumes[volume_id])
+                    return ActionResult(backend.volumes[volume_id])
                 if zone is not None and backend.get_zone_by_name(zone) is None:
                     raise sim._error(
                         "InvalidParameterValue", f"Invalid availability zone: [{zone}]"
@@ -738,6 +967,35 @@ class Ec2Simulator:
         self._set(ElasticBlockStore, "describe_volumes", describe_volumes_response)
         self._set(ElasticBlockStore, "create_volume", create_volume_response)
         self._set(ElasticBlockStore, "copy_snapshot", copy_snapshot_response)
+        self._set(ElasticBlockStore, "lock_snapshot", lock_snapshot_response)
+        self._set(ElasticBlockStore, "unlock_snapshot", unlock_snapshot_response)
+        self._set(
+            ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots_response
+        )
+        self._set(DomainDispatcherApplication, "get_application", get_application)
+
+
+@dataclass(frozen=True)
+class _ById:
+    """Something `_paginate` can order and page by `id`."""
+
+    id: str
+    value: Any
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)
+
+
+def _optional_time(value: Any) -> datetime | None:
+    """A request timestamp (botocore sends ISO 8601) as an aware UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _kms_region(key: str) -> str | None:
@@ -867,7 +1125,14 @@ _EXPECTED_SIGNATURES: dict[tuple[str, str], list[str]] = {
     ("BaseResponse", "_enrich_response"): ["headers", "body"],
     ("InvalidSnapshotInUse", "__init__"): ["self", "snapshot_id", "ami_id"],
     ("is_filter_matching", ""): ["obj", "_filter", "filter_value"],
+    ("DomainDispatcherApplication", "get_application"): ["self", "environ"],
 }
+
+
+def _moto_backend_names() -> set[str]:
+    from moto.backend_index import backend_url_patterns
+
+    return {name for name, _ in backend_url_patterns}
 
 
 def check_moto() -> None:
@@ -882,8 +1147,10 @@ def check_moto() -> None:
     from moto.ec2.responses._base_response import EC2BaseResponse
     from moto.ec2.responses.elastic_block_store import ElasticBlockStore
     from moto.ec2.utils import is_filter_matching
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
     owners: dict[str, Any] = {
+        "DomainDispatcherApplication": DomainDispatcherApplication,
         "BaseResponse": BaseResponse,
         "EBSBackend": EBSBackend,
         "EC2Backend": EC2Backend,
@@ -920,6 +1187,12 @@ def check_moto() -> None:
         if defined_in is not patched:
             where = defined_in.__name__ if defined_in else "nowhere"
             problems.append(f"{owner.__name__}.{attr} now comes from {where}")
+    # Actions the simulator adds must not exist in moto (else moto grew them: re-verify).
+    for attr in ("lock_snapshot", "unlock_snapshot", "describe_locked_snapshots"):
+        if hasattr(EC2Response, attr):
+            problems.append(f"moto now implements EC2 {attr}; compare it with the simulator's")
+    if "rbin" in _moto_backend_names():
+        problems.append("moto now has a Recycle Bin backend; compare it with the simulator's")
     if not isinstance(Snapshot.__dict__.get("progress"), property):
         problems.append("Snapshot.progress is no longer a property")
     if "status" in Snapshot.__dict__ or "state_message" in Snapshot.__dict__:

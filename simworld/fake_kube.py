@@ -8,7 +8,14 @@ not honour label selectors, so this is a small purpose-built one. It serves, fro
   `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`; `fieldSelector` on metadata.name), create,
   get, replace, merge/JSON patch, delete;
 - PersistentVolumeClaims: `/api/v1/namespaces/{ns}/persistentvolumeclaims[/{name}]`, the same;
-- Leases: `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]`, the same.
+- Leases: `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]`, the same;
+- Namespaces: `/api/v1/namespaces[/{name}]` (seed them with `put`; PVCs do not need one).
+
+Two kubeconfigs are written: `kubeconfig` (a static bearer token) and `kubeconfig-exec`,
+whose user runs an exec credential plugin (`token-plugin.py`, as EKS runs
+`aws eks get-token`) that issues signed tokens living `token_lifetime` seconds and says so
+in `expirationTimestamp`; the server answers an expired or forged one with 401, like an
+API server checking a token's expiry.
 
 Like the real server it generates `metadata.uid`, a monotonic `resourceVersion` and
 `creationTimestamp`; answers errors with `Status` bodies (`AlreadyExists` 409, `NotFound`
@@ -26,11 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hmac
 import json
 import re
 import secrets
 import socket
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +66,28 @@ SERVER_VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
+
+#: Life of the exec plugin's tokens unless a test sets another (EKS's tokens: 15 minutes).
+DEFAULT_TOKEN_LIFETIME = 900.0
+#: The exec credential plugin (run by the kubeconfig loader with the settings file as its
+#: argument): prints an ExecCredential with a token signed by the server's secret.
+_TOKEN_PLUGIN = """\
+import hashlib, hmac, json, sys, time
+from datetime import datetime, timezone
+
+settings = json.load(open(sys.argv[1], encoding="utf-8"))
+expires = str(int((time.time() + float(settings["lifetime"])) * 1000))  # epoch ms
+signature = hmac.new(settings["secret"].encode(), expires.encode(), hashlib.sha256).hexdigest()
+stamp = datetime.fromtimestamp(int(expires) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+json.dump(
+    {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "kind": "ExecCredential",
+        "status": {"token": f"exec.{expires}.{signature}", "expirationTimestamp": stamp},
+    },
+    sys.stdout,
+)
+"""
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -272,6 +304,21 @@ def validate_lease(obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+def validate_namespace(obj: dict[str, Any]) -> list[Cause]:
+    """ValidateNamespace: the name is a DNS-1123 label (at most 63 characters)."""
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    if len(name) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name):
+        return [
+            _invalid(
+                "metadata.name",
+                name,
+                "a lowercase RFC 1123 label must consist of "
+                "lower case alphanumeric characters or '-'",
+            )
+        ]
+    return []
+
+
 def _decode_lease(obj: dict[str, Any]) -> None:
     """MicroTime fields that do not parse fail decoding (400), as in the real server."""
     spec = obj.get("spec") or {}
@@ -341,6 +388,16 @@ RESOURCES = {
             unconditional_update=True,
             status={"phase": "Pending"},
             defaults={"volumeMode": "Filesystem"},
+        ),
+        Resource(
+            "namespaces",
+            "Namespace",
+            "",
+            "v1",
+            namespaced=False,
+            validate=validate_namespace,
+            unconditional_update=True,
+            status={"phase": "Active"},
         ),
         Resource(
             "leases",
@@ -566,6 +623,11 @@ class FakeKube:
         self.context = CONTEXT
         self.url = ""
         self.kubeconfig_path = self.directory / "kubeconfig"
+        self.exec_kubeconfig_path = self.directory / "kubeconfig-exec"
+        self._plugin_settings = self.directory / "token-plugin.json"
+        self._secret = secrets.token_hex(16)
+        #: Exec tokens the server saw (accepted or not), in order; a new one = a refresh.
+        self.exec_tokens_seen: list[str] = []
         self._lock = threading.Lock()
         self._store: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
             plural: {} for plural in RESOURCES
@@ -647,6 +709,51 @@ class FakeKube:
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         self.kubeconfig_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        plugin = self.directory / "token-plugin.py"
+        plugin.write_text(_TOKEN_PLUGIN, encoding="utf-8")
+        self.set_token_lifetime(DEFAULT_TOKEN_LIFETIME)
+        exec_user = {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                "command": sys.executable,
+                "args": [str(plugin), str(self._plugin_settings)],
+                "interactiveMode": "Never",
+            }
+        }
+        exec_config = {
+            **config,
+            "users": [{"name": "fake-user", "user": exec_user}],
+            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "fake-user"}}],
+            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
+        }
+        self.exec_kubeconfig_path.write_text(
+            yaml.safe_dump(exec_config, sort_keys=False), encoding="utf-8"
+        )
+
+    def set_token_lifetime(self, seconds: float) -> None:
+        """Tokens the exec plugin issues from now on live `seconds` (EKS: 15 minutes)."""
+        settings = {"secret": self._secret, "lifetime": seconds}
+        self._plugin_settings.write_text(json.dumps(settings), encoding="utf-8")
+
+    def exec_env(self) -> dict[str, str]:
+        """Like `env()`, with the kubeconfig whose credentials come from the exec plugin."""
+        return {"KUBECONFIG": str(self.exec_kubeconfig_path), "KUBERNETES_SERVICE_HOST": ""}
+
+    def _authorized(self, header: str | None) -> None:
+        """The static token, or an exec token signed by this server and not expired; else 401."""
+        if self.token is None or header == f"Bearer {self.token}":
+            return
+        if header and header.startswith("Bearer exec."):
+            token = header.removeprefix("Bearer ")
+            self.exec_tokens_seen.append(token)
+            _, expires, signature = [*token.split(".", 2), "", ""][:3]
+            expected = hmac.new(self._secret.encode(), expires.encode(), "sha256").hexdigest()
+            if not expires.isdigit() or not hmac.compare_digest(signature, expected):
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            if time.time() * 1000 >= int(expires):
+                raise ApiError(401, "Unauthorized", "Unauthorized: the token has expired")
+            return
+        raise ApiError(401, "Unauthorized", "Unauthorized")
 
     def env(self) -> dict[str, str]:
         """Environment for a `snapd` subprocess to use this server (and no in-cluster config)."""
@@ -662,6 +769,8 @@ class FakeKube:
             self._requests.clear()
             self._faults.clear()
             self._hooks.clear()
+            self.exec_tokens_seen.clear()
+        self.set_token_lifetime(DEFAULT_TOKEN_LIFETIME)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -697,6 +806,13 @@ class FakeKube:
             key = (metadata.get("namespace", "") if resource.namespaced else "", metadata["name"])
             self._store[resource.plural][key] = stored
         return copy.deepcopy(stored)
+
+    def remove(self, kind: str, name: str, namespace: str = "") -> bool:
+        """Delete one stored object as `kubectl delete` would; False when there was none."""
+        resource = _resource(kind)
+        with self._lock:
+            key = (namespace if resource.namespaced else "", name)
+            return self._store[resource.plural].pop(key, None) is not None
 
     def fail(
         self,
@@ -767,11 +883,7 @@ class FakeKube:
 
     def _dispatch(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
         method, path = request.method.upper(), request.path
-        if (
-            self.token is not None
-            and request.headers.get("Authorization") != f"Bearer {self.token}"
-        ):
-            raise ApiError(401, "Unauthorized", "Unauthorized")
+        self._authorized(request.headers.get("Authorization"))
         for fault in self._faults:
             if fault.method in (method, "*") and fault.path in path and fault.times > 0:
                 fault.times -= 1
@@ -1063,6 +1175,7 @@ def _resource(kind: str) -> Resource:
 _ROUTES = (
     (re.compile(r"^/api/v1/(persistentvolumes)(?:/([^/]+))?/?$"), False),
     (re.compile(r"^/api/v1/namespaces/([^/]+)/(persistentvolumeclaims)(?:/([^/]+))?/?$"), True),
+    (re.compile(r"^/api/v1/(namespaces)(?:/([^/]+))?/?$"), False),
     (
         re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/(leases)(?:/([^/]+))?/?$"),
         True,

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import tarfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +80,8 @@ class Volume:
     method: str = NATIVE
     volume_type: str = "gp3"
     iops: int | None = None
+    #: gp3 throughput (MiB/s) of the source volume; Velero records it nowhere.
+    throughput: int | None = None
     storage_class: str = "gp3"
     fs_type: str = "ext4"
     access_modes: tuple[str, ...] = ("ReadWriteOnce",)
@@ -187,6 +190,8 @@ class _HttpStore:
         }
         if volume.iops:
             params["Iops"] = volume.iops
+        if volume.throughput:
+            params["Throughput"] = volume.throughput
         return str(self.ec2.create_volume(**params)["VolumeId"])
 
     def create_snapshot(self, volume_id: str, description: str, tags: dict[str, str]) -> str:
@@ -342,6 +347,8 @@ class VeleroBucket:
         self._volumes: dict[tuple[str, str], str] = {}
         #: Every key written and its bytes, newest content.
         self.files: dict[str, bytes] = {}
+        #: Writes still to come of backups made with `upload=False`, in Velero's order.
+        self.pending: dict[str, list[tuple[str, bytes]]] = {}
         self._count = 0
 
     # -- keys -----------------------------------------------------------------------------
@@ -380,10 +387,15 @@ class VeleroBucket:
         start: datetime | None = None,
         labels: dict[str, str] | None = None,
         csi_feature: bool = True,
+        upload: bool = True,
+        order_seed: int = 0,
     ) -> VeleroBucket:
         """Create the volumes' snapshots in EC2, then upload every file Velero `version`
         writes for this backup. `schedule` None is a manual backup (no schedule label);
-        `csi_feature=False` is Velero without EnableCSI (its CSI files hold `null`)."""
+        `csi_feature=False` is Velero without EnableCSI (its CSI files hold `null`).
+        `upload=False` uploads nothing yet: `upload_next` then writes the files one at a
+        time in the version's own order (`upload_order`; `order_seed` picks Go's random map
+        order of the last files), as a reader racing Velero's upload sees them."""
         self._count += 1
         start = start or _BASE_TIME + timedelta(hours=self._count)
         built = BuiltBackup(name, schedule, phase, _version(version), start)
@@ -397,7 +409,61 @@ class VeleroBucket:
         )
         built.document = self._document(built, backup_labels)
         self.backups[name] = built
-        self._upload(built, csi_feature)
+        files = self._files(built, csi_feature)
+        if upload:
+            self._put_files(built.name, files)
+        else:
+            self.pending[name] = self.upload_order(built, files, order_seed)
+        return self
+
+    def upload_order(
+        self, built: BuiltBackup, files: Sequence[tuple[str, bytes]], seed: int = 0
+    ) -> list[tuple[str, bytes]]:
+        """The writes of Velero's upload of one backup, in order (velero-format §1.2, §2.4).
+
+        `PutBackup`, every version: the log, `velero-backup.json`, the tarball, then the
+        other files in Go's map order (random; `seed` picks one). Up to v1.10 the first
+        `velero-backup.json` already carries the final phase. From v1.11 it carries
+        `Finalizing` — `WaitingForPluginOperations` when CSI snapshots run as async item
+        operations — without `completionTimestamp`; the finalizer then rewrites the
+        volumeinfo (v1.14+) and the tarball (when there were async operations) and last
+        `velero-backup.json` with the final phase. A Failed backup is uploaded once.
+        """
+        by_suffix = dict(files)
+        head = [s for s in (LOGS, BACKUP_FILE, TARBALL) if s in by_suffix]
+        rest = [s for s in by_suffix if s not in head]
+        random.Random(seed).shuffle(rest)
+        steps = [(s, by_suffix[s]) for s in (*head, *rest)]
+        if built.version < (1, 11) or built.phase not in ("Completed", "PartiallyFailed"):
+            return steps
+        asynchronous = any(s.method == CSI for s in built.snapshots)
+        interim = json.loads(json.dumps(built.document))
+        interim["status"]["phase"] = "WaitingForPluginOperations" if asynchronous else "Finalizing"
+        interim["status"].pop("completionTimestamp", None)
+        steps = [(s, pretty_json(interim) if s == BACKUP_FILE else d) for s, d in steps]
+        if asynchronous and built.version >= (1, 14) and VOLUME_INFO in by_suffix:
+            steps.append((VOLUME_INFO, by_suffix[VOLUME_INFO]))
+        if asynchronous:
+            steps.append((TARBALL, by_suffix[TARBALL]))
+        steps.append((BACKUP_FILE, by_suffix[BACKUP_FILE]))
+        return steps
+
+    def upload_next(self, name: str) -> str | None:
+        """Write the next file of a backup made with `upload=False`; its suffix, or None
+        when the upload is done."""
+        steps = self.pending.get(name) or []
+        if not steps:
+            return None
+        suffix, data = steps.pop(0)
+        self.put(self.key(name, suffix), data)
+        return suffix
+
+    def delete_backup(self, name: str) -> VeleroBucket:
+        """Every file of a backup gone, as `velero backup delete` leaves the bucket."""
+        for key in [k for k in self.files if k.startswith(f"{self.root}backups/{name}/")]:
+            self._store.delete(self.bucket, key)
+            del self.files[key]
+        self.pending.pop(name, None)
         return self
 
     def _volume(self, volume: Volume) -> str:
@@ -487,9 +553,9 @@ class VeleroBucket:
             "status": status,
         }
 
-    def _upload(self, built: BuiltBackup, csi_feature: bool) -> None:
-        """Every file of the version. Velero uploads the log, velero-backup.json and the
-        tarball first, then the rest; here they go side by side (tests never race it)."""
+    def _files(self, built: BuiltBackup, csi_feature: bool) -> list[tuple[str, bytes]]:
+        """Every file of the version, final content. `backup` uploads them side by side
+        (tests that race the upload use `upload=False` and `upload_next`)."""
         files: list[tuple[str, bytes]] = []
         v = built.version
         if not self.lean:
@@ -512,7 +578,7 @@ class VeleroBucket:
             files.append((CSI_CONTENTS, gzip_json(vscs or None)))
         if not self.lean:
             files.extend(self._other_files(built, csis))
-        self._put_files(built.name, files)
+        return files
 
     def _other_files(
         self, built: BuiltBackup, csis: list[BuiltSnapshot]

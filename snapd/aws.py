@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from types import TracebackType
 from typing import Any
 
@@ -141,15 +141,28 @@ class AwsClients:
             self._clients[key] = await self._stack.enter_async_context(factory)
         return self._clients[key]
 
-    async def call(self, service: str, region: str, operation: str, **params: Any) -> Any:
-        """One AWS call; botocore retries inside, what is left becomes a snapd error."""
+    async def call(
+        self,
+        service: str,
+        region: str,
+        operation: str,
+        *,
+        expected_codes: Collection[str] = (),
+        **params: Any,
+    ) -> Any:
+        """One AWS call; botocore retries inside, what is left becomes a snapd error.
+
+        `expected_codes` are answers the caller handles as a normal outcome (S3's
+        `NoSuchKey` for a backup Velero is deleting): still raised, never counted as errors.
+        """
         client = await self.client(service, region)
         self.calls[operation] += 1
         try:
             return await getattr(client, snake_case(operation))(**params)
         except (ClientError, BotoCoreError, OSError) as exc:
             error = map_error(operation, exc)
-            self._on_error(operation, error.code)
+            if error.code not in expected_codes:
+                self._on_error(operation, error.code)
             raise error from exc
 
     async def pages(

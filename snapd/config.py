@@ -8,9 +8,11 @@ can be set, and what is expected, so `snapd` exits 2 before touching anything.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -30,6 +32,14 @@ _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _ZONE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}[a-z](-[a-z0-9-]+)?$")
 _SCHEDULE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+#: A scope is an EC2 tag value matched by a tag *filter*, where `*` and `?` are wildcards
+#: (and `\` escapes them): so only AWS's portable tag characters, which hold none of them.
+_SCOPE_CHARS = re.compile(r"[\w .:/=+\-@]")
+SCOPE_HELP = "letters, digits, spaces and _ . : / = + - @ (no * ? or \\)"
+#: EC2 tag values hold at most 256 characters.
+SCOPE_MAX_LENGTH = 256
+#: Characters a BSL prefix must not hold: EC2 filter wildcards and escapes, control codes.
+_PREFIX_FORBIDDEN = re.compile(r"[*?\\\x00-\x1f\x7f]")
 
 DURATION_HELP = "a duration: seconds (90, 0.5) or units ms s m h d combined (500ms, 5m, 1h30m, 30d)"
 
@@ -102,6 +112,16 @@ def _split_map(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _optional_duration(value: object) -> timedelta | None:
+    """Like `parse_duration`, with unset (None or an empty string) meaning none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_duration(value)
+
+
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(_optional_duration)]
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 ZoneMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_map)]
 
@@ -146,6 +166,10 @@ class Settings(BaseSettings):
         None, description="KMS key in the destination region for the copies (default AWS key)."
     )
     copy_failed_backups: bool = Field(False, description="Also copy snapshots of Failed backups.")
+    upload_grace: Duration = Field(
+        timedelta(hours=1),
+        description="How long after a backup completed its files may still be arriving.",
+    )
     copy_retries: int = Field(
         3, ge=1, le=20, description="Tries of one copy that ends in `error`, per source."
     )
@@ -157,6 +181,15 @@ class Settings(BaseSettings):
     )
     prune_max_fraction: float = Field(
         0.5, gt=0, le=1, description="Most of the completed replicas one prune pass may delete."
+    )
+    lock_mode: Literal["off", "governance", "compliance"] = Field(
+        "off", description="EBS snapshot lock on kept replicas: off, governance or compliance."
+    )
+    lock_cool_off: OptionalDuration = Field(
+        None, description="Compliance cooling-off period, whole hours 1h-72h (default none)."
+    )
+    lock_margin: Duration = Field(
+        timedelta(days=1), description="How long a lock outlasts the replica's retention."
     )
     sync_interval: Duration = Field(timedelta(minutes=5), description="Time between cycles.")
     prune_interval: Duration = Field(timedelta(hours=1), description="Time between prune passes.")
@@ -211,7 +244,30 @@ class Settings(BaseSettings):
     @field_validator("velero_prefix", "dr_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        return value.strip("/")
+        value = value.strip("/")
+        bad = _PREFIX_FORBIDDEN.search(value)
+        if bad:
+            raise ValueError(
+                f"expected a BSL prefix without {bad.group()!r} (the prefix is part of the "
+                "default scope, matched as an EC2 tag filter where * and ? are wildcards), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The scope, given or derived from bucket/prefix, must be an exact EC2 tag value:
+        a wildcard would make the inventory list — and the pruner judge — other scopes'
+        replicas, and a value over 256 characters would fail only at the first copy."""
+        if value:
+            _check_scope(value)
+            return value
+        bucket, prefix = info.data.get("velero_bucket"), info.data.get("velero_prefix")
+        if bucket:
+            default = "/".join(p for p in (bucket.strip("/"), (prefix or "").strip("/")) if p)
+            _check_scope(default, default=True)
+        return value
 
     @field_validator("source_region", "destination_region")
     @classmethod
@@ -241,6 +297,25 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"expected a positive {DURATION_HELP}")
+        return value
+
+    @field_validator("lock_cool_off")
+    @classmethod
+    def _cool_off(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        if value is None:
+            return None
+        hours = value.total_seconds() / 3600
+        if not (hours.is_integer() and 1 <= hours <= 72):
+            raise ValueError(f"expected whole hours from 1h to 72h (AWS's range), got {value}")
+        if info.data.get("lock_mode") != "compliance":
+            raise ValueError("a cooling-off period applies only with lock_mode compliance")
+        return value
+
+    @field_validator("lock_margin")
+    @classmethod
+    def _margin(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError(f"expected at least 1h ({DURATION_HELP})")
         return value
 
     @property
@@ -324,6 +399,25 @@ class Settings(BaseSettings):
         return view
 
 
+def _check_scope(scope: str, *, default: bool = False) -> None:
+    """ValueError unless `scope` fits an EC2 tag value and holds no filter wildcard."""
+    what = f"the default scope {scope[:72]!r} (bucket/prefix)" if default else "the scope"
+    set_cluster = "; set cluster to a scope that " if default else ""
+    if len(scope) > SCOPE_MAX_LENGTH:
+        raise ValueError(
+            f"expected {what} to fit an EC2 tag value ({SCOPE_MAX_LENGTH} characters), got "
+            f"{len(scope)} characters" + (set_cluster + "does" if default else "")
+        )
+    bad = next((c for c in scope if not _SCOPE_CHARS.fullmatch(c)), None)
+    if bad is not None:
+        raise ValueError(
+            f"expected {what} to hold {SCOPE_HELP} only, got {scope[:72]!r} with {bad!r}"
+            + (set_cluster + "does" if default else "")
+        )
+    if scope != scope.strip():
+        raise ValueError(f"expected {what} without leading or trailing spaces, got {scope!r}")
+
+
 def _with_yaml_file(data: Mapping[str, Any]) -> type[Settings]:
     """Settings whose weakest source (after flags and environment) is the YAML mapping."""
     return type("SettingsFromFile", (Settings,), {"_file_values": dict(data)})
@@ -339,39 +433,119 @@ def _expected(name: str) -> str:
     return field.description or "a value"
 
 
+@dataclass(frozen=True)
+class ConfigFile:
+    """The `--config` YAML file: its mapping and the line each key sits on (for blame)."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, name: str) -> str:
+        """`config file snapd.yaml line 3`: where a key of this file is."""
+        line = self.lines.get(name)
+        return f"config file {self.path}" + (f" line {line}" if line else "")
+
+
 def read_yaml_file(path: Path) -> dict[str, Any]:
     """The `--config` file as a mapping; any problem is one ConfigError line."""
+    return read_config_file(path).data
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """The `--config` file with the line of each key; any problem is one ConfigError line.
+
+    A YAML error names the file, line and column; an unknown key names its line and the
+    setting it most likely meant.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     try:
         data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise ConfigError(f"config file {path}{where}: not valid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
-        return {}
+        return ConfigFile(path)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of setting: value")
-    unknown = sorted(set(data) - set(Settings.model_fields))
-    if unknown:
-        raise ConfigError(
-            f"config file {path}: unknown setting {unknown[0]!r}; "
-            f"known settings: {', '.join(Settings.model_fields)}"
-        )
-    return data
+    lines = {
+        str(key.value): key.start_mark.line + 1
+        for key, _ in (root.value if isinstance(root, yaml.MappingNode) else [])
+    }
+    config = ConfigFile(path, data, lines)
+    for key in data:
+        if key not in Settings.model_fields:
+            raise ConfigError(f"{config.where(str(key))}: {unknown_setting(str(key))}")
+    return config
+
+
+def unknown_setting(name: str) -> str:
+    """`unknown setting 'velero_bukket'; did you mean 'velero_bucket'?`"""
+    close = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "`snapd settings` lists every setting"
+    return f"unknown setting {name!r}; {hint}"
+
+
+def _in_environment(name: str) -> bool:
+    """Whether `SNAPD_<NAME>` is set (pydantic-settings reads the environment case-blind)."""
+    wanted = f"{ENV_PREFIX}{name}".lower()
+    return any(key.lower() == wanted for key in os.environ)
+
+
+def origin(name: str, flags: Mapping[str, Any], config: ConfigFile | None) -> str:
+    """Where the effective value of a setting comes from: flag, environment, file, default."""
+    if name in flags:
+        return f"--{name.replace('_', '-')}"
+    if _in_environment(name):
+        return f"{ENV_PREFIX}{name.upper()}"
+    if config is not None and name in config.data:
+        return config.where(name)
+    return "default"
 
 
 def load_settings(flags: Mapping[str, Any], config_file: Path | None = None) -> Settings:
     """Settings from flags > environment > YAML file > defaults, or one ConfigError line."""
-    model = _with_yaml_file(read_yaml_file(config_file)) if config_file else Settings
+    return build_settings(flags, read_config_file(config_file) if config_file else None)
+
+
+def build_settings(flags: Mapping[str, Any], config: ConfigFile | None) -> Settings:
+    """Settings from flags > environment > the read `--config` file > defaults."""
+    model = _with_yaml_file(config.data) if config else Settings
     try:
-        return model(**dict(flags))
+        settings = model(**dict(flags))
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(_one_line(exc, flags, config)) from exc
+    _check_regions_differ(settings, flags, config)
+    return settings
 
 
-def _one_line(exc: ValidationError) -> str:
+def _check_regions_differ(
+    settings: Settings, flags: Mapping[str, Any], config: ConfigFile | None
+) -> None:
+    """Copies inside the source region are no disaster recovery: refuse them (exit 2)."""
+    region = settings.destination_region
+    if region is None or region != settings.source_region:
+        return
+    source = origin("destination_region", flags, config)
+    blamed = f" (from {source})" if source.startswith("config file") else ""
+    raise ConfigError(
+        f"invalid setting {describe('destination_region')}{blamed}: {region} is also the "
+        "source region, and copies in the same region are no disaster recovery; choose "
+        "another region for the replicas"
+    )
+
+
+def _one_line(
+    exc: ValidationError, flags: Mapping[str, Any] | None = None, config: ConfigFile | None = None
+) -> str:
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error["loc"] else "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -381,25 +555,61 @@ def _one_line(exc: ValidationError) -> str:
     shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
     if "got" in message:
         shown = ""
+    source = origin(name, flags or {}, config)
+    if source.startswith("config file"):
+        return f"invalid setting {name} in {source}: {message}{shown}"
     return f"invalid setting {describe(name)}: {message}{shown}"
+
+
+def _default_text(name: str, info: FieldInfo) -> str | None:
+    """A setting's default as the README and `snapd settings` show it (None: no default)."""
+    if info.default_factory is not None:
+        return "$POD_NAMESPACE or default" if name == "lease_namespace" else None
+    if info.default is None:
+        return None
+    if isinstance(info.default, timedelta):
+        return format_duration(info.default)
+    if isinstance(info.default, bool):
+        return str(info.default).lower()
+    return '""' if info.default == "" else str(info.default)
 
 
 def settings_table() -> str:
     """The README's configuration table, generated from the model (a test keeps them equal)."""
     rows = ["| setting | environment | flag | default | meaning |", "|---|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        if field.default_factory is not None:
-            default = "`$POD_NAMESPACE` or `default`" if name == "lease_namespace" else "—"
-        elif field.default is None:
+    for name, info in Settings.model_fields.items():
+        text = _default_text(name, info)
+        if text is None:
             default = "—"
-        elif isinstance(field.default, timedelta):
-            default = f"`{format_duration(field.default)}`"
-        elif isinstance(field.default, bool):
-            default = f"`{str(field.default).lower()}`"
+        elif name == "lease_namespace":
+            default = "`$POD_NAMESPACE` or `default`"
         else:
-            default = f"`{field.default!s}`" if field.default != "" else '`""`'
+            default = f"`{text}`"
         rows.append(
             f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `--{name.replace('_', '-')}` "
-            f"| {default} | {field.description} |"
+            f"| {default} | {info.description} |"
         )
     return "\n".join(rows)
+
+
+def settings_view(
+    settings: Settings, flags: Mapping[str, Any], config: ConfigFile | None
+) -> list[dict[str, Any]]:
+    """`snapd settings`: every setting, its effective value and where that value came from."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, timedelta):
+            value = format_duration(value)
+        rows.append(
+            {
+                "name": name,
+                "env": f"{ENV_PREFIX}{name.upper()}",
+                "flag": f"--{name.replace('_', '-')}",
+                "default": _default_text(name, info),
+                "value": value,
+                "source": origin(name, flags, config),
+                "description": info.description,
+            }
+        )
+    return rows

@@ -26,6 +26,10 @@ a refused CopySnapshot (a permanent AWS error) counts as a try too. A source tha
 tries is reported and given up until `GIVE_UP_COOLDOWN` has passed (the daemon keeps trying,
 slowly; `snapd sync` reports it and exits 1). One failure never blocks the other copies.
 A copy that EC2 does not show yet (eventual consistency) is tolerated for `NOT_FOUND_WINDOW`.
+`unfinished()` names every source asked of the pool without a completed replica — given
+up, queued (never started, and why; waiting to retry, and after what) or pending — so
+`snapd sync` never reports success for a copy that never started. The pool reports itself
+idle (`wait_settled`) the moment nothing queued, being started or pending is left.
 
 Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
 minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
@@ -42,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -103,8 +107,27 @@ class _Settled:
 
 @dataclass(slots=True)
 class _Queued:
+    """A copy waiting for a slot; `why_waiting` says what held it back last (for reports)."""
+
     action: CopyAction
     not_before: float = 0.0
+    why_waiting: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A source the copier was asked to copy that has no completed replica (yet), and why.
+
+    `state`: `failed` (given up), `pending` (a copy still running), `queued` (never
+    started, or waiting to retry). `snapd sync` names each one in its summary.
+    """
+
+    source_id: str
+    label: str
+    state: str
+    reason: str
+    replica_id: str | None = None
+    progress: int = 0
 
 
 @dataclass
@@ -158,6 +181,8 @@ class Copier:
         self.stats = CopyStats()
         self._starting_sources: set[str] = set()
         self._settled_copies: dict[str, _Settled] = {}
+        #: Adopted copies that ended in `error`, by source, until the source is queued again.
+        self._adopted_failures: dict[str, Unfinished] = {}
         self._last_refusal = -1e18
         self._refusals_in_a_row = 0
         self._wake_starter = asyncio.Event()
@@ -205,6 +230,7 @@ class Copier:
             if source_id in busy or self._given_up(source_id, now):
                 continue
             self.queue.append(_Queued(action))
+            self._adopted_failures.pop(source_id, None)
             busy.add(source_id)
             added += 1
         if added:
@@ -298,6 +324,7 @@ class Copier:
             log.info("copier.stopped", queued=len(self.queue), left_running_in_aws=len(self.active))
             self.queue.clear()
             self.active.clear()
+            self._adopted_failures.clear()
             self._changed()
 
     async def _starter(self, stop: asyncio.Event) -> None:
@@ -322,11 +349,14 @@ class Copier:
         return max(0.0, ready - now)
 
     async def _wait(self, event: asyncio.Event, seconds: float | None, stop: asyncio.Event) -> None:
-        event.clear()
+        """Until `event`, `stop` or `seconds`. The event is cleared after waking, not before
+        waiting: a wake-up sent while the task was busy (a copy started during a poll) is
+        acted on at once instead of being lost until the next timer."""
         waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            event.clear()
             for waiter in waiters:
                 waiter.cancel()
 
@@ -345,15 +375,20 @@ class Copier:
         source = queued.action.source
         self._starting += 1
         self._starting_sources.add(source.snapshot_id)
+        refusal: AwsError | None = None
         try:
             replica_id = await self.start_copy(source)
         except AwsError as error:
-            self._refused(queued, error)
-            self._changed()
-            return
+            refusal = error
         finally:
             self._starting -= 1
             self._starting_sources.discard(source.snapshot_id)
+        if refusal is not None:
+            # Only now, with the start no longer counted, may `_changed` see the pool idle:
+            # a copy refused and given up must end `snapd sync`'s wait at once.
+            self._refused(queued, refusal)
+            self._changed()
+            return
         self._refusals_in_a_row = 0
         self.attempts[source.snapshot_id] = self.attempts.get(source.snapshot_id, 0) + 1
         tracked = Tracked(
@@ -403,6 +438,7 @@ class Copier:
                 self.limit = max(1, len(self.active))
             if not self.active or error.code != "ResourceLimitExceeded":
                 queued.not_before = now + self._backoff(self._refusals_in_a_row)
+            queued.why_waiting = _deferral_reason(error, self.region)
             self.queue.appendleft(queued)
             log.warning(
                 "copy.deferred",
@@ -442,7 +478,8 @@ class Copier:
             )
             return
         delay = self._backoff(tries)
-        self.queue.append(_Queued(action, not_before=self.clock() + delay))
+        why = f"waiting to retry (try {tries + 1} of {self.copy_retries}) after: {reason}"
+        self.queue.append(_Queued(action, not_before=self.clock() + delay, why_waiting=why))
         log.info("copy.retry_scheduled", source_snapshot_id=source.snapshot_id, delay=delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -536,6 +573,13 @@ class Copier:
         if tracked.source is None:
             # Adopted: the next cycle's plan queues it again, with the planner's reasons.
             self.stats.adopted_failed += 1
+            self._adopted_failures[tracked.source_id] = Unfinished(
+                tracked.source_id,
+                tracked.label,
+                "failed",
+                f"copy {tracked.replica_id} left by an earlier run ended in error: {message}",
+                tracked.replica_id,
+            )
         else:
             tries = self.attempts.get(tracked.source_id, 1)
             self._retry_or_give_up(CopyAction(tracked.source, "retry"), tries, message)
@@ -549,13 +593,58 @@ class Copier:
             if error.code != "InvalidSnapshot.NotFound":
                 log.warning("copy.cleanup_failed", snapshot_id=snapshot_id, code=error.code)
 
-    def time_out_pending(self) -> list[Tracked]:
-        """At `snapd sync --timeout`: count what is still pending as timed out."""
-        pending = list(self.active.values())
-        for tracked in pending:
+    def unfinished(self) -> list[Unfinished]:
+        """Every source asked of this copier that has no completed replica, and why.
+
+        Given up, adopted copies that failed (until queued again), queued (never started,
+        or waiting to retry) and pending: nothing the copier holds is left out, so a caller
+        that reports these never reports protection that is not there.
+        """
+        items = [
+            Unfinished(f.source_id, f.label, "failed", f"gave up: {f.reason}")
+            for f in self.stats.failures.values()
+        ]
+        items += self._adopted_failures.values()
+        items += [self._queued_item(q) for q in self.queue]
+        items += [
+            Unfinished(
+                t.source_id,
+                t.label,
+                "pending",
+                f"copy {t.replica_id} still pending at {t.progress}%",
+                t.replica_id,
+                t.progress,
+            )
+            for t in self.active.values()
+        ]
+        return items
+
+    def _queued_item(self, queued: _Queued) -> Unfinished:
+        source = queued.action.source
+        why = queued.why_waiting or (
+            f"not started: waiting for a free copy slot ({len(self.active)} of ours pending, "
+            f"limit {self.limit})"
+        )
+        return Unfinished(
+            source.snapshot_id, _label(source.namespace, source.pvc, source.backup), "queued", why
+        )
+
+    def time_out(self) -> list[Unfinished]:
+        """At `snapd sync --timeout`: what is unfinished; queued and pending ones count and
+        log as timed out (a copy that never started did not complete in time either)."""
+        items = self.unfinished()
+        for item in items:
+            if item.state == "failed":
+                continue
             self.metrics.copies_failed.labels(reason="timeout").inc()
-            log.error("copy.timed_out", snapshot_id=tracked.replica_id, progress=tracked.progress)
-        return pending
+            log.error(
+                "copy.timed_out",
+                source_snapshot_id=item.source_id,
+                snapshot_id=item.replica_id,
+                state=item.state,
+                reason=item.reason,
+            )
+        return items
 
     def _emit(self, event: str, tracked: Tracked) -> None:
         if self.events is not None:
@@ -575,7 +664,7 @@ async def copy_snapshot(
 ) -> str:
     """One CopySnapshot, tags in TagSpecifications (never a later CreateTags, so a crash can
     never leave an untagged copy); returns the new snapshot id. Shared with restore."""
-    params: dict[str, object] = {
+    params: dict[str, Any] = {
         "SourceRegion": source_region,
         "SourceSnapshotId": snapshot_id,
         "Description": description[:255],
@@ -587,6 +676,16 @@ async def copy_snapshot(
         params["CompletionDurationMinutes"] = completion_minutes
     response = await aws.call("ec2", destination_region, "CopySnapshot", **params)
     return str(response["SnapshotId"])
+
+
+def _deferral_reason(error: AwsError, region: str) -> str:
+    """Why a copy waits after a refusal that is worth trying again."""
+    if error.code == "ResourceLimitExceeded":
+        return (
+            f"not started: every copy slot in {region} is taken (ResourceLimitExceeded: "
+            "pending copies of other tools count against the account's 20)"
+        )
+    return f"not started: CopySnapshot refused for now ({error.code}: {error.message})"
 
 
 def _label(namespace: str | None, pvc: str | None, backup: str | None) -> str:

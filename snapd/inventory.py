@@ -18,7 +18,7 @@ from typing import Any
 from snapd import tags
 from snapd.aws import AwsClients
 from snapd.errors import first_error
-from snapd.models import Replica, SourceSnapshot
+from snapd.models import Replica, SnapshotMethod, SourceSnapshot
 
 #: AWS accepts up to 200 values in one filter.
 FILTER_CHUNK = 200
@@ -80,7 +80,12 @@ def build_replica_from_ec2(snapshot: dict[str, Any], region: str) -> Replica:
 
 
 async def list_replicas(aws: AwsClients, region: str, scope: str) -> list[Replica]:
-    """Every snapshot we own in `region` whose `snapd.io/cluster` tag is `scope`."""
+    """Every snapshot we own in `region` whose `snapd.io/cluster` tag is exactly `scope`.
+
+    The tag filter narrows the listing, but EC2 treats `*` and `?` in filter values as
+    wildcards: the filter alone is never trusted, each replica's tag must equal the scope
+    (configuration refuses such scopes too; this holds whatever reaches here).
+    """
     replicas: list[Replica] = []
     async for page in aws.pages(
         "ec2",
@@ -90,7 +95,10 @@ async def list_replicas(aws: AwsClients, region: str, scope: str) -> list[Replic
         Filters=[{"Name": f"tag:{tags.CLUSTER}", "Values": [scope]}],
         PaginationConfig={"PageSize": PAGE_SIZE},
     ):
-        replicas.extend(build_replica_from_ec2(s, region) for s in page.get("Snapshots", []))
+        for snapshot in page.get("Snapshots", []):
+            replica = build_replica_from_ec2(snapshot, region)
+            if replica.scope == scope:
+                replicas.append(replica)
     return replicas
 
 
@@ -179,16 +187,14 @@ async def add_source_details(
 ) -> list[SourceSnapshot]:
     """Sources with EC2 state, size, encryption and tags, plus volume details Velero lacks.
 
-    A source EC2 no longer knows gets `state="missing"`. DescribeVolumes is asked only for
-    volumes whose type, IOPS, throughput or AZ are unknown (CSI snapshots), and only while
-    the volume exists.
+    A source EC2 no longer knows gets `state="missing"`. DescribeVolumes is asked for every
+    source volume (batched; a deleted volume simply is not answered): Velero's CSI records
+    lack type, IOPS and throughput, and its native records have type and zone but never
+    throughput — without it a gp3 volume is restored at AWS's default 125 MiB/s. What
+    Velero recorded wins; the volume fills in the rest.
     """
     snapshots = await describe_snapshots(aws, region, (s.snapshot_id for s in sources))
-    needs_volume = [
-        s.volume_id
-        for s in sources
-        if s.volume_id and (s.volume_type is None or s.availability_zone is None)
-    ]
+    needs_volume = sorted({s.volume_id for s in sources if s.volume_id})
     volumes = await describe_volumes(aws, region, needs_volume) if needs_volume else {}
     return [_with_details(s, snapshots.get(s.snapshot_id), volumes) for s in sources]
 
@@ -210,6 +216,7 @@ def _with_details(
         "source_tags": tuple(sorted(source_tags.items())),
         "volume_id": volume_id,
     }
+    details |= claim_from_tags(source, source_tags)
     if volume is not None:
         details |= {
             "availability_zone": source.availability_zone or volume.availability_zone,
@@ -218,6 +225,32 @@ def _with_details(
             "throughput": source.throughput or volume.throughput,
         }
     return source.with_details(**details)
+
+
+#: Tags the EBS provisioners put on a volume, which Velero's AWS plugin copies onto a native
+#: snapshot (velero-format §6.1, §7.2).
+CREATED_FOR_NAMESPACE = "kubernetes.io/created-for/pvc/namespace"
+CREATED_FOR_PVC = "kubernetes.io/created-for/pvc/name"
+CREATED_FOR_PV = "kubernetes.io/created-for/pv/name"
+
+
+def claim_from_tags(source: SourceSnapshot, source_tags: dict[str, str]) -> dict[str, object]:
+    """Namespace, PVC and PV from a native snapshot's own tags, when no file named them.
+
+    The last resort when the tarball is missing and volumeinfo does not list the volume: the
+    provisioner's `created-for` tags, copied from the volume by Velero's AWS plugin. CSI
+    snapshots carry no such tags. Namespace and PVC are taken only as a pair.
+    """
+    if source.method is not SnapshotMethod.NATIVE:
+        return {}
+    found: dict[str, object] = {}
+    namespace, pvc = source_tags.get(CREATED_FOR_NAMESPACE), source_tags.get(CREATED_FOR_PVC)
+    if not source.pvc and namespace and pvc:
+        found |= {"namespace": namespace, "pvc": pvc}
+    pv = source_tags.get(CREATED_FOR_PV) or source_tags.get("velero.io/pv")
+    if not source.pv and pv:
+        found["pv"] = pv
+    return found
 
 
 def _volume_iops(volume: VolumeDetails) -> int | None:

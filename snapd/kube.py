@@ -440,6 +440,15 @@ class KubeClient:
         )
         return result
 
+    # Namespaces
+
+    async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        """The Namespace `name`, or None when there is none (403 when it may not be read)."""
+        return await self._get_or_none(
+            f'get Namespace "{name}"',
+            lambda: self._core.read_namespace(name, _preload_content=False),
+        )
+
     # Leases
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -511,6 +520,50 @@ def _kubeconfig_files(context: str | None, kubeconfig: str | None) -> str | None
     return os.pathsep.join(existing)
 
 
+def _credential_refresher(loader: Any) -> Callable[[Any], Awaitable[None]]:
+    """kubernetes_asyncio's hook, run before each request, that keeps credentials current.
+
+    The kubeconfig loader knows how to renew what it loaded: an exec plugin's token (EKS's
+    `aws eks get-token` gives 15-minute tokens) is fetched again once its
+    `expirationTimestamp` is near, OIDC and GCP tokens are refreshed, a token file is read
+    again. Without this the token of `connect()` is used for the client's whole life and a
+    restore that waited on a long copy-back meets 401 when it creates the PV. Serialised,
+    so concurrent requests run an expired plugin once.
+    """
+    lock = asyncio.Lock()
+
+    async def refresh(configuration: Any) -> None:
+        async with lock:
+            try:
+                await loader.load_and_set(configuration)
+            except (ConfigException, OSError, ValueError) as exc:
+                raise KubeError(f"refreshing the Kubernetes credentials failed: {exc}") from exc
+
+    return refresh
+
+
+async def _check_context(files: str, context: str | None) -> str | None:
+    """The context to use (the current one when none is named); an unknown name is exit 2.
+
+    Asked before anything else, so a typo in `--context` never reaches another cluster and
+    never reads as an unreachable API server.
+    """
+    try:
+        contexts, current = await asyncio.to_thread(k8s_config.list_kube_config_contexts, files)
+    except (ConfigException, OSError, ValueError) as exc:
+        raise KubeError(f"kubeconfig {files} could not be read: {exc}") from exc
+    names = [str(c.get("name")) for c in contexts or [] if isinstance(c, Mapping)]
+    if context is None:
+        return str(current["name"]) if isinstance(current, Mapping) and "name" in current else None
+    if context not in names:
+        raise ConfigError(
+            f"invalid --context {context!r}: no such context in kubeconfig {files}; "
+            f"contexts there: {', '.join(names) if names else 'none'} "
+            "(`kubectl config get-contexts`)"
+        )
+    return context
+
+
 async def connect(
     context: str | None = None,
     kubeconfig: str | None = None,
@@ -521,8 +574,10 @@ async def connect(
 
     Order: the `kubeconfig` argument; `$KUBECONFIG`; the pod's service account when
     `KUBERNETES_SERVICE_HOST` is set and no `context` is asked for; `~/.kube/config`.
-    Otherwise KubeError. The kubeconfig is never written back (token refreshes stay in
-    memory). Every call of the client gives up after `request_timeout` seconds.
+    Otherwise KubeError. Credentials are renewed as they expire (`_credential_refresher`;
+    in-cluster, kubernetes_asyncio re-reads the projected token itself); the kubeconfig is
+    never written back (refreshes stay in memory). Every call of the client gives up after
+    `request_timeout` seconds.
     """
     configuration = k8s.Configuration()
     files = _kubeconfig_files(context, kubeconfig)
@@ -534,8 +589,9 @@ async def connect(
         except ConfigException as exc:
             raise KubeError(f"in-cluster Kubernetes configuration failed: {exc}") from exc
     else:
+        context = await _check_context(files, context)
         try:
-            await k8s_config.load_kube_config(
+            loader = await k8s_config.load_kube_config(
                 config_file=files,
                 context=context,
                 client_configuration=configuration,
@@ -545,6 +601,7 @@ async def connect(
             raise KubeError(f"kubeconfig {files}: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise KubeError(f"kubeconfig {files} could not be read: {exc}") from exc
+        configuration.refresh_api_key_hook = _credential_refresher(loader)
     return KubeClient(
         k8s.ApiClient(configuration),
         host=str(configuration.host),

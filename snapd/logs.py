@@ -9,6 +9,7 @@ strings (`copy.started`, `prune.held_back`); context is bound, not pasted into m
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -31,6 +32,9 @@ SECRET_KEYS = frozenset(
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
 
+#: Whether the effective settings go into start-up lines (set by `configure_logging`).
+_SHOW_SETTINGS = {"on": True}
+
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key in list(event):
@@ -39,14 +43,22 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Route structlog and stdlib logging to `stream` (stderr) in one format."""
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when `NO_COLOR` is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> bool:
+    """Route structlog and stdlib logging to `stream` (stderr) in one format.
+
+    Returns True when the lines are JSON (for machines), False when they are for a person.
+    """
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=use_color(stream))
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -78,3 +90,11 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     # Libraries chat at INFO/DEBUG about every request; keep them to warnings and up.
     for noisy in ("aiobotocore", "botocore", "aiohttp", "kubernetes_asyncio", "urllib3"):
         logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
+    _SHOW_SETTINGS["on"] = use_json or level == "debug"
+    return use_json
+
+
+def settings_field(view: dict[str, object]) -> dict[str, object]:
+    """`settings=…` for a start-up log line: always in JSON logs (machines keep them), on a
+    terminal only at `--log-level debug` (a person wants the command's answer, not a dump)."""
+    return {"settings": view} if _SHOW_SETTINGS["on"] else {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 
 from aiohttp import web
@@ -25,8 +25,11 @@ from prometheus_client import (
 )
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from snapd import __version__
+
 COPY_FAILURE_REASONS = ("rejected", "error_state", "timeout")
-PRUNE_RESULTS = ("deleted", "failed", "held_back")
+PRUNE_RESULTS = ("deleted", "failed", "held_back", "locked")
+LOCK_RESULTS = ("locked", "extended", "failed")
 CYCLE_RESULTS = ("success", "failure")
 
 # The text format would add a `<name>_created` gauge beside every counter and histogram:
@@ -94,6 +97,38 @@ class Metrics:
         self.leader = Gauge(
             "snapd_leader", "1 while this instance does the work, else 0.", registry=r
         )
+        self.schedule_last_backup = Gauge(
+            "snapd_schedule_last_backup_timestamp_seconds",
+            "Start time of the newest Completed or PartiallyFailed backup of a watched "
+            "schedule (0: none in the bucket).",
+            ["schedule"],
+            registry=r,
+        )
+        self.schedule_backups = Gauge(
+            "snapd_schedule_backups",
+            "Backups of a watched schedule in the Velero bucket, any phase.",
+            ["schedule"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "snapd_build_info", "Always 1; the running snapd's version.", ["version"], registry=r
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self.replicas_unlocked = Gauge(
+            "snapd_replicas_unlocked",
+            "Completed replicas that should be locked and are not (0 with locking off).",
+            registry=r,
+        )
+        self.recycle_bin_protected = Gauge(
+            "snapd_recycle_bin_protected",
+            "1 when a Recycle Bin rule for EBS snapshots covers our replicas, 0 when none "
+            "does, -1 when unknown (locking off, or ListRules failed).",
+            registry=r,
+        )
+        self.recycle_bin_protected.set(-1)
+        self.locks = Counter("snapd_locks", "LockSnapshot calls by result.", ["result"], registry=r)
+        for result in LOCK_RESULTS:
+            self.locks.labels(result=result)
         self.dr_backups_published = Gauge(
             "snapd_dr_backups_published",
             "Backups published in the DR location (their velero-backup.json exists).",
@@ -131,6 +166,18 @@ class Metrics:
         for (namespace, pvc), timestamp in points.items():
             self.recovery_point.labels(namespace=namespace, pvc=pvc).set(timestamp)
         self._recovery_labels = wanted
+
+    def watch_schedules(self, schedules: Iterable[str]) -> None:
+        """Create the per-schedule series at 0 before the first discovery (alerts see them)."""
+        for name in schedules:
+            self.schedule_last_backup.labels(schedule=name)
+            self.schedule_backups.labels(schedule=name)
+
+    def set_schedules(self, stats: Mapping[str, tuple[float, int]]) -> None:
+        """Per watched schedule: (newest usable backup time or 0, backups in the bucket)."""
+        for name, (newest, count) in stats.items():
+            self.schedule_last_backup.labels(schedule=name).set(newest)
+            self.schedule_backups.labels(schedule=name).set(count)
 
     def count_aws_error(self, operation: str, code: str) -> None:
         """The `AwsClients` error hook."""

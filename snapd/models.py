@@ -17,6 +17,9 @@ from typing import Any
 #: Velero phases after which a backup's files never change again (velero-format §2.4).
 TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"})
 
+#: Snapshot lock states in which DeleteSnapshot is refused (AWS's LockState but `expired`).
+LOCKED_STATES = frozenset({"governance", "compliance-cooloff", "compliance"})
+
 #: Phases whose snapshots are restore points worth copying.
 GOOD_PHASES = frozenset({"Completed", "PartiallyFailed"})
 
@@ -39,6 +42,9 @@ class Backup:
     completion_time: datetime | None = None
     expiration: datetime | None = None
     format_version: str | None = None
+    #: True when the backup's files hold everything its `status` counts (discovery's
+    #: checklist: native and CSI snapshots, item operations). Discovery sets it; a backup
+    #: whose files were not (or not yet fully) read is False.
     files_complete: bool = True
 
     @property
@@ -82,8 +88,9 @@ class SourceSnapshot:
     source_tags: tuple[tuple[str, str], ...] = ()
 
     @property
-    def volume_key(self) -> tuple[str, str]:
-        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown."""
+    def volume_key(self) -> tuple[str, str] | None:
+        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown;
+        None when nothing identifies the volume (see `volume_key`)."""
         return volume_key(self.namespace, self.pvc, self.pv, self.volume_id)
 
     def with_details(self, **changes: Any) -> SourceSnapshot:
@@ -124,11 +131,35 @@ class Replica:
     start_time: datetime | None = None
     state_message: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    #: AWS's LockState (`governance`, `compliance-cooloff`, `compliance`, `expired`) and
+    #: LockExpiresOn; None when unlocked, or when locking is off (then nobody looked).
+    lock_state: str | None = None
+    lock_expires: datetime | None = None
 
     @property
-    def volume_key(self) -> tuple[str, str]:
+    def volume_key(self) -> tuple[str, str] | None:
         """(namespace, PVC) that retention groups by; see `SourceSnapshot.volume_key`."""
         return volume_key(self.namespace, self.pvc, self.pv, self.source_volume_id)
+
+    @property
+    def identity(self) -> tuple[str, str, str, str, datetime] | None:
+        """What two replicas must share to be copies of one restore point (duplicates):
+        source snapshot, backup, namespace, PVC and backup time. None when the source id,
+        backup or backup time tag is missing: such a replica is never taken for a duplicate."""
+        if not (self.source_snapshot_id and self.backup and self.backup_time):
+            return None
+        return (
+            self.source_snapshot_id,
+            self.backup,
+            self.namespace or "",
+            self.pvc or "",
+            self.backup_time,
+        )
+
+    @property
+    def locked(self) -> bool:
+        """Whether a lock stops DeleteSnapshot now (any state but `expired`)."""
+        return self.lock_state in LOCKED_STATES
 
     @property
     def completed(self) -> bool:
@@ -141,11 +172,22 @@ class Replica:
 
 def volume_key(
     namespace: str | None, pvc: str | None, pv: str | None, volume_id: str | None
-) -> tuple[str, str]:
-    """The retention key of one volume: (namespace, PVC), falling back to PV, then volume id."""
-    if pvc:
-        return (namespace or "", pvc)
-    return ("", pv or volume_id or "")
+) -> tuple[str, str] | None:
+    """The retention key of one volume: (namespace, PVC) when both are known, else the PV
+    name, else the source volume id; None when none is known.
+
+    A PVC is namespaced, so a PVC name alone would pool same-named PVCs of different
+    namespaces. None (identity tags removed, or never written) must never be pooled with
+    other unknowns either: the planner never ages such a replica out and never counts it
+    as a newer restore point of anything.
+    """
+    if namespace and pvc:
+        return (namespace, pvc)
+    if pv:
+        return ("", pv)
+    if volume_id:
+        return ("", volume_id)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +219,18 @@ class BackupScan:
     errors: tuple[DiscoveryError, ...] = ()
     #: True when the folder belongs to a watched schedule (or could not be attributed).
     watched: bool = True
-
-    @property
-    def cacheable(self) -> bool:
-        """Terminal and parsed cleanly: Velero never changes it again (DESIGN "Caching")."""
-        return self.backup is not None and self.backup.terminal and not self.errors
+    #: Problems that leave the snapshots determined (a missing tarball): reported, not
+    #: counted as unreadable.
+    warnings: tuple[DiscoveryError, ...] = ()
+    #: What the files still lack against the backup's `status` (empty when complete). Turned
+    #: into a skip, or an error once the upload grace has passed (`finish_scan`).
+    missing: tuple[str, ...] = ()
+    #: False when an S3 read failed or a file vanished while read: the result says nothing
+    #: lasting about the folder, so it is never cached.
+    settled: bool = True
+    #: When the newest file of a folder without `velero-backup.json` was written (the
+    #: upload grace runs from it).
+    uploaded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +243,8 @@ class Discovery:
     backups: tuple[Backup, ...] = ()
     #: Every folder's scan, for the DR location (which publishes whole backups).
     scans: tuple[BackupScan, ...] = ()
+    #: Backups whose snapshots are determined and handled, with a problem worth telling.
+    warnings: tuple[DiscoveryError, ...] = ()
 
     @property
     def unreadable_backups(self) -> int:
@@ -235,6 +286,15 @@ class PruneAction:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptAction:
+    """A replica retention or cleanup would delete, kept because its lock has not expired."""
+
+    replica: Replica
+    kind: PruneKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What one cycle will do, each item with its reason; built by `planner.plan` alone."""
 
@@ -242,10 +302,16 @@ class Plan:
     prunes: tuple[PruneAction, ...] = ()
     skipped: tuple[Skip, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
+    #: Problems worth telling that change nothing about what is copied (same shape as
+    #: `errors`): backups whose snapshots are still handled despite a problem, backup times
+    #: in the future, replicas that claim one source but disagree on what it is.
+    warnings: tuple[DiscoveryError, ...] = ()
     #: Completed replicas of the scope, the base of the prune guard's fraction.
     completed_replicas: int = 0
     #: True when the retention prunes exceed `prune_max_fraction` of `completed_replicas`.
     guard_tripped: bool = False
+    #: Replicas due for deletion but under an unexpired lock: no DeleteSnapshot until it ends.
+    kept: tuple[KeptAction, ...] = ()
 
     @property
     def retention_prunes(self) -> tuple[PruneAction, ...]:

@@ -8,6 +8,8 @@ Safety, in order (DESIGN "Prune guard", "Prune scope"):
   that is counted (`snapd_prunes_total{result="held_back"}`), logged, and makes `sync` exit 1.
 - `InvalidSnapshot.NotFound` counts as done; `InvalidSnapshot.InUse` (an AMI uses it) is
   reported and not retried in this pass; one failed delete never stops the others.
+- A deletion refused because the snapshot is locked (someone locked it, or locks could not
+  be read) is reported as locked — never counted as deleted, not a failure.
 The caller never prunes after a failed bucket listing or inventory (no plan exists then).
 """
 
@@ -36,6 +38,9 @@ class PruneReport:
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     held_back: int = 0
+    #: DeleteSnapshot refused because someone locked the snapshot: not deleted, not a fault
+    #: of ours; pruned by a later pass once the lock expires.
+    locked: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +114,11 @@ async def _delete(
     except AwsError as error:
         if error.code == "InvalidSnapshot.NotFound":
             log.info("prune.already_gone", **context)
+        elif is_lock_refusal(error):
+            report.locked[replica.snapshot_id] = f"{error.code}: {error.message}"
+            metrics.prunes.labels(result="locked").inc()
+            log.warning("prune.locked", **context, code=error.code, error=error.message)
+            return
         else:
             report.failed[replica.snapshot_id] = f"{error.code}: {error.message}"
             metrics.prunes.labels(result="failed").inc()
@@ -117,3 +127,15 @@ async def _delete(
     report.deleted.append(replica.snapshot_id)
     metrics.prunes.labels(result="deleted").inc()
     log.info("prune.deleted", **context, reason=action.reason)
+
+
+#: The error DeleteSnapshot answers for a snapshot under an unexpired lock.
+SNAPSHOT_LOCKED = "SnapshotLocked"
+
+
+def is_lock_refusal(error: AwsError) -> bool:
+    """Whether DeleteSnapshot was refused because of a snapshot lock."""
+    return error.code == SNAPSHOT_LOCKED or (
+        error.code in ("IncorrectState", "OperationNotPermitted", "UnauthorizedOperation")
+        and "locked" in error.message.lower()
+    )

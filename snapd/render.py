@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from snapd.models import CopyAction, Plan, PruneAction, Replica
+from snapd.models import CopyAction, KeptAction, Plan, PruneAction, Replica
 from snapd.tags import format_time
 
 
@@ -55,6 +55,21 @@ def prune_item(action: PruneAction) -> dict[str, Any]:
     }
 
 
+def kept_item(action: KeptAction) -> dict[str, Any]:
+    """A replica due for deletion that a lock keeps (`reason`: `locked until <RFC3339>`)."""
+    r = action.replica
+    return {
+        "snapshot_id": r.snapshot_id,
+        "source_snapshot_id": r.source_snapshot_id,
+        "backup": r.backup,
+        "namespace": r.namespace,
+        "pvc": r.pvc,
+        "kind": action.kind.value,
+        "lock_state": r.lock_state,
+        "reason": action.reason,
+    }
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The contract's `sync --dry-run -o json` object."""
     return {
@@ -68,6 +83,11 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"backup": e.backup, "error": e.error, "source_snapshot_id": e.source_snapshot_id}
             for e in plan.errors
         ],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in plan.warnings
+        ],
+        "kept": [kept_item(k) for k in plan.kept],
         "prune_guard": {
             "tripped": plan.guard_tripped,
             "retention_prunes": len(plan.retention_prunes),
@@ -106,7 +126,8 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
     """The dry-run plan for people: copies grouped by backup, then prunes, skips, errors."""
     out = [
         f"Plan for {destination_region}: {len(plan.copies)} to copy, {len(plan.prunes)} to "
-        f"prune, {len(plan.skipped)} skipped, {len(plan.errors)} unreadable",
+        f"prune, {len(plan.skipped)} skipped, {len(plan.errors)} unreadable"
+        + (f", {len(plan.warnings)} warnings" if plan.warnings else ""),
         "",
     ]
     by_backup: dict[str, list[CopyAction]] = defaultdict(list)
@@ -138,6 +159,18 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
         for p in plan.prunes
     ]
     out += _section("prune" + held, ("REPLICA", "BACKUP", "VOLUME", "KIND", "REASON"), prune_rows)
+    kept_rows = [
+        (
+            k.replica.snapshot_id,
+            k.replica.backup,
+            _volume(k.replica.namespace, k.replica.pvc),
+            k.reason,
+        )
+        for k in plan.kept
+    ]
+    out += _section(
+        "kept (due for deletion, locked)", ("REPLICA", "BACKUP", "VOLUME", "REASON"), kept_rows
+    )
     skip_rows = [(s.backup, s.source_snapshot_id, s.reason) for s in plan.skipped]
     out += _section("skipped", ("BACKUP", "SNAPSHOT", "REASON"), skip_rows)
     error_rows = [(e.backup, e.source_snapshot_id, e.error) for e in plan.errors]
@@ -146,7 +179,15 @@ def plan_text(plan: Plan, *, destination_region: str) -> str:
         ("BACKUP", "SNAPSHOT", "ERROR"),
         error_rows,
     )
-    if not (plan.copies or plan.prunes or plan.skipped or plan.errors):
+    warning_rows = [(w.backup, w.source_snapshot_id, w.error) for w in plan.warnings]
+    out += _section(
+        "warnings (snapshots are still handled as planned above)",
+        ("BACKUP", "SNAPSHOT", "WARNING"),
+        warning_rows,
+    )
+    if not (
+        plan.copies or plan.prunes or plan.skipped or plan.errors or plan.warnings or plan.kept
+    ):
         out.append("Nothing to do: every watched snapshot has a replica.")
     return "\n".join(out).rstrip() + "\n"
 
@@ -176,6 +217,8 @@ def replica_item(r: Replica) -> dict[str, Any]:
         "storage_class": r.storage_class,
         "source_volume_id": r.source_volume_id,
         "state_message": r.state_message,
+        "lock_state": r.lock_state,
+        "lock_expires": _time(r.lock_expires),
     }
 
 
@@ -187,7 +230,7 @@ def replicas_output(replicas: Sequence[Replica], fmt: str) -> str:
         return yaml.safe_dump([replica_item(r) for r in replicas], sort_keys=False)
     headers = ["BACKUP TIME", "BACKUP", "NAMESPACE", "PVC", "SIZE", "STATE", "REPLICA"]
     if fmt == "wide":
-        headers += ["SOURCE SNAPSHOT", "SCHEDULE", "AZ", "TYPE", "ENCRYPTED"]
+        headers += ["SOURCE SNAPSHOT", "SCHEDULE", "AZ", "TYPE", "ENCRYPTED", "LOCK"]
     rows = []
     for r in replicas:
         state = r.state if r.state != "pending" else f"pending {r.progress}%"
@@ -207,6 +250,7 @@ def replicas_output(replicas: Sequence[Replica], fmt: str) -> str:
                 r.availability_zone,
                 r.volume_type,
                 "yes" if r.encrypted else "no",
+                _lock(r),
             ]
         rows.append(row)
     if not rows:
@@ -214,12 +258,21 @@ def replicas_output(replicas: Sequence[Replica], fmt: str) -> str:
     return table(headers, rows) + "\n"
 
 
+def _lock(r: Replica) -> str | None:
+    """The wide table's LOCK cell: `compliance until 2026-01-31T00:00:00Z`, or `-`."""
+    if not r.lock_state:
+        return None
+    return f"{r.lock_state} until {_time(r.lock_expires)}" if r.lock_expires else r.lock_state
+
+
 def status_text(status: Mapping[str, Any]) -> str:
     """`snapd status` for people: the one-look answer to "are we covered?"."""
     out = [
         f"scope {status['scope']}  ({status['source_region']} → {status['destination_region']})",
         f"in flight: {status['in_flight']}   backlog: {status['backlog']}   "
-        f"unreadable backups: {status['unreadable_backups']}",
+        f"unreadable backups: {status['unreadable_backups']}"
+        + (f"   warnings: {len(status['warnings'])}" if status.get("warnings") else ""),
+        *_locks_lines(status),
         "",
     ]
     rows = [
@@ -232,6 +285,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         for s in status["schedules"]
     ]
     out.append(table(("SCHEDULE", "NEWEST BACKUP", "BACKUP TIME", "REPLICATED"), rows))
+    out += warning_lines(status.get("settings_warnings") or ())
     out.append("")
     rows = [
         (p["namespace"], p["pvc"], p["recovery_point"], _age(p["age_seconds"]))
@@ -242,6 +296,8 @@ def status_text(status: Mapping[str, Any]) -> str:
         if rows
         else "No completed replicas yet."
     )
+    for warning in status.get("warnings", []):
+        out.append(f"warning: backup {warning['backup']}: {warning['error']}")
     out.extend(_dr_text(status.get("dr")))
     return "\n".join(out) + "\n"
 
@@ -273,3 +329,68 @@ def _age(seconds: float | None) -> str:
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)
     return f"{days}d{hours}h" if days else (f"{hours}h{mins}m" if hours else f"{mins}m")
+
+
+def structured(value: Any, fmt: str) -> str:
+    """`-o json` or `-o yaml` of any JSON-ready value, ending in a newline."""
+    if fmt == "yaml":
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+    return json.dumps(value, indent=2) + "\n"
+
+
+def warning_lines(warnings: Iterable[Mapping[str, Any]]) -> list[str]:
+    """`warning: …` lines for the settings warnings a text output ends with."""
+    return [f"warning: {w['warning']}" for w in warnings]
+
+
+def _setting_value(value: object) -> str | None:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or None
+    return None if value in (None, "") else str(value)
+
+
+def settings_output(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    """`snapd settings`: each setting's value and origin; env and flag follow from the name."""
+    if fmt in ("json", "yaml"):
+        return structured(list(rows), fmt)
+    lines = [
+        "Each setting NAME is SNAPD_NAME in the environment (upper-case), --name as a flag "
+        "(kebab-case), and name: in a --config YAML file.",
+        "",
+        table(
+            ("SETTING", "VALUE", "FROM", "DEFAULT", "MEANING"),
+            (
+                (
+                    r["name"],
+                    _setting_value(r["value"]),
+                    r["source"],
+                    r["default"],
+                    r["description"],
+                )
+                for r in rows
+            ),
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _locks_lines(status: Mapping[str, Any]) -> list[str]:
+    """`status` lines on snapshot locks and the Recycle Bin; none while locking is off."""
+    locks = status.get("locks") or {}
+    if locks.get("mode", "off") == "off":
+        return []
+    if locks.get("locked") is None:
+        counts = "locks unknown (DescribeLockedSnapshots failed; see the log)"
+    else:
+        counts = (
+            f"locked: {locks['locked']}   unlocked: {locks['unlocked']}   "
+            f"should be locked: {locks['should_be_locked']}"
+        )
+    protected = status.get("recycle_bin_protected")
+    bin_text = "unknown (ListRules failed)" if protected is None else ("yes" if protected else "NO")
+    return [
+        f"lock mode {locks['mode']}   {counts}",
+        f"Recycle Bin rule covers replicas: {bin_text}",
+    ]

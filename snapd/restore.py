@@ -7,9 +7,12 @@ replica, region, zone, ClientToken, tags, manifests) is made first, pure, in
 Here: look up what a previous run already made (copy-back and volume by their tags, PV by its
 deterministic name; side by side), then per PVC: copy back with the copier's own
 `copy_snapshot`, wait for it, CreateVolume with the plan's ClientToken, wait for `available`
-(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), delete the copy-back,
-create the PV, write `pvc.yaml`. One PVC failing never stops the others (`--all`); the command
-then exits 1. A volume that ended in `error` is left for inspection.
+(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), create the PV, then
+delete every copy-back of the restore (a refused delete is a warning naming what is left:
+the PV already exists), write `pvc.yaml`. One PVC failing never stops the others (`--all`);
+the command then exits 1. A volume that ended in `error` is left for inspection. Nothing is
+started for a PVC whose restore is blocked (`restore_plan.blocker`: a foreign or Released
+PV, another KMS key, a missing `--target-namespace`).
 
 Must not: import botocore or kubernetes_asyncio (only `aws.py` and `kube.py` do), issue a
 CopySnapshot of its own (the copier's is reused), or write anything in `--dry-run`.
@@ -53,6 +56,8 @@ from snapd.restore_plan import (
     RestorePlan,
     RestoreRequest,
     VolumeRecord,
+    blocker,
+    build_copy_back_description,
     build_copy_back_tags,
     build_manifests,
     build_next_steps,
@@ -62,15 +67,16 @@ from snapd.restore_plan import (
     plan_restores,
     pv_conflict,
     pv_volume_id,
+    pvc_file_problem,
     render_dry_run,
     render_pvc_file,
+    rival_pvs,
     select_replicas,
     summarize,
 )
 from snapd.tags import (
     CLUSTER,
     RESTORE_KEY,
-    RESTORE_OF,
     RESTORE_SCOPE,
 )
 from snapd.waiting import EARLIEST_LOOK, BatchWaiter
@@ -87,6 +93,9 @@ VOLUME_TIMEOUT = 3600.0
 VOLUME_POLL_SHARE = 0.25
 #: Backoff cap while the target region's copy slots are all taken (ResourceLimitExceeded).
 MAX_SLOT_BACKOFF = 300.0
+#: ClientToken generations tried past the first before CreateVolume is given up: each
+#: deleted volume of the same restore spends one.
+MAX_TOKEN_GENERATIONS = 50
 
 
 # --------------------------------------------------------------------------- AWS lookups
@@ -104,11 +113,16 @@ async def list_zones(aws: AwsClients, region: str) -> list[str]:
 
 
 async def find_copy_backs(
-    aws: AwsClients, region: str, scope: str, replica_ids: Iterable[str]
+    aws: AwsClients, region: str, scope: str, keys: Iterable[str]
 ) -> dict[str, list[Replica]]:
-    """Our copy-backs in `region` by the replica they copy (`snapd.io/restore-of`), batched."""
+    """Our copy-backs in `region` by the restore they belong to (`snapd.io/restore-key`).
+
+    By restore key, not by replica: two restores of one replica each own their copy-back,
+    and every copy-back of a restore is found — also a duplicate made when CopySnapshot's
+    answer was lost, or by a run that was interrupted. Batched, paginated.
+    """
     found: dict[str, list[Replica]] = defaultdict(list)
-    for ids in inventory.chunks(replica_ids):
+    for chunk in inventory.chunks(keys):
         async for page in aws.pages(
             "ec2",
             region,
@@ -116,15 +130,15 @@ async def find_copy_backs(
             OwnerIds=["self"],
             Filters=[
                 {"Name": f"tag:{CLUSTER}", "Values": [scope]},
-                {"Name": f"tag:{RESTORE_OF}", "Values": ids},
+                {"Name": f"tag:{RESTORE_KEY}", "Values": chunk},
             ],
             PaginationConfig={"PageSize": inventory.PAGE_SIZE},
         ):
             for snapshot in page.get("Snapshots", []):
                 record = inventory.build_replica_from_ec2(snapshot, region)
-                of = dict(record.tags).get(RESTORE_OF)
-                if of:
-                    found[of].append(record)
+                key = dict(record.tags).get(RESTORE_KEY)
+                if key:
+                    found[key].append(record)
     return found
 
 
@@ -140,6 +154,8 @@ def _volume_record(volume: Mapping[str, Any]) -> VolumeRecord:
         iops=volume.get("Iops"),
         throughput=volume.get("Throughput"),
         create_time=created if isinstance(created, datetime) else None,
+        encrypted=bool(volume.get("Encrypted")),
+        kms_key_id=volume.get("KmsKeyId") or None,
     )
 
 
@@ -225,18 +241,32 @@ class Waiters:
 # --------------------------------------------------------------------------- Kubernetes
 
 
-async def inspect_kube(
-    client: kube.KubeClient, plan: RestorePlan
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
-    """The PV of the target's name, the target PVC now, and the PV that PVC is bound to."""
-    pv, pvc = await asyncio.gather(
-        client.get_pv(plan.pv_name), client.get_pvc(plan.target_namespace, plan.target_pvc)
+KubeState = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None, bool | None]
+
+
+async def inspect_kube(client: kube.KubeClient, plan: RestorePlan) -> KubeState:
+    """The PV of the target's name, the target PVC now, the PV that PVC is bound to, and
+    whether the target namespace exists (None when the credentials may not read it)."""
+    pv, pvc, namespace = await asyncio.gather(
+        client.get_pv(plan.pv_name),
+        client.get_pvc(plan.target_namespace, plan.target_pvc),
+        _namespace_exists(client, plan.target_namespace),
     )
     bound_pv = None
     volume_name = ((pvc or {}).get("spec") or {}).get("volumeName")
     if volume_name and volume_name != plan.pv_name:
         bound_pv = await client.get_pv(str(volume_name))
-    return pv, pvc, bound_pv
+    return pv, pvc, bound_pv, namespace
+
+
+async def _namespace_exists(client: kube.KubeClient, name: str) -> bool | None:
+    """Whether namespace `name` exists; None when reading namespaces is forbidden."""
+    try:
+        return await client.get_namespace(name) is not None
+    except KubeError as error:
+        if error.status == 403:
+            return None
+        raise
 
 
 # --------------------------------------------------------------------------- doing
@@ -278,16 +308,21 @@ class Restorer:
         self.limit = asyncio.Semaphore(self.request.concurrency)
 
     async def restore_one(self, plan: RestorePlan, found: Found) -> Outcome:
-        """Copy back, volume, PV for one PVC; every failure becomes this PVC's outcome."""
+        """Copy back, volume, PV, then cleanup for one PVC; every failure becomes its outcome.
+
+        The PV is created before the copy-backs are deleted: a cleanup that fails (an SCP
+        denying DeleteSnapshot) is a warning naming what is left behind, never a restore
+        that stops short of its PV.
+        """
         bound = log.bind(backup=plan.backup, namespace=plan.source_namespace, pvc=plan.source_pvc)
         try:
-            conflict = pv_conflict(plan, found)
-            if conflict:
-                raise WorkFailedError(conflict)
+            refusal = blocker(plan, found, self.request)
+            if refusal:
+                raise WorkFailedError(refusal)
             async with self.limit:
                 copy_back_id, volume = await self._volume(plan, found)
-            kept = await self._clean_copy_backs(plan, found, copy_back_id, volume)
             await self._pv(plan, found, volume)
+            kept, left_behind = await self._clean_copy_backs(plan, found, copy_back_id, volume)
         except SnapdError as error:
             bound.error("restore.failed", error=str(error))
             return Outcome(plan, error=str(error), found=found)
@@ -305,6 +340,7 @@ class Restorer:
             copy_back_kept=kept,
             volume=volume,
             found=found,
+            left_behind=left_behind,
         )
 
     async def _volume(self, plan: RestorePlan, found: Found) -> tuple[str | None, VolumeRecord]:
@@ -332,9 +368,7 @@ class Restorer:
 
     async def _copy_back(self, plan: RestorePlan, existing: Sequence[Replica]) -> str:
         """A completed copy-back of the replica in the target region (reused or made)."""
-        for stale in (c for c in existing if c.state not in ("completed", "pending")):
-            log.warning("restore.copy_back_discarded", snapshot_id=stale.snapshot_id)
-            await self._delete_snapshot(plan.region, stale.snapshot_id)
+        # Copy-backs that ended in error are deleted with the others once the PV exists.
         usable = sorted(
             (c for c in existing if c.state in ("completed", "pending")),
             key=lambda c: (not c.completed, -c.progress, c.snapshot_id),
@@ -364,11 +398,16 @@ class Restorer:
                 "copy up where it is"
             ) from None
         if not final.completed:
-            await self._delete_snapshot(plan.region, snapshot_id)
+            why = await self._try_delete(plan.region, snapshot_id)
+            fate = (
+                "it was deleted"
+                if why is None
+                else f"deleting it failed ({why}): delete it with `aws ec2 delete-snapshot "
+                f"--region {plan.region} --snapshot-id {snapshot_id}`"
+            )
             raise WorkFailedError(
                 f"copy-back {snapshot_id} ended in state {final.state}: "
-                f"{final.state_message or 'no message'}; it was deleted — run the restore "
-                "again to retry"
+                f"{final.state_message or 'no message'}; {fate} — run the restore again to retry"
             )
         log.info("restore.copy_back_completed", snapshot_id=snapshot_id)
         return snapshot_id
@@ -385,7 +424,7 @@ class Restorer:
                     destination_region=plan.region,
                     snapshot_id=replica.snapshot_id,
                     tags=build_copy_back_tags(plan, self.request.scope),
-                    description=f"snapd restore of {plan.label} ({plan.backup})",
+                    description=build_copy_back_description(plan),
                     kms_key_id=self.request.kms_key_id,
                     completion_minutes=self.request.completion_minutes,
                 )
@@ -412,17 +451,36 @@ class Restorer:
             return snapshot_id
 
     async def _create_volume(self, plan: RestorePlan, snapshot_id: str, generation: int) -> str:
-        params = build_volume_params(plan, snapshot_id, self.request.scope, generation)
-        answer = await self.aws.call("ec2", plan.region, "CreateVolume", **params)
-        volume_id = str(answer["VolumeId"])
-        log.info(
-            "restore.volume_created",
-            volume_id=volume_id,
-            zone=plan.zone,
-            snapshot_id=snapshot_id,
-            volume_type=plan.volume_type,
+        """CreateVolume with the plan's ClientToken; a token already spent moves on.
+
+        EC2 answers `IdempotentParameterMismatch` for a token whose volume was deleted (the
+        operator deleted the restored volume to redo the restore) or that was sent with
+        another snapshot (a new copy-back). The next generations are tried in order, so a
+        re-run after a crash walks the same tokens and gets the volume it already made.
+        """
+        for attempt in range(generation, generation + MAX_TOKEN_GENERATIONS):
+            params = build_volume_params(plan, snapshot_id, self.request.scope, attempt)
+            try:
+                answer = await self.aws.call("ec2", plan.region, "CreateVolume", **params)
+            except AwsError as error:
+                if error.code != "IdempotentParameterMismatch":
+                    raise
+                log.info("restore.client_token_spent", token=params["ClientToken"])
+                continue
+            volume_id = str(answer["VolumeId"])
+            log.info(
+                "restore.volume_created",
+                volume_id=volume_id,
+                zone=plan.zone,
+                snapshot_id=snapshot_id,
+                volume_type=plan.volume_type,
+            )
+            return volume_id
+        raise WorkFailedError(
+            f"CreateVolume refused {MAX_TOKEN_GENERATIONS} ClientTokens of this restore as "
+            "already used; delete the volumes tagged snapd.io/restore-key="
+            f"{plan.key} in {plan.region} that are no longer wanted and run the restore again"
         )
-        return volume_id
 
     async def _wait_volume(self, plan: RestorePlan, volume_id: str) -> VolumeRecord:
         try:
@@ -438,18 +496,37 @@ class Restorer:
         return record
 
     async def _clean_copy_backs(
-        self, plan: RestorePlan, found: Found, used: str | None, volume: VolumeRecord
-    ) -> bool:
-        """Delete the copy-backs once the volume exists, unless `--keep-snapshot`."""
+        self, plan: RestorePlan, found: Found, made: str | None, volume: VolumeRecord
+    ) -> tuple[bool, tuple[tuple[str, str], ...]]:
+        """Delete every copy-back of this restore once its PV exists.
+
+        Every one: those found at the start, the one used, and — when this run made a
+        copy-back — those found again now (a CopySnapshot whose answer was lost and was
+        retried, or an interrupted run, makes one the start could not see). With
+        `--keep-snapshot` the one the volume was made from is kept and only duplicates go.
+        A refused DeleteSnapshot is returned as left behind (id, why), never raised: the PV
+        exists. Returns (kept, left behind).
+        """
         if not plan.copy_back:
-            return False
-        ids = {c.snapshot_id for c in found.copy_backs} | ({used} if used else set())
+            return False, ()
+        ids = {c.snapshot_id for c in found.copy_backs} | ({made} if made else set())
+        if made:
+            again = await find_copy_backs(self.aws, plan.region, self.request.scope, [plan.key])
+            ids |= {c.snapshot_id for c in again.get(plan.key, [])}
+        kept = False
         if self.request.keep_snapshot:
-            return bool(ids)
+            used = made or volume.snapshot_id
+            kept = used in ids
+            ids.discard(used or "")
+        left: list[tuple[str, str]] = []
         for snapshot_id in sorted(ids):
-            await self._delete_snapshot(plan.region, snapshot_id)
-            log.info("restore.copy_back_deleted", snapshot_id=snapshot_id, volume=volume.volume_id)
-        return False
+            why = await self._try_delete(plan.region, snapshot_id)
+            if why is None:
+                log.info("restore.copy_back_deleted", snapshot_id=snapshot_id, pv=plan.pv_name)
+                continue
+            log.warning("restore.copy_back_left_behind", snapshot_id=snapshot_id, error=why)
+            left.append((snapshot_id, why))
+        return kept, tuple(left)
 
     async def _delete_snapshot(self, region: str, snapshot_id: str) -> None:
         try:
@@ -457,6 +534,14 @@ class Restorer:
         except AwsError as error:
             if error.code != "InvalidSnapshot.NotFound":
                 raise
+
+    async def _try_delete(self, region: str, snapshot_id: str) -> str | None:
+        """DeleteSnapshot; None when it is gone, else why it could not be deleted."""
+        try:
+            await self._delete_snapshot(region, snapshot_id)
+        except AwsError as error:
+            return str(error)
+        return None
 
     async def _pv(self, plan: RestorePlan, found: Found, volume: VolumeRecord) -> None:
         """Create the PV (or accept the one a previous run made for this volume)."""
@@ -493,13 +578,18 @@ async def discover(
     async def copy_backs_of() -> dict[str, list[Replica]]:
         if not (request.copy_back and plans):
             return {}
-        replica_ids = (p.replica.snapshot_id for p in plans)
-        return await find_copy_backs(aws, request.target_region, request.scope, replica_ids)
+        keys = (p.key for p in plans)
+        return await find_copy_backs(aws, request.target_region, request.scope, keys)
 
-    async def kube_state_of() -> list[tuple[Any, Any, Any]]:
+    async def kube_state_of() -> list[KubeState]:
         if client is None:
-            return [(None, None, None)] * len(plans)
+            return [(None, None, None, None)] * len(plans)
         return list(await asyncio.gather(*(inspect_kube(client, p) for p in plans)))
+
+    async def restored_pvs() -> list[dict[str, Any]]:
+        if client is None or not plans:
+            return []
+        return await client.list_pvs(kube.label_selector({kube.MANAGED_BY: "snapd"}))
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -508,6 +598,7 @@ async def discover(
                 find_volumes(aws, request.target_region, request.scope, (p.key for p in plans))
             )
             kube_task = group.create_task(kube_state_of())
+            restored_task = group.create_task(restored_pvs())
     except ExceptionGroup as group_error:
         raise first_error(group_error) from group_error
     copy_backs, volumes, kube_state = (
@@ -518,15 +609,17 @@ async def discover(
     result: dict[str, Found] = {}
     for index, plan in enumerate(plans):
         volume, failed = pick_volume(volumes.get(plan.key, []))
-        pv, pvc, bound_pv = kube_state[index]
+        pv, pvc, bound_pv, namespace_exists = kube_state[index]
         result[plan.key] = Found(
-            copy_backs=tuple(copy_backs.get(plan.replica.snapshot_id, [])),
+            copy_backs=tuple(copy_backs.get(plan.key, [])),
             volume=volume,
             failed_volumes=failed,
             pv=pv,
             pvc=pvc,
             bound_pv=bound_pv,
             kube_checked=client is not None,
+            namespace_exists=namespace_exists,
+            rivals=rival_pvs(plan, restored_task.result()),
         )
     return result
 
@@ -611,14 +704,33 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         plans, unbuildable = plan_restores(selection.replicas, request, zones)
         refused = [*selection.refused, *unbuildable]
         client = await connecting
+        target = kube_target(client)
+        if not request.dry_run and client is not None:
+            # Said before anything is made: a PV in the wrong cluster is the costliest mistake.
+            print(f"snapd restore: PersistentVolumes go to {target}", file=sys.stderr, flush=True)
         found = await discover(aws, client, plans, request)
         if request.dry_run or client is None:
+            sys.stdout.write(f"# PersistentVolumes would go to {target}\n")
             sys.stdout.write(render_dry_run(plans, found, request, refused))
-            conflicts = [p for p in plans if pv_conflict(p, found[p.key])]
+            conflicts = [p for p in plans if blocker(p, found[p.key], request)]
             return 1 if refused or conflicts else 0
         return await _run(
-            aws=aws, client=client, request=request, plans=plans, found=found, refused=refused
+            aws=aws,
+            client=client,
+            request=request,
+            plans=plans,
+            found=found,
+            refused=refused,
+            target=target,
         )
+
+
+def kube_target(client: kube.KubeClient | None) -> str:
+    """`kube context prod (API server https://…)`: where the PVs of this restore go."""
+    if client is None:
+        return "no Kubernetes cluster (not reachable; nothing is checked there)"
+    context = f"kube context {client.context}" if client.context else "the in-cluster API"
+    return f"{context} (API server {client.host})"
 
 
 async def _run(
@@ -629,6 +741,7 @@ async def _run(
     plans: Sequence[RestorePlan],
     found: Mapping[str, Found],
     refused: Sequence[Refusal],
+    target: str,
 ) -> int:
     """The real run: refuse an existing pvc.yaml before any change, restore, write, report."""
     # Deleting a leftover copy-back is cleanup, not a new restore: it does not count here.
@@ -636,7 +749,7 @@ async def _run(
         p
         for p in plans
         if not (found[p.key].usable_volume and found[p.key].pv is not None)
-        and not pv_conflict(p, found[p.key])
+        and not blocker(p, found[p.key], request)
     ]
     output_exists = request.output.exists()
     if needs_work and output_exists and not request.force:
@@ -656,13 +769,24 @@ async def _run(
         await waiters.close()
     outcomes = [task.result() for task in tasks]
     done = [o for o in outcomes if o.ok]
-    lines: list[str] = []
+    lines: list[str] = [f"PersistentVolumes in {target}"]
     for outcome in outcomes:
         lines += summarize(outcome)
     lines += [f"failed {r.label}: {r.reason}" for r in refused]
+    stale_file: str | None = None
     if done:
         if output_exists and not request.force:
-            lines.append(f"{request.output} exists, left untouched (--force rewrites it)")
+            stale_file = await _existing_pvc_file_problem(request.output, done)
+            if stale_file is None:
+                lines.append(
+                    f"{request.output} exists and binds these PVs, left untouched "
+                    "(--force rewrites it)"
+                )
+            else:
+                lines.append(
+                    f"{request.output} exists but is not this restore's: {stale_file}; it was "
+                    "left untouched — write this restore's PVCs with --force or --output FILE"
+                )
         else:
             text = render_pvc_file(done, request.scope)
             await asyncio.to_thread(write_pvc_file, request.output, text, force=request.force)
@@ -673,11 +797,39 @@ async def _run(
             o.plan.target_label: (o.found.pvc is not None if o.found.kube_checked else None)
             for o in done
         }
-        lines += build_next_steps(done, request.output, request.backup, exists)
+        if stale_file is None:
+            lines += build_next_steps(done, request.output, request.backup, exists)
     sys.stdout.write("\n".join(lines) + "\n")
     failures = [o for o in outcomes if not o.ok]
     for outcome in failures:
         print(f"snapd restore: {outcome.plan.label}: {outcome.error}", file=sys.stderr)
     for refusal in refused:
         print(f"snapd restore: {refusal.label}: {refusal.reason}", file=sys.stderr)
+    for outcome in done:
+        for snapshot_id, why in outcome.left_behind:
+            print(
+                f"snapd restore: warning: {outcome.plan.label}: copy-back {snapshot_id} in "
+                f"{outcome.plan.region} is left behind ({why}); the restore itself is done. "
+                f"Delete it with `aws ec2 delete-snapshot --region {outcome.plan.region} "
+                f"--snapshot-id {snapshot_id}` (or keep it on purpose with --keep-snapshot)",
+                file=sys.stderr,
+            )
+    if stale_file is not None:
+        # The restore is done (exit 0 as for any completed re-run); only the file is not
+        # offered: `kubectl create -f` on it would create another restore's PVC.
+        print(
+            f"snapd restore: warning: {request.output} exists but is not this restore's "
+            f"({stale_file}); do not create it — run again with --force to rewrite it or "
+            "--output FILE to write another",
+            file=sys.stderr,
+        )
     return 1 if failures or refused else 0
+
+
+async def _existing_pvc_file_problem(path: Path, done: Sequence[Outcome]) -> str | None:
+    """Why the existing PVC file is not the one these restores need (None: it is)."""
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return f"it cannot be read ({error})"
+    return pvc_file_problem(text, done)

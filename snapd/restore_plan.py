@@ -9,13 +9,16 @@ Re-running is safe because of what is decided here: the volume is found again by
 `snapd.io/restore-key` (`build_restore_key`: a hash of scope, backup, namespace, PVC, target,
 region and zone), and CreateVolume's ClientToken is derived from the same key
 (`build_client_token`), so a crash between CreateVolume and its answer never makes a second
-volume; a volume that ended in `error` bumps the token's generation.
+volume; a volume that ended in `error` bumps the token's generation, and a token EC2 calls
+spent (its volume was deleted) makes the acting half try the next generation.
 
 Tags. The copy-back carries `snapd.io/cluster` (the scope) plus the `snapd.io/restore-*`
-keys. The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica
-keys (`snapd.io/backup`, …): Velero copies a volume's tags onto every later snapshot of it,
-and a DR-region Velero would then make snapshots that our inventory takes for replicas —
-and the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.
+keys, the restore key among them: copy-backs belong to one restore. Kubernetes names can be
+longer than a tag value (256): such values are cut and end in a hash (`fit_tag_value`).
+The restored *volume* deliberately does not carry `snapd.io/cluster` nor the replica keys
+(`snapd.io/backup`, …): Velero copies a volume's tags onto every later snapshot of it, and
+a DR-region Velero would then make snapshots that our inventory takes for replicas — and
+the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ THROUGHPUT_TYPES = frozenset({"gp3"})
 COMPLETION_STEP, COMPLETION_MIN, COMPLETION_MAX = 15, 15, 48 * 60
 #: Volume states that hold a restore's data; `error` ones are counted, others ignored.
 LIVE_VOLUME_STATES = ("available", "in-use", "creating")
-PLACEHOLDER_VOLUME = "vol-new"
+#: The volume id the dry-run's PV shows: a real run puts the id of the volume it creates there.
+PLACEHOLDER_VOLUME = "vol-TO-BE-CREATED"
 #: How many names an error message lists before "… and N more".
 LISTED = 30
 
@@ -167,6 +171,8 @@ class VolumeRecord:
     iops: int | None
     throughput: int | None
     create_time: datetime | None = None
+    encrypted: bool = False
+    kms_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,10 @@ class Found:
     pvc: Mapping[str, Any] | None = None
     bound_pv: Mapping[str, Any] | None = None
     kube_checked: bool = True
+    #: Whether the target namespace exists (None: not known — not checked or not readable).
+    namespace_exists: bool | None = None
+    #: Other restored PVs already waiting for the target PVC (claimRef without a uid).
+    rivals: tuple[str, ...] = ()
 
     @property
     def usable_volume(self) -> bool:
@@ -197,6 +207,8 @@ class Outcome:
     copy_back_kept: bool = False
     volume: VolumeRecord | None = None
     found: Found = field(default_factory=Found)
+    #: Copy-backs a failed DeleteSnapshot left in the target region: (snapshot id, why).
+    left_behind: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -477,6 +489,44 @@ def build_client_token(key: str, generation: int = 0) -> str:
     return f"snapd-{key}-{generation}"
 
 
+def fit_tag_value(value: str) -> str:
+    """`value` as an EC2 tag value (≤256 characters): kept when it fits, else cut + hash.
+
+    Kubernetes names can be longer than a tag takes (a 63-character namespace, `/` and a
+    253-character PVC is 317). A value that does not fit keeps its first characters and
+    ends in `~` and 16 hex of its sha256: deterministic and distinct, still readable.
+    """
+    if len(value) <= MAX_VALUE_LENGTH:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    return f"{value[: MAX_VALUE_LENGTH - 17]}~{digest}"
+
+
+#: Tags looked up by exact value: never cut (a scope too long for a tag fails the plan).
+_EXACT_TAGS = frozenset({CLUSTER, RESTORE_SCOPE})
+
+
+def _fitted(tags: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key: value if key in _EXACT_TAGS else fit_tag_value(value) for key, value in tags.items()
+    }
+
+
+def check_tags(plan: RestorePlan, scope: str) -> None:
+    """ValueError when a tag of the copy-back or volume would be refused by EC2.
+
+    Run while planning, so `--dry-run` fails whatever CreateVolume would fail, and a real
+    run fails before any copy-back is made.
+    """
+    for tags in (build_copy_back_tags(plan, scope), build_volume_tags(plan, scope)):
+        for key, value in tags.items():
+            if len(value) > MAX_VALUE_LENGTH:
+                raise ValueError(
+                    f"tag {key} would be {len(value)} characters; EC2 takes at most "
+                    f"{MAX_VALUE_LENGTH}"
+                )
+
+
 def _name_tag(prefix: str, plan: RestorePlan) -> str:
     return f"{prefix} {plan.label} {plan.backup}"[:MAX_VALUE_LENGTH]
 
@@ -492,23 +542,43 @@ def _restore_of(plan: RestorePlan) -> dict[str, str]:
 
 
 def build_copy_back_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
-    """Tags of a copy-back (TagSpecifications of CopySnapshot): found again by restore-of."""
-    return {
-        CLUSTER: scope,
-        **_restore_of(plan),
-        NAME: _name_tag("snapd copy-back of", plan),
-    }
+    """Tags of a copy-back (TagSpecifications of CopySnapshot).
+
+    Found again by `snapd.io/restore-key`, never by the replica alone: two restores of one
+    replica (the original PVC and one beside it) each have their own copy-back, and neither
+    deletes the other's.
+    """
+    return _fitted(
+        {
+            CLUSTER: scope,
+            **_restore_of(plan),
+            RESTORE_TARGET: plan.target_label,
+            RESTORE_KEY: plan.key,
+            NAME: _name_tag("snapd copy-back of", plan),
+        }
+    )
+
+
+#: EC2 takes snapshot descriptions of at most 255 characters.
+MAX_DESCRIPTION = 255
+
+
+def build_copy_back_description(plan: RestorePlan) -> str:
+    """CopySnapshot's Description, cut to what EC2 takes (long names would not fit)."""
+    return f"snapd restore of {plan.label} ({plan.backup})"[:MAX_DESCRIPTION]
 
 
 def build_volume_tags(plan: RestorePlan, scope: str) -> dict[str, str]:
     """Tags of the restored volume; no `snapd.io/cluster` (see the module docstring)."""
-    return {
-        RESTORE_SCOPE: scope,
-        **_restore_of(plan),
-        RESTORE_TARGET: plan.target_label,
-        RESTORE_KEY: plan.key,
-        NAME: _name_tag("snapd restore of", plan),
-    }
+    return _fitted(
+        {
+            RESTORE_SCOPE: scope,
+            **_restore_of(plan),
+            RESTORE_TARGET: plan.target_label,
+            RESTORE_KEY: plan.key,
+            NAME: _name_tag("snapd restore of", plan),
+        }
+    )
 
 
 def build_volume_params(
@@ -559,10 +629,12 @@ def _check_volume_settings(replica: Replica) -> None:
 def plan_restores(
     replicas: Sequence[Replica], request: RestoreRequest, zones: Sequence[str]
 ) -> tuple[list[RestorePlan], list[Refusal]]:
-    """One RestorePlan per replica; zone problems and clashing targets are ConfigError.
+    """One RestorePlan per replica; clashing targets are ConfigError.
 
-    A replica whose recorded settings cannot make a volume (io2 without IOPS, no size) is a
-    refusal of that PVC alone (exit 1); the others go ahead.
+    A zone problem is ConfigError when one PVC is restored, and a refusal of that PVC alone
+    with `--all`. A replica whose recorded settings cannot make a volume (io2 without IOPS,
+    no size) or whose names do not fit EC2's tags is a refusal of that PVC alone (exit 1);
+    the others go ahead.
     """
     plans: list[RestorePlan] = []
     refused: list[Refusal] = []
@@ -578,7 +650,10 @@ def plan_restores(
                 zones,
             )
         except ConfigError as error:
-            problems.append(f"{label}: {error}" if request.restore_all else str(error))
+            if not request.restore_all:
+                raise
+            # With --all, one PVC's zone is that PVC's problem: the others go ahead.
+            refused.append(Refusal(label, str(error)))
             continue
         try:
             _check_volume_settings(replica)
@@ -625,6 +700,11 @@ def plan_restores(
             build_manifests(plan, PLACEHOLDER_VOLUME, request.scope)
         except ValueError as error:
             refused.append(Refusal(plan.label, f"cannot build its PV/PVC: {error}"))
+            continue
+        try:
+            check_tags(plan, request.scope)
+        except ValueError as error:
+            refused.append(Refusal(plan.label, f"cannot tag its copy-back or volume: {error}"))
             continue
         buildable.append(plan)
     plans = buildable
@@ -691,8 +771,43 @@ def pv_volume_id(pv: Mapping[str, Any]) -> str | None:
     return str(legacy).rsplit("/", 1)[-1] if legacy else None
 
 
+def rival_pvs(plan: RestorePlan, pvs: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Restored PVs, other than this restore's, that already claim the target PVC.
+
+    A PV pre-bound to a PVC (a `claimRef` without a uid) waits for that PVC; two of them
+    race for it when it is created, and either may win. A claimRef with a uid belongs to a
+    PVC that was bound (it goes Released with that PVC), so it never competes.
+    """
+    rivals = []
+    for pv in pvs:
+        name = str((pv.get("metadata") or {}).get("name") or "")
+        claim = (pv.get("spec") or {}).get("claimRef") or {}
+        if (
+            name
+            and name != plan.pv_name
+            and not claim.get("uid")
+            and (claim.get("namespace"), claim.get("name"))
+            == (plan.target_namespace, plan.target_pvc)
+        ):
+            rivals.append(name)
+    return tuple(sorted(rivals))
+
+
 def pv_conflict(plan: RestorePlan, found: Found) -> str | None:
-    """Why an existing PV of the target's name stops this restore (None: no conflict)."""
+    """Why an existing PV stops this restore (None: no conflict).
+
+    Either a PV of the target's name points at another volume, or another restored PV
+    already claims the target PVC.
+    """
+    if found.rivals and found.pv is None:
+        rivals = ", ".join(found.rivals)
+        return (
+            f"PVC {plan.target_label} is already claimed by PersistentVolume {rivals} "
+            "(restored earlier, waiting for that PVC); a second PV claiming it would race "
+            f"for the binding. Restore beside it with --target-pvc NAME, or delete that PV "
+            f"if it is no longer wanted (kubectl delete pv {found.rivals[0]}; its EBS volume "
+            "stays, the reclaim policy is Retain)"
+        )
     if found.pv is None:
         return None
     points_at = pv_volume_id(found.pv) or "no EBS volume"
@@ -706,6 +821,76 @@ def pv_conflict(plan: RestorePlan, found: Found) -> str | None:
     return (
         f"PersistentVolume {plan.pv_name} exists and points at {points_at}, not at {ours}; "
         f"check it (kubectl get pv {plan.pv_name} -o yaml) and delete it if it is stale"
+    )
+
+
+def released_claim(plan: RestorePlan, found: Found) -> str | None:
+    """Why this restore's PV cannot be bound again: its claim was deleted (it is Released).
+
+    The PV keeps `claimRef.uid` of the PVC it was bound to; once that PVC is gone no new
+    PVC can bind it, whatever its name. None when the PV is free or bound to the PVC there.
+    """
+    if found.pv is None or not found.kube_checked:
+        return None
+    claim = (found.pv.get("spec") or {}).get("claimRef") or {}
+    uid = claim.get("uid")
+    if not uid:
+        return None
+    current = ((found.pvc or {}).get("metadata") or {}).get("uid")
+    if current == uid:
+        return None
+    volume = pv_volume_id(found.pv) or "its volume"
+    return (
+        f"PersistentVolume {plan.pv_name} is Released: the PVC {plan.target_label} it was "
+        f"bound to (uid {uid}) was deleted, so no new PVC can bind it; {volume} may hold data "
+        "written since the restore. To use that volume as it is now: kubectl patch pv "
+        f'{plan.pv_name} --type json -p \'[{{"op":"remove","path":"/spec/claimRef/uid"}},'
+        f'{{"op":"remove","path":"/spec/claimRef/resourceVersion"}}]\'. To restore the '
+        f"backup afresh: kubectl delete pv {plan.pv_name}; aws ec2 delete-volume --region "
+        f"{plan.region} --volume-id {volume}; then run the restore again"
+    )
+
+
+def encryption_mismatch(plan: RestorePlan, found: Found) -> str | None:
+    """Why an existing volume of this restore is not what `--kms-key-id` asks for.
+
+    A re-run reuses the volume it finds; a key it was not made with is refused, never
+    silently ignored. Aliases cannot be compared without KMS: only ids and ARNs are.
+    """
+    volume, wanted = found.volume, plan.kms_key_id
+    if volume is None or not wanted:
+        return None
+    actual = volume.kms_key_id or ""
+    same = actual == wanted or actual.endswith(f"/{wanted}") or wanted.startswith("alias/")
+    if volume.encrypted and same:
+        return None
+    has = f"encrypted with {actual}" if volume.encrypted else "not encrypted"
+    return (
+        f"volume {volume.volume_id} of this restore exists and is {has}, not encrypted with "
+        f"{wanted}; run again without --kms-key-id to keep it, or delete it (and its PV "
+        f"{plan.pv_name}, if any) to restore with the new key: aws ec2 delete-volume "
+        f"--region {plan.region} --volume-id {volume.volume_id}"
+    )
+
+
+def missing_namespace(plan: RestorePlan, found: Found, request: RestoreRequest) -> str | None:
+    """Why `--target-namespace` cannot be used: the namespace does not exist (a typo?)."""
+    if request.target_namespace and found.namespace_exists is False:
+        return (
+            f"namespace {plan.target_namespace} (--target-namespace) does not exist in the "
+            f"cluster; create it first (kubectl create namespace {plan.target_namespace}) or "
+            "choose another --target-namespace"
+        )
+    return None
+
+
+def blocker(plan: RestorePlan, found: Found, request: RestoreRequest) -> str | None:
+    """Why this PVC's restore must not start (None: go ahead); checked before any change."""
+    return (
+        missing_namespace(plan, found, request)
+        or pv_conflict(plan, found)
+        or released_claim(plan, found)
+        or encryption_mismatch(plan, found)
     )
 
 
@@ -746,6 +931,15 @@ def build_next_steps(
     missing = [p.target_label for p in targets if pvc_exists.get(p.target_label) is False]
     if missing:
         lines.append(f"     (PVC {', '.join(missing)} does not exist now: step 4 alone is enough)")
+    no_namespace = sorted(
+        {o.plan.target_namespace for o in done if o.found.namespace_exists is False}
+    )
+    if no_namespace:
+        lines.append(
+            f"     (namespace {', '.join(no_namespace)} does not exist yet: before step 4, "
+            + "; ".join(f"kubectl create namespace {n}" for n in no_namespace)
+            + ")"
+        )
     for outcome in done:
         spec = ((outcome.found.bound_pv or {}).get("spec")) or {}
         name = (outcome.found.bound_pv or {}).get("metadata", {}).get("name")
@@ -761,7 +955,7 @@ def build_next_steps(
         lines.append("  To restore beside it instead (the existing PVC stays as it is):")
         if len(originals) == 1:
             p = originals[0]
-            name = f"{p.source_pvc}-restored"[:253]
+            name = beside_name(p.source_pvc)
             beside = f"{name}.yaml"
             lines.append(
                 f"    snapd restore {backup} {p.source_pvc} -n {p.source_namespace} "
@@ -776,6 +970,19 @@ def build_next_steps(
     return lines
 
 
+def beside_name(pvc: str) -> str:
+    """A valid PVC name for restoring beside `pvc`: `<pvc>-restored`, cut to fit 253.
+
+    The cut never leaves a trailing `-`/`.` and the result is never `pvc` itself.
+    """
+    suffix = "-restored"
+    name = f"{pvc[: 253 - len(suffix)].rstrip('-.')}{suffix}"
+    if name == pvc:
+        suffix = "-restored-2"
+        name = f"{pvc[: 253 - len(suffix)].rstrip('-.')}{suffix}"
+    return name
+
+
 def render_pvc_file(outcomes: Sequence[Outcome], scope: str) -> str:
     """pvc.yaml: one PVC document per restored PVC, with a comment saying where they came from."""
     docs = [build_manifests(o.plan, _volume_id(o), scope, _size(o))[1] for o in outcomes]
@@ -788,6 +995,35 @@ def render_pvc_file(outcomes: Sequence[Outcome], scope: str) -> str:
     return header + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
 
 
+def pvc_file_problem(text: str, outcomes: Sequence[Outcome]) -> str | None:
+    """Why an existing PVC file is not the one these restores need (None: it is).
+
+    The file must hold, for every restored PVC, a PVC of that namespace and name bound
+    (`spec.volumeName`) to this restore's PV; a file written for another backup binds
+    other PVs and must not be handed to `kubectl create -f`.
+    """
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError as error:
+        return f"it is not valid YAML ({str(error).splitlines()[0]})"
+    binds = {
+        (
+            (d.get("metadata") or {}).get("namespace"),
+            (d.get("metadata") or {}).get("name"),
+        ): (d.get("spec") or {}).get("volumeName")
+        for d in docs
+        if d.get("kind") == "PersistentVolumeClaim"
+    }
+    wrong = []
+    for outcome in outcomes:
+        plan = outcome.plan
+        bound = binds.get((plan.target_namespace, plan.target_pvc))
+        if bound != plan.pv_name:
+            has = f"binds PV {bound}" if bound else "has no such PVC"
+            wrong.append(f"PVC {plan.target_label} {has}, not {plan.pv_name}")
+    return "; ".join(wrong) or None
+
+
 def _volume_id(outcome: Outcome) -> str:
     return outcome.volume.volume_id if outcome.volume else PLACEHOLDER_VOLUME
 
@@ -797,6 +1033,7 @@ def _size(outcome: Outcome) -> int | None:
 
 
 def _describe_volume(plan: RestorePlan) -> str:
+    """The volume a real run would ask CreateVolume for."""
     parts = [plan.volume_type or "EC2's default type (gp2)", f"{plan.size_gib} GiB"]
     if plan.volume_type in IOPS_TYPES and plan.iops:
         parts.append(f"{plan.iops} IOPS")
@@ -806,6 +1043,20 @@ def _describe_volume(plan: RestorePlan) -> str:
         parts.append(f"encrypted with {plan.kms_key_id}")
     elif plan.encrypted:
         parts.append("encrypted")
+    return ", ".join(parts)
+
+
+def _describe_actual(volume: VolumeRecord) -> str:
+    """The volume as EC2 shows it (a reused one may differ from what this run would ask)."""
+    parts = [volume.volume_type or "unknown type", f"{volume.size_gib} GiB"]
+    if volume.volume_type in IOPS_TYPES and volume.iops:
+        parts.append(f"{volume.iops} IOPS")
+    if volume.volume_type in THROUGHPUT_TYPES and volume.throughput:
+        parts.append(f"{volume.throughput} MiB/s")
+    if volume.encrypted:
+        parts.append(f"encrypted with {volume.kms_key_id}" if volume.kms_key_id else "encrypted")
+    else:
+        parts.append("not encrypted")
     return ", ".join(parts)
 
 
@@ -848,19 +1099,20 @@ def _dry_run_steps(plan: RestorePlan, state: Found, request: RestoreRequest) -> 
             f"CreateVolume from {snapshot} in {plan.zone}: {_describe_volume(plan)}; "
             f"ClientToken {token}; wait until available"
         )
-    if plan.copy_back:
-        keep = request.keep_snapshot
-        steps.append(
-            "once the volume is available, "
-            + ("keep the copy-back (--keep-snapshot)" if keep else "delete the copy-back")
-        )
-    conflict = pv_conflict(plan, state)
+    conflict = blocker(plan, state, request)
     if conflict:
         steps.append(f"would fail: {conflict}")
     elif state.pv is not None:
         steps.append(f"PersistentVolume {plan.pv_name} exists: nothing to do")
     else:
         steps.append(f"create PersistentVolume {plan.pv_name} (claimRef {plan.target_label})")
+    if plan.copy_back:
+        leftovers = ", ".join(c.snapshot_id for c in state.copy_backs)
+        what = f"the copy-backs of this restore ({leftovers})" if leftovers else "the copy-back"
+        steps.append(
+            "once the PV exists, "
+            + (f"keep {what} (--keep-snapshot)" if request.keep_snapshot else f"delete {what}")
+        )
     lines += [f"#   {number}. {step}" for number, step in enumerate(steps, 1)]
     if not state.kube_checked:
         lines.append("#      (Kubernetes not reachable: existing PVs were not checked)")
@@ -885,6 +1137,11 @@ def render_dry_run(
         volume_id = state.volume.volume_id if state.volume else PLACEHOLDER_VOLUME
         docs += build_manifests(plan, volume_id, request.scope)
     lines += [f"# would fail: {r.label}: {r.reason}" for r in refused]
+    if any(found.get(p.key, Found()).volume is None for p in plans):
+        lines.append(
+            f"# {PLACEHOLDER_VOLUME} below is a placeholder: a real run puts the id of the "
+            "volume it creates there"
+        )
     if plans:
         if request.output.exists() and not request.force:
             lines.append(
@@ -920,14 +1177,25 @@ def summarize(outcome: Outcome) -> list[str]:
     if plan.zone_note:
         lines.append(f"  {plan.zone_note}")
     if plan.copy_back:
-        state = "kept (--keep-snapshot)" if outcome.copy_back_kept else "deleted"
+        left = {snapshot_id for snapshot_id, _ in outcome.left_behind}
+        if outcome.copy_back_kept:
+            state = "kept (--keep-snapshot)"
+        elif outcome.copy_back_id in left:
+            state = "NOT deleted (see the warning)"
+        else:
+            state = "deleted"
         lines.append(f"  copy-back  {outcome.copy_back_id or '-'} in {plan.region}, {state}")
+        lines += [
+            f"  left behind: copy-back {snapshot_id} in {plan.region} ({why}); delete it with "
+            f"`aws ec2 delete-snapshot --region {plan.region} --snapshot-id {snapshot_id}`"
+            for snapshot_id, why in outcome.left_behind
+        ]
     else:
         lines.append(f"  snapshot   {plan.replica.snapshot_id} in {plan.region} (no copy)")
     volume = outcome.volume
     if volume is not None:
         lines.append(
-            f"  volume     {volume.volume_id} in {volume.zone}: {_describe_volume(plan)}"
+            f"  volume     {volume.volume_id} in {volume.zone}: {_describe_actual(volume)}"
             f" ({volume.state})"
         )
     lines.append(f"  PV         {plan.pv_name} → claim {plan.target_label}")

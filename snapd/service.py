@@ -14,17 +14,17 @@ import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from snapd import dr, inventory, kube, leader, planner, velero
+from snapd import __version__, dr, inventory, kube, leader, locking, locks, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings
-from snapd.copier import Copier, CopyEvents, Tracked
+from snapd.copier import Copier, CopyEvents, Unfinished
 from snapd.errors import (
     AwsError,
     ConfigError,
@@ -33,6 +33,7 @@ from snapd.errors import (
     WorkFailedError,
     first_error,
 )
+from snapd.logs import settings_field
 from snapd.metrics import Health, Metrics, MetricsServer, serve_http
 from snapd.models import GOOD_PHASES, Discovery, DiscoveryError, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
@@ -50,6 +51,28 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
+@dataclass(frozen=True)
+class SettingsWarning:
+    """A setting that looks wrong given what the bucket and EC2 show (`settings_warnings`)."""
+
+    setting: str
+    warning: str
+    schedule: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"setting": self.setting, "schedule": self.schedule, "warning": self.warning}
+
+
+def lock_policy_from(settings: Settings) -> locking.LockPolicy:
+    """The lock decisions' slice of the settings."""
+    cool_off = settings.lock_cool_off
+    return locking.LockPolicy(
+        mode=settings.lock_mode,
+        margin=settings.lock_margin,
+        cool_off_hours=int(cool_off.total_seconds() // 3600) if cool_off else None,
+    )
+
+
 @dataclass
 class CycleResult:
     """A plan and the inventory it was made from (status and sync read both)."""
@@ -57,6 +80,43 @@ class CycleResult:
     plan: Plan
     discovery: Discovery
     replicas: list[Replica]
+    warnings: tuple[SettingsWarning, ...] = ()
+    #: Whether `replicas` carry their locks (locking on and DescribeLockedSnapshots answered).
+    locks_known: bool = False
+
+
+def schedule_warnings(
+    discovery: Discovery, schedules: Sequence[str], location: str
+) -> list[SettingsWarning]:
+    """A watched schedule with no backup in the bucket: a typo, or a schedule not yet run.
+
+    Either way nothing of it is copied and no per-PVC alert can fire, so it is said out loud
+    with the schedules that do have backups.
+    """
+    found = sorted({b.schedule for b in discovery.backups if b.schedule})
+    return [
+        SettingsWarning(
+            "schedules",
+            f"schedule {name} has no backups in {location}; schedules found: "
+            f"{', '.join(found) if found else 'none'}",
+            schedule=name,
+        )
+        for name in schedules
+        if name not in found
+    ]
+
+
+def schedule_stats(discovery: Discovery, schedules: Sequence[str]) -> dict[str, tuple[float, int]]:
+    """Per watched schedule: newest Completed/PartiallyFailed backup time (0: none), backups."""
+    stats: dict[str, tuple[float, int]] = {name: (0.0, 0) for name in schedules}
+    for backup in discovery.backups:
+        if backup.schedule not in stats:
+            continue
+        newest, count = stats[backup.schedule]
+        if backup.phase in GOOD_PHASES and backup.start_time:
+            newest = max(newest, backup.start_time.timestamp())
+        stats[backup.schedule] = (newest, count + 1)
+    return stats
 
 
 class Engine:
@@ -92,6 +152,13 @@ class Engine:
             events=events,
         )
         self._plan_lock = asyncio.Lock()
+        #: (kind, backup, reason, snapshot) of every problem already logged.
+        self._reported: set[tuple[str, str, str, str | None]] = set()
+        self._warned: set[str] = set()
+        self.metrics.watch_schedules(settings.schedules)
+        self.locks = lock_policy_from(settings)
+        self.recycle_bin = locks.RecycleBinWatch(aws, self.region, self.scope, self.metrics)
+
         self.dr = _dr_publisher(settings, aws, self.metrics)
         self._dr_lock = asyncio.Lock()
 
@@ -145,19 +212,65 @@ class Engine:
         kept = tuple(p for p in plan.prunes if p.replica.snapshot_id not in held)
         return dataclasses.replace(plan, prunes=kept)
 
+    @property
+    def bucket_location(self) -> str:
+        """`s3://bucket/prefix/backups/`: where discovery looks."""
+        return f"s3://{self.settings.velero_bucket}/{self.settings.backups_prefix}"
+
     async def discover(self) -> Discovery:
         """Velero's snapshots of the watched schedules, as the bucket describes them."""
         s = self.settings
-        found = await self.reader.discover(
-            self.aws,
-            bucket=s.velero_bucket or "",
-            prefix=s.velero_prefix,
-            region=self.source_region,
-            schedules=s.schedules,
-            copy_failed_backups=s.copy_failed_backups,
-        )
+        try:
+            found = await self.reader.discover(
+                self.aws,
+                bucket=s.velero_bucket or "",
+                prefix=s.velero_prefix,
+                region=self.source_region,
+                schedules=s.schedules,
+                copy_failed_backups=s.copy_failed_backups,
+                now=self.now(),
+                upload_grace=s.upload_grace,
+            )
+        except AwsError as error:
+            raise _bucket_error(error, s.velero_bucket or "", self.source_region) from error
         self.metrics.velero_backups_unreadable.set(found.unreadable_backups)
+        self.metrics.set_schedules(schedule_stats(found, s.schedules))
         return found
+
+    def report_problems(self, plan: Plan) -> None:
+        """Log each `errors` and `warnings` entry once per backup and reason for the life of
+        the process: one warning line that names the backup, the reason and the snapshot,
+        not again every cycle while nothing changed."""
+        for kind, entries in (("error", plan.errors), ("warning", plan.warnings)):
+            for entry in entries:
+                key = (kind, entry.backup, entry.error, entry.source_snapshot_id)
+                if key in self._reported:
+                    continue
+                self._reported.add(key)
+                fields: dict[str, str] = {"backup": entry.backup, "reason": entry.error}
+                if entry.source_snapshot_id:
+                    fields["source_snapshot_id"] = entry.source_snapshot_id
+                log.warning(f"discovery.{kind}", **fields)
+
+    def settings_warnings(self, discovery: Discovery) -> tuple[SettingsWarning, ...]:
+        """Settings that look wrong given the bucket and EC2; each new one is logged once."""
+        warnings = schedule_warnings(discovery, self.settings.schedules, self.bucket_location)
+        hint = planner.source_region_hint(
+            [s for s in discovery.snapshots if s.state is not None], self.source_region
+        )
+        if hint:
+            warnings.append(SettingsWarning("source_region", hint))
+        for warning in warnings:
+            if warning.warning not in self._warned:
+                log.warning(
+                    "settings.suspicious",
+                    setting=warning.setting,
+                    schedule=warning.schedule,
+                    warning=warning.warning,
+                )
+        # Forget the ones that went away, so a warning that comes back is logged again.
+        self._warned = {w.warning for w in warnings}
+        return tuple(warnings)
 
     async def add_details(self, found: Discovery, covered: Collection[str]) -> Discovery:
         """EC2 details (state, size, tags, volume type…) of the sources that may be copied.
@@ -184,7 +297,7 @@ class Engine:
                     )
             except ExceptionGroup as group_error:
                 raise first_error(group_error) from group_error
-            replicas = listed.result()
+            replicas, locks_known = await self.read_locks(listed.result())
             # The listing may be stale by now: what settled since it started is covered too.
             in_progress = self.copier.busy_sources() | self.copier.settled_since(listing_started)
             covered = in_progress | {
@@ -199,9 +312,51 @@ class Engine:
                 in_progress=in_progress,
                 copier_owned=set(self.copier.active),
                 destination_region=self.region,
+                source_region=self.source_region,
             )
-        self.metrics.set_recovery_points(recovery_points(replicas))
-        return CycleResult(plan, discovery, replicas)
+            warnings = self.settings_warnings(discovery)
+        self.metrics.set_recovery_points(recovery_points(replicas, self.now()))
+        self.report_problems(plan)
+        return CycleResult(plan, discovery, replicas, warnings, locks_known=locks_known)
+
+    async def read_locks(self, replicas: list[Replica]) -> tuple[list[Replica], bool]:
+        """The replicas with their locks (completed ones, batched); as they are when off.
+
+        A failed look-up is logged and leaves the replicas without lock data: copies go on,
+        no lock is placed this time, and a deletion AWS refuses under a lock is reported
+        as locked by the pruner, never as deleted.
+        """
+        if not self.locks.enabled:
+            return replicas, False
+        ids = [r.snapshot_id for r in replicas if r.completed]
+        try:
+            found = await locks.read_locks(self.aws, self.region, ids)
+        except AwsError as error:
+            log.error("locks.unknown", code=error.code, error=error.message)
+            return replicas, False
+        return locks.with_locks(replicas, found), True
+
+    async def lock_pass(self, result: CycleResult) -> locks.LockReport | None:
+        """Lock what the plan keeps, extend what needs it; sets `snapd_replicas_unlocked`."""
+        if not (self.locks.enabled and result.locks_known):
+            return None
+        actions = locking.lock_actions(
+            result.replicas, result.plan, policy_from(self.settings), self.locks, self.now()
+        )
+        report = await locks.apply(self.aws, self.region, actions, self.locks, self.metrics)
+        missing = locking.unlocked(result.replicas, result.plan)
+        now_locked = set(report.locked)
+        still = [r for r in missing if r.snapshot_id not in now_locked]
+        self.metrics.replicas_unlocked.set(len(still))
+        if actions:
+            log.info(
+                "locks.completed",
+                locked=len(report.locked),
+                extended=len(report.extended),
+                failed=len(report.failed),
+                unlocked=len(still),
+            )
+        return report
 
     async def cycle(self) -> CycleResult:
         """One reconcile cycle: plan, adopt pending copies, enqueue the plan's copies."""
@@ -218,6 +373,7 @@ class Engine:
             structlog.contextvars.unbind_contextvars("cycle")
         adopted = self.copier.adopt(result.replicas)
         queued = self.copier.enqueue(result.plan.copies)
+        await self.lock_pass(result)
         self.metrics.sync_cycles.labels(result="success").inc()
         self.metrics.last_successful_sync.set(time.time())
         plan = result.plan
@@ -233,6 +389,7 @@ class Engine:
             prunes_planned=len(plan.prunes),
             skipped=len(plan.skipped),
             errors=len(plan.errors),
+            warnings=len(plan.warnings),
             in_flight=len(self.copier.active),
             backlog=self.copier.backlog,
         )
@@ -242,6 +399,9 @@ class Engine:
     async def prune_pass(self, *, force: bool = False) -> PruneReport:
         """A fresh plan, then its prunes under the guard."""
         result = await self.plan_cycle()
+        if self.locks.enabled:
+            await self.lock_pass(result)
+            await self.recycle_bin.check()
         report = await prune(
             self.aws,
             await self._hold_for_dr(result.plan),
@@ -255,6 +415,8 @@ class Engine:
             deleted=len(report.deleted),
             failed=len(report.failed),
             held_back=report.held_back,
+            kept_locked=len(result.plan.kept),
+            refused_locked=len(report.locked),
         )
         return report
 
@@ -278,11 +440,35 @@ def _dr_publisher(settings: Settings, aws: AwsClients, metrics: Metrics) -> dr.D
     )
 
 
-def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
-    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC)."""
+def _bucket_error(error: AwsError, bucket: str, region: str) -> AwsError:
+    """The bucket listing failed: say which setting to check when the answer says which."""
+    if error.code == "NoSuchBucket":
+        hint = (
+            f"bucket {bucket} does not exist; check velero_bucket (SNAPD_VELERO_BUCKET, "
+            "--velero-bucket): it is the bucket of Velero's BackupStorageLocation "
+            "(`velero backup-location get -o yaml`)"
+        )
+    elif error.code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
+        hint = (
+            f"bucket {bucket} is not in {region}; snapd reads it in source_region "
+            "(SNAPD_SOURCE_REGION, --source-region), the region of Velero's snapshots"
+        )
+    else:
+        return error
+    return type(error)(error.operation, error.code, f"{error.message} ({hint})")
+
+
+def recovery_points(replicas: list[Replica], now: datetime) -> dict[tuple[str, str], float]:
+    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC).
+
+    A backup time in the future (`planner.in_future`) is no recovery point: it would read
+    as fresh and silence `SnapdRecoveryPointTooOld`; the plan's `warnings` name it.
+    """
     points: dict[tuple[str, str], float] = {}
     for replica in replicas:
         if not (replica.completed and replica.pvc and replica.backup_time):
+            continue
+        if planner.in_future(replica.backup_time, now):
             continue
         key = (replica.namespace or "", replica.pvc)
         points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
@@ -294,14 +480,21 @@ def recovery_points(replicas: list[Replica]) -> dict[tuple[str, str], float]:
 
 @dataclass
 class SyncOutcome:
-    """What `snapd sync` did, for its output and exit code."""
+    """What `snapd sync` did, for its output and exit code.
+
+    `unprotected` names every source the sync set out to copy (planned, re-planned or
+    adopted) that ended without a completed replica, and why: given up, still pending or
+    never started at `--timeout`, waiting to retry. Any entry makes the sync fail.
+    """
 
     plan: Plan
     copies_started: int = 0
     copies_completed: int = 0
-    failed: list[str] = field(default_factory=list)
-    timed_out: list[Tracked] = field(default_factory=list)
+    unprotected: list[Unfinished] = field(default_factory=list)
+    #: The wait hit `--timeout` (then nothing is pruned).
+    timed_out: bool = False
     prune: PruneReport | None = None
+    warnings: tuple[SettingsWarning, ...] = ()
     #: DR location writes that failed (backup → reason); retried by the next run.
     dr_failed: dict[str, str] = field(default_factory=dict)
     #: Backups the final DR pass published, and removed (backup → reason).
@@ -309,9 +502,18 @@ class SyncOutcome:
     dr_removed: dict[str, str] = field(default_factory=dict)
 
     @property
+    def failed(self) -> list[str]:
+        """Given-up sources, one line each (`label (source): reason`)."""
+        return [
+            f"{u.label} ({u.source_id}): {u.reason}"
+            for u in self.unprotected
+            if u.state == "failed"
+        ]
+
+    @property
     def ok(self) -> bool:
         prune_ok = self.prune is None or self.prune.ok
-        return not self.failed and not self.timed_out and prune_ok and not self.dr_failed
+        return not self.unprotected and not self.timed_out and prune_ok and not self.dr_failed
 
 
 async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
@@ -321,23 +523,23 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     `copy_retries` times), since only a fresh plan knows their sources again.
     """
     result = await engine.cycle()
-    outcome = SyncOutcome(result.plan)
+    outcome = SyncOutcome(result.plan, warnings=result.warnings)
     stop = asyncio.Event()
     copier = engine.copier
     pool = asyncio.create_task(copier.run(stop), name="copier")
     try:
         async with asyncio.timeout(wait_seconds):
             await _settle(engine)
+        # Read before the pool stops: stopping forgets the queue and the pending copies.
+        outcome.unprotected = copier.unfinished()
     except TimeoutError:
-        outcome.timed_out = copier.time_out_pending()
+        outcome.timed_out = True
+        outcome.unprotected = copier.time_out()
     finally:
         stop.set()
         await pool
     outcome.copies_started = copier.stats.started
     outcome.copies_completed = copier.stats.completed
-    outcome.failed = [
-        f"{f.label} ({f.source_id}): {f.reason}" for f in copier.stats.failures.values()
-    ]
     if outcome.timed_out:
         return outcome
     outcome.prune = await engine.prune_pass(force=force)
@@ -425,7 +627,14 @@ async def run_daemon(settings: Settings) -> None:
             await engine.check_dr()
         except AwsError as error:
             log.warning("dr.zones_unchecked", error=str(error), retry="at the first publish pass")
-        log.info("service.started", metrics_port=server.port, settings=settings.public_view())
+        log.info(
+            "service.started",
+            metrics_port=server.port,
+            version=__version__,
+            **settings_field(settings.public_view()),
+        )
+        if engine.locks.enabled:
+            await engine.recycle_bin.check()
         if settings.leader_election:
             async with await _connect_for_election() as client:
                 elector = leader.LeaderElector(
@@ -573,6 +782,8 @@ def status_report(
     result: CycleResult,
     settings: Settings,
     now: datetime,
+    *,
+    recycle_bin_protected: bool | None = None,
     dr_status: dict[str, Any] | None = None,
     dr_errors: tuple[DiscoveryError, ...] = (),
 ) -> dict[str, Any]:
@@ -585,7 +796,10 @@ def status_report(
         good = [
             b
             for b in result.discovery.backups
-            if b.schedule == name and b.phase in GOOD_PHASES and b.start_time
+            if b.schedule == name
+            and b.phase in GOOD_PHASES
+            and b.start_time
+            and not planner.in_future(b.start_time, now)
         ]
         newest = max(good, key=lambda b: b.start_time or now, default=None)
         volumes = [s for s in result.discovery.snapshots if newest and s.backup == newest.name]
@@ -598,10 +812,11 @@ def status_report(
                 else None,
                 "volumes": len(volumes),
                 "replicated": sum(1 for s in volumes if s.snapshot_id in completed_sources),
+                "backups": sum(1 for b in result.discovery.backups if b.schedule == name),
             }
         )
     pvcs = []
-    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas).items()):
+    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas, now).items()):
         point = datetime.fromtimestamp(stamp, UTC)
         pvcs.append(
             {
@@ -615,6 +830,8 @@ def status_report(
         "scope": settings.scope,
         "source_region": settings.source_region,
         "destination_region": settings.destination_region,
+        "locks": lock_status(result, settings),
+        "recycle_bin_protected": recycle_bin_protected,
         "schedules": schedules,
         "pvcs": pvcs,
         "in_flight": sum(1 for r in result.replicas if r.pending),
@@ -623,5 +840,26 @@ def status_report(
         "errors": [
             {"backup": e.backup, "error": e.error} for e in (*result.plan.errors, *dr_errors)
         ],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in result.plan.warnings
+        ],
+        "settings_warnings": [w.as_dict() for w in result.warnings],
         "dr": dr_status,
+    }
+
+
+def lock_status(result: CycleResult, settings: Settings) -> dict[str, Any]:
+    """`status`' lock counts: completed replicas locked, unlocked, and unlocked but due one.
+
+    With locking off, or when the locks could not be read, the counts are null (unknown).
+    """
+    completed = [r for r in result.replicas if r.completed]
+    known = settings.lock_mode != "off" and result.locks_known
+    return {
+        "mode": settings.lock_mode,
+        "locked": sum(1 for r in completed if r.locked) if known else None,
+        "unlocked": sum(1 for r in completed if not r.locked) if known else None,
+        "should_be_locked": len(locking.unlocked(result.replicas, result.plan)) if known else None,
+        "kept_by_lock": len(result.plan.kept),
     }

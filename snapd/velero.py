@@ -2,15 +2,17 @@
 
 Owns: listing `<prefix>/backups/`, reading each backup's files (parsed, every Velero version's
 quirks, in `velero_files.py`), turning them into `Backup` / `SourceSnapshot` records with the
-reason for everything left out (`build_*`), and the in-memory cache that makes a warm cycle
-cost one paginated listing and no GET.
+reason for everything left out (`build_*`), the checklist that tells a finished upload from
+one still running (`missing_parts`, docs/discovery.md), and the in-memory cache, keyed by
+each folder's identity in the listing, that makes a warm cycle cost one paginated listing
+and no GET.
 
 Must not: touch EC2 (`inventory` does), decide what to copy (`planner` does), GET a key it has
-not seen in a listing (except `velero-backup.json`, the one file every backup has), or let
-one bad backup stop the others — a backup that cannot be read becomes an `errors` entry and
-the rest proceed. Only a failure to *list* the bucket escapes, as a cycle failure. The
-`build_*` functions are pure, like the parsers: records in, records out, no I/O, no clock,
-no logging; they raise `BackupReadError` (and nothing else) on bad input.
+not seen in the cycle's listing, or let one bad backup stop the others — a backup that
+cannot be read becomes an `errors` entry and the rest proceed. Only a failure to *list*
+the bucket escapes, as a cycle failure. The `build_*` functions are pure, like the parsers:
+records in, records out, no I/O, no clock, no logging; they raise `BackupReadError` (and
+nothing else) on bad input.
 
 S3 is reached only through an `AwsClients`-shaped door (`S3Door`), so this module does not
 import `snapd.aws` (a sibling in the layer contract).
@@ -19,13 +21,15 @@ import `snapd.aws` (a sibling in the layer contract).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Protocol, TypeVar
 
-from snapd.errors import AwsError, BackupReadError, PermanentError
+from snapd.config import format_duration
+from snapd.errors import AwsError, BackupReadError, PermanentError, first_error
 from snapd.models import (
     TERMINAL_PHASES,
     Backup,
@@ -39,16 +43,20 @@ from snapd.models import (
 from snapd.velero_files import (
     BACKUP_FILE,
     TARBALL_CHUNK,
+    BackupDocument,
     BackupFiles,
     CsiContent,
     CsiVolumeSnapshot,
     PersistentVolume,
     TarballResources,
+    count_native_entries,
+    count_volume_info_csi,
     gib,
     is_valid_backup_name,
     parse_backup_document,
     parse_csi_volume_snapshot_contents,
     parse_csi_volume_snapshots,
+    parse_item_operations,
     parse_tarball,
     parse_volume_info,
     parse_volume_snapshots,
@@ -56,6 +64,8 @@ from snapd.velero_files import (
 )
 
 NO_BACKUP_FILE = "no velero-backup.json: upload interrupted or still in progress"
+#: What happens to a backup's snapshots when one of its files cannot be read.
+STILL_COPIED = "the snapshots its other files name are still copied"
 INVALID_NAME = (
     "backup folder name is not a valid Kubernetes object name "
     "(lowercase DNS-1123 subdomain, at most 253 characters); not read"
@@ -65,6 +75,8 @@ MAX_OBJECT_BYTES = 64 << 20
 TARBALL_SPOOL_MEMORY = 8 << 20
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PAGE_SIZE = 1000
+#: How long after `completionTimestamp` files may still be arriving (SNAPD_UPLOAD_GRACE).
+DEFAULT_UPLOAD_GRACE = timedelta(hours=1)
 
 T = TypeVar("T")
 
@@ -137,28 +149,44 @@ def build_scan(
     every source adds the snapshots the better ones missed; a snapshot id appears once.
     Never raises: a problem becomes an `errors` entry and the readable snapshots still go.
     """
+    unread = dataclasses.replace(backup, files_complete=False)
     if backup.schedule is None or backup.schedule not in schedules:
-        return BackupScan(backup.name, backup, watched=False)
+        return BackupScan(backup.name, unread, watched=False)
     gate = backup_gate(backup, copy_failed_backups)
     if gate is not None:
-        return BackupScan(backup.name, backup, skipped=(gate,))
+        return BackupScan(backup.name, unread, skipped=(gate,))
     files = files or BackupFiles()
-    errors = [DiscoveryError(backup.name, problem) for problem in files.problems]
+    errors = [
+        DiscoveryError(backup.name, f"{problem}; {STILL_COPIED}") for problem in files.problems
+    ]
     if backup.start_time is None:
         errors.append(
-            DiscoveryError(backup.name, f"{BACKUP_FILE} has no startTimestamp or creationTimestamp")
+            DiscoveryError(
+                backup.name,
+                f"{BACKUP_FILE} has no startTimestamp or creationTimestamp; its snapshots "
+                "cannot be dated and are not copied",
+            )
         )
         return BackupScan(backup.name, backup, errors=tuple(errors))
     drafts, skipped = _collect(backup, files)
     if files.tarball is not None:
         for draft in drafts.values():
             _enrich(draft, files.tarball)
-    errors.extend(_consistency_errors(backup, files, drafts))
+    missing = missing_parts(backup.name, files, drafts)
+    warnings = _tarball_warnings(backup, files, drafts, missing)
+    complete = not missing and not files.problems
+    record = dataclasses.replace(backup, files_complete=complete)
     snapshots = tuple(
-        _source_snapshot(draft, backup, backup.start_time) for draft in drafts.values()
+        _source_snapshot(draft, record, backup.start_time) for draft in drafts.values()
     )
     return BackupScan(
-        backup.name, backup, snapshots=snapshots, skipped=tuple(skipped), errors=tuple(errors)
+        backup.name,
+        record,
+        snapshots=snapshots,
+        skipped=tuple(skipped),
+        errors=tuple(errors),
+        warnings=warnings,
+        missing=tuple(missing),
     )
 
 
@@ -304,39 +332,127 @@ def _enrich(draft: _Draft, tarball: TarballResources) -> None:
         )
 
 
-def _consistency_errors(
-    backup: Backup, files: BackupFiles, drafts: Mapping[str, _Draft]
-) -> list[DiscoveryError]:
-    """Problems that make this reading incomplete, so it is not cached and is read again.
+def missing_parts(name: str, files: BackupFiles, drafts: Mapping[str, _Draft]) -> list[str]:
+    """What the files still lack against the backup's `status`: the checklist.
 
-    - velero-backup.json counts more native snapshots than the files list: a snapshot file is
-      missing or not uploaded yet (Velero uploads them after velero-backup.json).
-    - the tarball could not be used and snapshots lack their PVC or PV details: they are
-      still copied (a copy without details beats no copy), and the operator is told.
+    Velero uploads `velero-backup.json` first, the tarball next, then the other files one by
+    one (velero-format §1.2); a reader racing that upload sees a finished status over files
+    that are not all there yet. Checked: the volumesnapshots file (every version since
+    v0.10 writes it) against `volumeSnapshotsAttempted/Completed`; the CSI snapshots the
+    files name (the `csi-*` files up to v1.16, volumeinfo from v1.13 — the only one from
+    v1.17 — or the tarball) against `csiVolumeSnapshotsAttempted/Completed`; the
+    itemoperations file against `backupItemOperationsAttempted`. A file that is present but
+    unreadable is a problem (an error at once), not a missing part.
     """
-    errors: list[DiscoveryError] = []
-    native = sum(1 for d in drafts.values() if d.method is SnapshotMethod.NATIVE)
-    failed_natives = sum(1 for n in files.volume_snapshots or () if n.failed)
-    if files.native_snapshots_completed > native and not files.problems:
-        errors.append(
-            DiscoveryError(
-                backup.name,
-                f"{BACKUP_FILE} records {files.native_snapshots_completed} native snapshots "
-                f"but the snapshot files list {native} (and {failed_natives} failed): "
-                f"{backup.name}-volumesnapshots.json.gz is missing or incomplete",
-            )
+    counts = files.counts
+    missing: list[str] = []
+
+    def absent(suffix: str, parsed: object) -> bool:
+        if files.listed is not None:
+            return name + suffix not in files.listed
+        return parsed is None and not any(p.startswith(name + suffix) for p in files.problems)
+
+    native_completed = max(files.native_snapshots_completed, counts.native_completed)
+    if absent(VOLUME_SNAPSHOTS, files.volume_snapshots):
+        missing.append(f"{name}{VOLUME_SNAPSHOTS} (Velero writes it with every backup)")
+    elif files.volume_snapshots is not None:
+        entries = files.native_entries
+        done = files.native_completed_entries
+        if entries is None:
+            entries = len(files.volume_snapshots)
+        if done is None:
+            done = sum(1 for n in files.volume_snapshots if not n.failed)
+        missing += _short(
+            "native snapshot entries", "volumeSnapshotsAttempted", entries, counts.native_attempted
         )
-    if files.tarball_problem and drafts:
-        missing = [d.snapshot_id for d in drafts.values() if not d.pvc or not d.access_modes]
-        if missing:
-            errors.append(
-                DiscoveryError(
-                    backup.name,
-                    f"{files.tarball_problem}; {len(missing)} snapshot(s) are copied without "
-                    "their PVC or PV details (storage class, fs type, access modes)",
-                )
+        missing += _short(
+            "completed native snapshots", "volumeSnapshotsCompleted", done, native_completed
+        )
+    if counts.csi_attempted or counts.csi_completed:
+        missing += _csi_missing(name, files, drafts)
+    if counts.item_operations_attempted:
+        if absent(ITEM_OPERATIONS, files.item_operations):
+            missing.append(f"{name}{ITEM_OPERATIONS}")
+        elif files.item_operations is not None:
+            missing += _short(
+                "item operations",
+                "backupItemOperationsAttempted",
+                files.item_operations,
+                counts.item_operations_attempted,
             )
-    return errors
+    if missing and files.tarball is None and absent(TARBALL, None):
+        # Uploaded before the snapshot files: absent with them, it is still to come.
+        missing.append(f"{name}{TARBALL}")
+    return missing
+
+
+def _short(what: str, counter: str, found: int, counted: int) -> list[str]:
+    """One missing part when the files hold fewer `what` than `status.<counter>` counts."""
+    if found >= counted:
+        return []
+    return [f"{counted - found} of the {counted} {what} status.{counter} counts"]
+
+
+def _csi_missing(name: str, files: BackupFiles, drafts: Mapping[str, _Draft]) -> list[str]:
+    """The CSI part of the checklist: whatever this version writes must name them all."""
+    counts = files.counts
+    csi_found = sum(1 for d in drafts.values() if d.method is SnapshotMethod.CSI)
+    in_volume_info = files.volume_info_csi_entries
+    if in_volume_info is None and files.volume_info is not None:
+        in_volume_info = sum(1 for v in files.volume_info if v.method is SnapshotMethod.CSI)
+    sources = [
+        n
+        for n in (
+            len(files.csi_contents) if files.csi_contents is not None else None,
+            in_volume_info,
+        )
+        if n is not None
+    ]
+    if not sources and not csi_found:
+        return [
+            f"the files naming its CSI snapshots ({name}{CSI_CONTENTS} up to Velero 1.16, "
+            f"{name}{VOLUME_INFO} from 1.13)"
+        ]
+    made = max([*sources, csi_found])
+    attempted = max(made, len(files.csi_snapshots or ()))
+    return _short("CSI snapshots", "csiVolumeSnapshotsCompleted", made, counts.csi_completed) + (
+        _short(
+            "CSI snapshot entries", "csiVolumeSnapshotsAttempted", attempted, counts.csi_attempted
+        )
+    )
+
+
+def _tarball_warnings(
+    backup: Backup, files: BackupFiles, drafts: Mapping[str, _Draft], missing: Collection[str]
+) -> tuple[DiscoveryError, ...]:
+    """A tarball that is missing or broken while the snapshot files are readable: a warning.
+
+    The snapshots are determined by the snapshot files, so they are handled like any other
+    (the planner copies or skips each with its reason); only the details the tarball alone
+    records (storage class, fs type, access modes, and the PVC where no other file names
+    it) are lost. While the upload is still incomplete an absent tarball is just not there
+    yet (`missing_parts`).
+    """
+    problem = files.tarball_problem
+    if (
+        problem is None
+        or not drafts
+        or (files.tarball is None and any(TARBALL in m for m in missing))
+    ):
+        return ()
+    unnamed = sum(1 for d in drafts.values() if not d.pvc)
+    consequence = (
+        f"its {len(drafts)} snapshot(s) are still handled like any other (copied unless "
+        "listed under skipped), tagged with the PVC and PV that volumeinfo, the snapshot "
+        "files or the source snapshot's tags give, without storage class, fs type or access "
+        "modes"
+    )
+    if unnamed:
+        consequence += (
+            f"; {unnamed} of them name no PVC in the files: without a created-for/pvc tag "
+            "on the source snapshot their replica is kept and listed by PV and source volume"
+        )
+    return (DiscoveryError(backup.name, f"{problem}; {consequence}"),)
 
 
 def _source_snapshot(draft: _Draft, backup: Backup, backup_time: datetime) -> SourceSnapshot:
@@ -364,19 +480,55 @@ def _source_snapshot(draft: _Draft, backup: Backup, backup_time: datetime) -> So
     )
 
 
-def build_discovery(scans: Iterable[BackupScan]) -> Discovery:
+def finish_scan(scan: BackupScan, now: datetime | None, upload_grace: timedelta) -> BackupScan:
+    """Report what a backup's files still lack: a skip while the upload may still run, an
+    error once `upload_grace` has passed since `completionTimestamp` (start time when
+    absent; for a folder without `velero-backup.json` its newest file; at once without
+    `now`). Only the reporting changes: the backup is read again every cycle either way,
+    and the snapshots found so far are copied meanwhile."""
+    if not scan.missing:
+        return scan
+    parts = "; ".join(scan.missing)
+    if scan.backup is None:  # no velero-backup.json: Velero writes it second, after the log
+        since, handling = scan.uploaded_at, "it is read again every cycle"
+    else:
+        since = scan.backup.completion_time or scan.backup.start_time
+        handling = "the snapshots found so far are copied and the backup is read again every cycle"
+    if now is not None and since is not None and now - since < upload_grace:
+        skip = Skip(scan.name, f"upload in progress, not in the bucket yet: {parts}; {handling}")
+        return dataclasses.replace(scan, skipped=(*scan.skipped, skip))
+    if scan.backup is None:
+        error = DiscoveryError(scan.name, NO_BACKUP_FILE)
+    else:
+        error = DiscoveryError(
+            scan.name,
+            f"files incomplete more than {format_duration(upload_grace)} after the backup "
+            f"completed, missing: {parts}; {handling}",
+        )
+    return dataclasses.replace(scan, errors=(*scan.errors, error))
+
+
+def build_discovery(
+    scans: Iterable[BackupScan],
+    *,
+    now: datetime | None = None,
+    upload_grace: timedelta = DEFAULT_UPLOAD_GRACE,
+) -> Discovery:
     """All scans of a cycle → one Discovery; a snapshot id claimed twice is reported once."""
     snapshots: dict[str, SourceSnapshot] = {}
     skipped: list[Skip] = []
     errors: list[DiscoveryError] = []
+    warnings: list[DiscoveryError] = []
     backups: list[Backup] = []
     kept: list[BackupScan] = []
-    for scan in scans:
+    for raw in scans:
+        scan = finish_scan(raw, now, upload_grace)
         kept.append(scan)
         if scan.backup is not None:
             backups.append(scan.backup)
         skipped.extend(scan.skipped)
         errors.extend(scan.errors)
+        warnings.extend(scan.warnings)
         for snapshot in scan.snapshots:
             snapshots.setdefault(snapshot.snapshot_id, snapshot)
     return Discovery(
@@ -385,6 +537,7 @@ def build_discovery(scans: Iterable[BackupScan]) -> Discovery:
         errors=tuple(errors),
         backups=tuple(backups),
         scans=tuple(kept),
+        warnings=tuple(warnings),
     )
 
 
@@ -396,8 +549,16 @@ def build_discovery(scans: Iterable[BackupScan]) -> Discovery:
 class S3Door(Protocol):
     """The part of `snapd.aws.AwsClients` this module uses (calls are counted there)."""
 
-    def call(self, service: str, region: str, operation: str, **params: Any) -> Awaitable[Any]:
-        """One AWS call, errors mapped to `AwsError`."""
+    def call(
+        self,
+        service: str,
+        region: str,
+        operation: str,
+        *,
+        expected_codes: Collection[str] = (),
+        **params: Any,
+    ) -> Awaitable[Any]:
+        """One AWS call, errors mapped to `AwsError` (`expected_codes` not counted)."""
         ...
 
     def pages(
@@ -432,12 +593,54 @@ CSI_CONTENTS = "-csi-volumesnapshotcontents.json.gz"
 TARBALL = ".tar.gz"
 
 
-class VeleroReader:
-    """Reads the bucket each cycle and remembers what can never change.
+ITEM_OPERATIONS = "-itemoperations.json.gz"
+#: S3's answers for a key that is not there (any more): the backup changed under us.
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+VANISHED = (
+    "files disappeared while being read (Velero is deleting or rewriting this backup); "
+    "nothing is copied from it now, it is read again next cycle"
+)
 
-    The cache (by backup name) holds every scan that is terminal and parsed cleanly,
-    watched or not, so a warm cycle is one paginated listing. Backups that left the bucket
-    leave the cache. Changing bucket, schedules or the Failed policy starts a fresh cache.
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What the listing says about one file: enough to tell a changed file from the same."""
+
+    size: int
+    etag: str
+    last_modified: str
+
+
+#: One backup folder's files (name relative to the folder → listing facts).
+Folder = Mapping[str, ObjectInfo]
+
+
+def folder_identity(folder: Folder) -> int:
+    """The identity of a folder's content: a hash of every file's name, ETag, size and time.
+
+    Any upload, rewrite (the finalizer's), deletion or re-creation under the same name
+    changes it, so a cached reading is reused only while the folder is exactly as read. A
+    hash, not the tuple, so 10,000 cached backups cost a few hundred KB, not tens of MB.
+    """
+    return hash(
+        tuple(
+            sorted(
+                (name, info.etag, info.size, info.last_modified) for name, info in folder.items()
+            )
+        )
+    )
+
+
+class VeleroReader:
+    """Reads the bucket each cycle and remembers readings while their folder is unchanged.
+
+    The cache holds, by backup name, each reading with the identity of the folder it was
+    made from (`folder_identity`: names, ETags, sizes, times from the cycle's listing). A
+    folder whose identity changed — a file uploaded, rewritten, deleted, or the backup
+    deleted and re-created under its name — is read again; an unchanged one costs nothing
+    beyond the listing. Readings that hit an S3 failure are never cached. Backups that left
+    the bucket leave the cache. Changing bucket, schedules or the Failed policy starts a
+    fresh cache.
     """
 
     def __init__(
@@ -445,7 +648,7 @@ class VeleroReader:
     ) -> None:
         self._concurrency = concurrency
         self._page_size = page_size
-        self._cache: dict[str, BackupScan] = {}
+        self._cache: dict[str, tuple[int, BackupScan]] = {}
         self._cache_key: tuple[object, ...] | None = None
 
     @property
@@ -462,78 +665,107 @@ class VeleroReader:
         region: str,
         schedules: Collection[str],
         copy_failed_backups: bool,
+        now: datetime | None = None,
+        upload_grace: timedelta = DEFAULT_UPLOAD_GRACE,
     ) -> Discovery:
-        """List the backups, read the new ones, and return every watched snapshot.
+        """List the backups, read the new or changed ones, and return every watched snapshot.
 
         Raises only when the listing itself fails (the cycle failed); a backup that cannot
-        be read is an `errors` entry.
+        be read is an `errors` entry. `now` dates the upload grace (default: the clock).
         """
         location = BucketLocation(bucket, prefix.strip("/"), region)
         watched = frozenset(schedules)
         key = (location, watched, copy_failed_backups)
         if key != self._cache_key:
             self._cache, self._cache_key = {}, key
-        names = await list_backups(aws, location, page_size=self._page_size)
-        listed = set(names)
-        self._cache = {n: s for n, s in self._cache.items() if n in listed}
+        folders = await list_folders(aws, location, page_size=self._page_size)
+        self._cache = {n: c for n, c in self._cache.items() if n in folders}
         semaphore = asyncio.Semaphore(self._concurrency)
 
-        async def read(name: str) -> BackupScan:
+        async def read(name: str, folder: Folder) -> BackupScan:
+            identity = folder_identity(folder)
             async with semaphore:
                 result = await read_backup(
-                    aws, location, name, schedules=watched, copy_failed_backups=copy_failed_backups
+                    aws,
+                    location,
+                    name,
+                    folder,
+                    schedules=watched,
+                    copy_failed_backups=copy_failed_backups,
                 )
-            if result.cacheable:
-                self._cache[name] = result
+            if result.settled:
+                self._cache[name] = (identity, result)
+            else:
+                self._cache.pop(name, None)
             return result
 
-        # Cached and invalid names resolve at once: a warm cycle starts no task at all.
+        # Unchanged and invalid names resolve at once: a warm cycle starts no task at all.
         scans: dict[str, BackupScan | asyncio.Task[BackupScan]] = {}
         async with asyncio.TaskGroup() as group:
-            for name in names:
+            for name, folder in folders.items():
+                cached = self._cache.get(name)
                 if not is_valid_backup_name(name):
                     scans[name] = _error_scan(name, INVALID_NAME)
-                elif name in self._cache:
-                    scans[name] = self._cache[name]
+                elif cached is not None and cached[0] == folder_identity(folder):
+                    scans[name] = cached[1]
                 else:
-                    scans[name] = group.create_task(read(name), name=f"velero.read:{name[:80]}")
+                    scans[name] = group.create_task(
+                        read(name, folder), name=f"velero.read:{name[:80]}"
+                    )
         return build_discovery(
-            scan.result() if isinstance(scan, asyncio.Task) else scan for scan in scans.values()
+            (scan.result() if isinstance(scan, asyncio.Task) else scan for scan in scans.values()),
+            now=now if now is not None else datetime.now(UTC),
+            upload_grace=upload_grace,
         )
 
 
-def _error_scan(name: str, error: str) -> BackupScan:
+def _error_scan(name: str, error: str, *, settled: bool = True) -> BackupScan:
     """A folder that could not be read (not attributable to a schedule, so `watched`)."""
-    return BackupScan(name, None, errors=(DiscoveryError(name, error),))
+    return BackupScan(name, None, errors=(DiscoveryError(name, error),), settled=settled)
 
 
-async def list_backups(
+async def list_folders(
     aws: S3Door, location: BucketLocation, *, page_size: int = DEFAULT_PAGE_SIZE
-) -> list[str]:
-    """Backup names: the common prefixes under `<prefix>/backups/` (delimiter `/`).
+) -> dict[str, dict[str, ObjectInfo]]:
+    """Every backup folder under `<prefix>/backups/` and its files, from one listing.
 
-    Keys directly under `backups/` (pseudo-folder keys ending in `/`, stray files) are not
-    backups. Pages without CommonPrefixes are normal. Errors propagate: no listing, no cycle.
+    One paginated ListObjectsV2 of the whole `backups/` tree (no delimiter): ⌈objects/1000⌉
+    requests, each object with its ETag, size and time — what tells a changed or re-created
+    backup from the one already read, and which files to GET, without a request per
+    backup. Keys directly under `backups/` are not backups; pseudo-folder keys (`…/`) make
+    a folder without files; nested keys are ignored. Errors propagate: no listing, no cycle.
     """
     root = location.backups_prefix
-    names: list[str] = []
+    folders: dict[str, dict[str, ObjectInfo]] = {}
     async for page in aws.pages(
         "s3",
         location.region,
         "ListObjectsV2",
         Bucket=location.bucket,
         Prefix=root,
-        Delimiter="/",
         PaginationConfig={"PageSize": page_size},
     ):
-        for common in page.get("CommonPrefixes") or ():
-            prefix = common.get("Prefix") if isinstance(common, dict) else None
-            if not prefix or not prefix.startswith(root):
+        for item in page.get("Contents") or ():
+            key = str(item.get("Key") or "") if isinstance(item, dict) else ""
+            name, slash, relative = key[len(root) :].partition("/")
+            if not key.startswith(root) or not name or not slash:
                 continue
-            name = prefix[len(root) :].removesuffix("/")
-            if name:
-                names.append(name)
-    return names
+            files = folders.setdefault(name, {})
+            if relative and "/" not in relative:
+                modified = item.get("LastModified")
+                files[relative] = ObjectInfo(
+                    size=int(item.get("Size") or 0),
+                    etag=str(item.get("ETag") or ""),
+                    last_modified=modified.isoformat() if isinstance(modified, datetime) else "",
+                )
+    return folders
+
+
+async def list_backups(
+    aws: S3Door, location: BucketLocation, *, page_size: int = DEFAULT_PAGE_SIZE
+) -> list[str]:
+    """Backup names: the folders under `<prefix>/backups/` (see `list_folders`)."""
+    return list(await list_folders(aws, location, page_size=page_size))
 
 
 async def list_backup_files(aws: S3Door, location: BucketLocation, name: str) -> dict[str, int]:
@@ -552,49 +784,78 @@ async def list_backup_files(aws: S3Door, location: BucketLocation, name: str) ->
     return files
 
 
+def _newest(folder: Folder) -> datetime | None:
+    """The time of the newest file of a folder, when the listing gave times."""
+    times = [datetime.fromisoformat(i.last_modified) for i in folder.values() if i.last_modified]
+    return max(times, default=None)
+
+
+class _VanishedError(Exception):
+    """A listed file was gone when fetched: the backup is being deleted or re-created."""
+
+
 async def read_backup(
     aws: S3Door,
     location: BucketLocation,
     name: str,
+    folder: Folder,
     *,
     schedules: Collection[str],
     copy_failed_backups: bool,
 ) -> BackupScan:
-    """Read one backup folder into a BackupScan; every failure becomes an errors entry."""
+    """Read one backup folder into a BackupScan; every failure becomes an errors entry.
+
+    A file that vanished between the listing and its GET is the backup changing under us
+    (Velero deleting it): a skip, read again next cycle, never an AWS error.
+    """
     try:
-        return await _read_backup(aws, location, name, schedules, copy_failed_backups)
+        return await _read_backup(
+            aws,
+            location,
+            name,
+            folder,
+            schedules=schedules,
+            copy_failed_backups=copy_failed_backups,
+        )
+    except _VanishedError:
+        return BackupScan(name, None, skipped=(Skip(name, VANISHED),), settled=False)
     except BackupReadError as exc:
         return _error_scan(name, str(exc))
     except AwsError as exc:
-        return _error_scan(name, f"could not read the backup from S3: {exc}")
+        return _error_scan(
+            name,
+            f"could not read the backup from S3: {exc}; nothing is copied from it until it is "
+            "read, tried again next cycle",
+            settled=False,
+        )
     except Exception as exc:  # noqa: BLE001 - one bad backup must never stop the others
-        return _error_scan(name, f"unexpected {type(exc).__name__} reading the backup: {exc}")
+        return _error_scan(
+            name, f"unexpected {type(exc).__name__} reading the backup: {exc}", settled=False
+        )
 
 
 async def _read_backup(
     aws: S3Door,
     location: BucketLocation,
     name: str,
+    folder: Folder,
+    *,
     schedules: Collection[str],
     copy_failed_backups: bool,
 ) -> BackupScan:
     """velero-backup.json first; the other files only for a watched, copyable backup."""
-    folder = location.folder(name)
-    try:
-        raw = await _get_bytes(aws, location, folder + BACKUP_FILE)
-    except PermanentError as exc:
-        if exc.code in ("NoSuchKey", "404", "NotFound"):
-            return _error_scan(name, NO_BACKUP_FILE)
-        raise
+    if BACKUP_FILE not in folder:
+        return BackupScan(name, None, missing=(BACKUP_FILE,), uploaded_at=_newest(folder))
+    raw = await _get_bytes(aws, location, location.folder(name) + BACKUP_FILE)
     document = await _off_loop_if_large(parse_backup_document, name, raw)
     backup = document.backup
     if backup.schedule not in schedules or backup_gate(backup, copy_failed_backups) is not None:
         return build_scan(
             backup, None, schedules=schedules, copy_failed_backups=copy_failed_backups
         )
-    listing = await list_backup_files(aws, location, name)
-    files = await _read_files(aws, location, name, listing, document.native_snapshots_completed)
-    return build_scan(backup, files, schedules=schedules, copy_failed_backups=copy_failed_backups)
+    files, settled = await _read_files(aws, location, name, folder, document)
+    scan = build_scan(backup, files, schedules=schedules, copy_failed_backups=copy_failed_backups)
+    return scan if settled else dataclasses.replace(scan, settled=False)
 
 
 #: Snapshot files: suffix → (the parser's name for the file in messages, parser).
@@ -603,6 +864,12 @@ _FILE_PARSERS: dict[str, tuple[str, Callable[[bytes], Any]]] = {
     VOLUME_INFO: ("volumeinfo file", parse_volume_info),
     CSI_SNAPSHOTS: ("csi-volumesnapshots file", parse_csi_volume_snapshots),
     CSI_CONTENTS: ("csi-volumesnapshotcontents file", parse_csi_volume_snapshot_contents),
+    ITEM_OPERATIONS: ("itemoperations file", parse_item_operations),
+}
+#: Files whose entries are also counted as written (every provider) for the checklist.
+_CENSUS: dict[str, Callable[[bytes], Any]] = {
+    VOLUME_SNAPSHOTS: count_native_entries,
+    VOLUME_INFO: count_volume_info_csi,
 }
 
 
@@ -615,16 +882,24 @@ async def _read_files(
     aws: S3Door,
     location: BucketLocation,
     name: str,
-    listing: Mapping[str, int],
-    native_snapshots_completed: int,
-) -> BackupFiles:
-    """GET and parse every snapshot file present, then the tarball; problems are collected."""
+    folder: Folder,
+    document: BackupDocument,
+) -> tuple[BackupFiles, bool]:
+    """GET and parse every snapshot file present, then the tarball; problems are collected.
+
+    The itemoperations file is read only when `status` counts item operations. The flag
+    is False when an S3 read failed (the reading must not be cached).
+    """
     results: dict[str, Any] = {}
+    census: dict[str, Any] = {}
     problems: list[str] = []
-    if name + VOLUME_SNAPSHOTS not in listing:
-        # Velero uploads it with every backup (v0.10+), after velero-backup.json: without it
-        # the upload is cut or still running, and a reading now must not be cached.
-        problems.append(f"{name}{VOLUME_SNAPSHOTS} missing: upload incomplete or in progress")
+    failed_reads: list[str] = []
+    wanted = [
+        suffix
+        for suffix in _FILE_PARSERS
+        if name + suffix in folder
+        and (suffix != ITEM_OPERATIONS or document.counts.item_operations_attempted)
+    ]
 
     async def fetch(suffix: str) -> None:
         label, parser = _FILE_PARSERS[suffix]
@@ -632,18 +907,29 @@ async def _read_files(
         try:
             raw = await _get_bytes(aws, location, location.folder(name) + file_name)
             results[suffix] = await _off_loop_if_large(parser, raw)
+            if suffix in _CENSUS:
+                census[suffix] = await _off_loop_if_large(_CENSUS[suffix], raw)
         except BackupReadError as exc:
+            results.pop(suffix, None)
             problems.append(_name_file(str(exc), label, file_name))
+        except _VanishedError:
+            raise
         except AwsError as exc:
             problems.append(f"{file_name}: could not read from S3: {exc}")
+            failed_reads.append(file_name)
 
-    async with asyncio.TaskGroup() as group:
-        for suffix in _FILE_PARSERS:
-            if name + suffix in listing:
+    try:
+        async with asyncio.TaskGroup() as group:
+            for suffix in wanted:
                 group.create_task(fetch(suffix), name=f"velero.get:{name[:80]}{suffix}")
-    tarball, tarball_problem = await _read_tarball(aws, location, name, listing)
-    return BackupFiles(
-        native_snapshots_completed=native_snapshots_completed,
+    except ExceptionGroup as failed:
+        if failed.subgroup(_VanishedError) is not None:
+            raise _VanishedError from failed
+        raise first_error(failed) from failed
+    tarball, tarball_problem = await _read_tarball(aws, location, name, folder, failed_reads)
+    natives = census.get(VOLUME_SNAPSHOTS)
+    files = BackupFiles(
+        native_snapshots_completed=document.native_snapshots_completed,
         volume_snapshots=results.get(VOLUME_SNAPSHOTS),
         volume_info=results.get(VOLUME_INFO),
         csi_snapshots=results.get(CSI_SNAPSHOTS),
@@ -651,16 +937,23 @@ async def _read_files(
         tarball=tarball,
         problems=tuple(sorted(problems)),
         tarball_problem=tarball_problem,
+        counts=document.counts,
+        listed=frozenset(folder),
+        native_entries=natives[0] if natives else None,
+        native_completed_entries=natives[1] if natives else None,
+        volume_info_csi_entries=census.get(VOLUME_INFO),
+        item_operations=results.get(ITEM_OPERATIONS),
     )
+    return files, not failed_reads
 
 
 async def _read_tarball(
-    aws: S3Door, location: BucketLocation, name: str, listing: Mapping[str, int]
+    aws: S3Door, location: BucketLocation, name: str, folder: Folder, failed_reads: list[str]
 ) -> tuple[TarballResources | None, str | None]:
     """Stream `<name>.tar.gz` to a spooled temp file and parse it in a thread."""
     file_name = name + TARBALL
-    if file_name not in listing:
-        return None, f"no {file_name} in the backup folder"
+    if file_name not in folder:
+        return None, f"{file_name} is missing"
     try:
         with tempfile.SpooledTemporaryFile(max_size=TARBALL_SPOOL_MEMORY) as spool:
             await _download(aws, location, location.folder(name) + file_name, spool)
@@ -669,12 +962,34 @@ async def _read_tarball(
     except BackupReadError as exc:
         return None, _name_file(str(exc), "tarball", file_name)
     except AwsError as exc:
+        failed_reads.append(file_name)
         return None, f"{file_name}: could not read from S3: {exc}"
+
+
+async def _get_object(aws: S3Door, location: BucketLocation, key: str) -> Any:
+    """GetObject of a listed key; a key gone since the listing raises `_VanishedError`.
+
+    S3's "no such key" is expected here (Velero deletes backups, and an interrupted upload
+    leaves holes), so it is not counted as an AWS error.
+    """
+    try:
+        return await aws.call(
+            "s3",
+            location.region,
+            "GetObject",
+            Bucket=location.bucket,
+            Key=key,
+            expected_codes=MISSING_CODES,
+        )
+    except PermanentError as exc:
+        if exc.code in MISSING_CODES:
+            raise _VanishedError(key) from exc
+        raise
 
 
 async def _get_bytes(aws: S3Door, location: BucketLocation, key: str) -> bytes:
     """GET one small object into memory (refusing anything implausibly large)."""
-    response = await aws.call("s3", location.region, "GetObject", Bucket=location.bucket, Key=key)
+    response = await _get_object(aws, location, key)
     size = int(response.get("ContentLength") or 0)
     if size > MAX_OBJECT_BYTES:
         raise BackupReadError(f"{key.rsplit('/', 1)[-1]}: {size} bytes is too large to read")
@@ -686,7 +1001,7 @@ async def _get_bytes(aws: S3Door, location: BucketLocation, key: str) -> bytes:
 
 async def _download(aws: S3Door, location: BucketLocation, key: str, sink: IO[bytes]) -> None:
     """GET one object in chunks into `sink`; the writes (which may hit disk) run in a thread."""
-    response = await aws.call("s3", location.region, "GetObject", Bucket=location.bucket, Key=key)
+    response = await _get_object(aws, location, key)
     body = response["Body"]
     async with body:  # releases the connection, also on error
         while chunk := await body.read(TARBALL_CHUNK):

@@ -109,12 +109,27 @@ _RESOURCE_PATH = re.compile(
 
 
 @dataclass(frozen=True, slots=True)
+class StatusCounts:
+    """What a backup's `status` says Velero made: the checklist its files must satisfy.
+
+    Every counter is `omitempty` in Velero, so an absent one is 0 (velero-format §2.2).
+    """
+
+    native_attempted: int = 0
+    native_completed: int = 0
+    csi_attempted: int = 0
+    csi_completed: int = 0
+    item_operations_attempted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BackupDocument:
-    """`velero-backup.json`: the `Backup` record plus the counter used to spot missing files."""
+    """`velero-backup.json`: the `Backup` record plus the counters used to spot missing files."""
 
     backup: Backup
     #: `status.volumeSnapshotsCompleted`: native snapshots Velero says it took (0 when absent).
     native_snapshots_completed: int = 0
+    counts: StatusCounts = field(default_factory=StatusCounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +245,18 @@ class BackupFiles:
     problems: tuple[str, ...] = ()
     #: Why the tarball could not be used, if it could not.
     tarball_problem: str | None = None
+    #: The counters of `status` the files are checked against.
+    counts: StatusCounts = field(default_factory=StatusCounts)
+    #: File names in the backup's folder; None when unknown (then a parsed file is present).
+    listed: frozenset[str] | None = None
+    #: Entries of the volumesnapshots file as written, every provider (None: count parsed).
+    native_entries: int | None = None
+    #: Of those, the entries in phase Completed (None: count parsed).
+    native_completed_entries: int | None = None
+    #: CSISnapshot entries of volumeinfo that are not data-mover ones, every driver.
+    volume_info_csi_entries: int | None = None
+    #: Entries of `-itemoperations.json.gz`; None when the file is absent or unread.
+    item_operations: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,8 +516,54 @@ def parse_backup_document(name: str, raw: bytes) -> BackupDocument:
         expiration=_parse_time(_at(doc, "status.expiration", what), what, "status.expiration"),
         format_version=_str_at(doc, "status.formatVersion", what),
     )
-    completed = _int_at(doc, "status.volumeSnapshotsCompleted", what) or 0
-    return BackupDocument(backup=backup, native_snapshots_completed=max(0, completed))
+    counts = StatusCounts(
+        native_attempted=_counter(doc, "volumeSnapshotsAttempted", what),
+        native_completed=_counter(doc, "volumeSnapshotsCompleted", what),
+        csi_attempted=_counter(doc, "csiVolumeSnapshotsAttempted", what),
+        csi_completed=_counter(doc, "csiVolumeSnapshotsCompleted", what),
+        item_operations_attempted=_counter(doc, "backupItemOperationsAttempted", what),
+    )
+    return BackupDocument(
+        backup=backup, native_snapshots_completed=counts.native_completed, counts=counts
+    )
+
+
+def _counter(doc: object, name: str, what: str) -> int:
+    """One `status` counter; absent (omitempty) or negative is 0."""
+    return max(0, _int_at(doc, f"status.{name}", what) or 0)
+
+
+def count_native_entries(raw_gz: bytes) -> tuple[int, int]:
+    """`-volumesnapshots.json.gz` → (entries, entries in phase Completed), every provider.
+
+    `volumeSnapshotsAttempted/Completed` count every VolumeSnapshotter's snapshots, while
+    `parse_volume_snapshots` keeps only EBS ones: the checklist needs the file as written.
+    """
+    items = _load_gz_list(raw_gz, "volumesnapshots file")
+    completed = sum(
+        1
+        for i, item in enumerate(items)
+        if _str_at(item, "status.phase", f"entry {i}") == "Completed"
+    )
+    return len(items), completed
+
+
+def count_volume_info_csi(raw_gz: bytes) -> int:
+    """CSISnapshot entries of `-volumeinfo.json.gz` that are not data-mover ones, every driver."""
+    count = 0
+    for index, item in enumerate(_load_gz_list(raw_gz, "volumeinfo file")):
+        where = f"volumeinfo file entry {index}"
+        if _str_at(item, "backupMethod", where) != "CSISnapshot":
+            continue
+        if _bool_at(item, "snapshotDataMoved", where) or _bool_at(item, "skipped", where):
+            continue
+        count += 1
+    return count
+
+
+def parse_item_operations(raw_gz: bytes) -> int:
+    """`-itemoperations.json.gz` (v1.11+) → how many item operations it records."""
+    return len(_load_gz_list(raw_gz, "itemoperations file"))
 
 
 def parse_backup(name: str, raw: bytes) -> Backup:

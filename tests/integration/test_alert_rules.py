@@ -22,6 +22,8 @@ RULES = ROOT / "deploy" / "prometheus" / "snapd-rules.yaml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "snapd-rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "base" / "prometheusrule.yaml"
 RUNBOOK = ROOT / "README.md"
+#: The runbook base every `runbook_url` starts with (README "Alert runbook" documents it).
+RUNBOOK_BASE = "https://github.com/snapd-dr/snapd/blob/main/README.md"
 
 
 def tool(name: str) -> str:
@@ -87,7 +89,7 @@ def test_alert_says_what_to_do_and_links_its_runbook(name: str) -> None:
     assert annotations["summary"].strip()
     assert len(annotations["description"]) > 80
     anchor = name.lower()  # GitHub's anchor of the heading `### SnapdXxx`
-    assert annotations["runbook_url"] == f"README.md#{anchor}"
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#{anchor}"
     assert re.search(rf"^### {name}$", RUNBOOK.read_text(encoding="utf-8"), re.MULTILINE), (
         f"README.md has no `### {name}` runbook section"
     )
@@ -111,3 +113,12 @@ def test_prometheusrule_carries_the_same_groups() -> None:
         "deploy/base/prometheusrule.yaml differs from deploy/prometheus/snapd-rules.yaml; "
         "regenerate it with the command in its header"
     )
+
+
+def test_runbook_base_is_documented() -> None:
+    """Alertmanager and Grafana need absolute links: the README names their base and how to
+    point it at another copy of the runbook."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    section = text[text.index("## Alert runbook") :]
+    assert RUNBOOK_BASE in section
+    assert "runbook_url" in section

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simworld.ec2sim import Ec2Simulator
+from simworld.ec2sim import Ec2Simulator, ManualClock
 from snapd import inventory, tags
 from snapd.aws import AwsClients
 from snapd.copier import SETTLED_MEMORY, Copier, Tracked
@@ -325,3 +325,45 @@ async def test_settled_copies_are_forgotten_after_an_hour(aws: AwsClients) -> No
     now[0] = SETTLED_MEMORY + 1500.0
     copier._remember_settled(Tracked("snap-r3", "snap-s3", "x", 0.0), now[0])
     assert copier.settled_since(0.0) == {"snap-s2", "snap-s3"}
+
+
+async def test_unfinished_names_an_adopted_copy_that_failed_until_queued_again(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """An adopted copy that ends in `error` leaves its source unprotected, and the copier
+    says so (a sync that cannot re-plan it must not report success); queued again, the
+    source is reported as queued, no longer as failed."""
+    sim_clock = ManualClock()
+    ec2sim.clock = sim_clock  # the orphan stays pending until the test moves time on
+    (source,) = seed_sources(ec2sim, 1)
+    orphan = ec2sim.add_snapshot(
+        DST,
+        tags=tags.build_copy_tags(source, SCOPE, SRC),
+        pending_for=1.0,
+        ends_in_error="Given key ID is not accessible",
+    )
+    copier = make_copier(aws)
+    assert copier.adopt(await inventory.list_replicas(aws, DST, SCOPE)) == 1
+    sim_clock.advance(2.0)
+    stop = asyncio.Event()
+    pool = asyncio.create_task(copier.run(stop))
+    try:
+        await asyncio.wait_for(copier.wait_settled(), 30)
+        unfinished_after_failure = copier.unfinished()
+        copier.enqueue([CopyAction(source, "missing")])
+        unfinished_after_requeue = copier.unfinished()
+    finally:
+        stop.set()
+        await pool
+    assert copier.unfinished() == []  # a stopped pool forgets; the next plan starts afresh
+    (failed,) = unfinished_after_failure
+    assert (failed.source_id, failed.state, failed.replica_id) == (
+        source.snapshot_id,
+        "failed",
+        orphan,
+    )
+    assert "left by an earlier run ended in error: Given key ID is not accessible" in (
+        failed.reason
+    )
+    (queued,) = unfinished_after_requeue
+    assert (queued.source_id, queued.state) == (source.snapshot_id, "queued")

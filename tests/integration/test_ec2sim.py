@@ -205,6 +205,45 @@ async def test_injected_resource_limit_is_a_transient_error(
     assert len(ec2sim.backend(DST).snapshots) == 1
 
 
+async def test_refused_copies_are_http_403_and_create_nothing(
+    ec2sim: Ec2Simulator, aws: AwsClients, raw_ec2: Any
+) -> None:
+    """`refuse_copies` answers CopySnapshot of the chosen source with UnauthorizedOperation
+    (HTTP 403, AWS's message, not retried by botocore) until `allow_copies`; other sources
+    copy, and no snapshot is created for a refused call — even with every slot taken."""
+    ec2sim.copy_duration = 60.0
+    refused_source, other_source = ec2sim.add_snapshot(SRC), ec2sim.add_snapshot(SRC)
+    ec2sim.refuse_copies(refused_source)
+    with pytest.raises(ClientError) as raw:
+        await raw_ec2.copy_snapshot(SourceRegion=SRC, SourceSnapshotId=refused_source)
+    assert raw.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert raw.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert raw.value.response["Error"]["Message"].startswith(
+        "You are not authorized to perform this operation."
+    )
+    ec2sim.calls.clear()
+    with pytest.raises(PermanentError) as refused:
+        await copy(aws, refused_source)
+    assert refused.value.code == "UnauthorizedOperation"
+    assert ec2sim.calls["CopySnapshot"] == 1  # not retried
+    await copy(aws, other_source)
+    assert len(ec2sim.backend(DST).snapshots) == 1
+
+    ec2sim.refuse_copies(code="InvalidParameterValue", message="no copies today")
+    ec2sim.copy_limit = 1  # the one pending copy holds the only slot: refusal comes first
+    with pytest.raises(PermanentError) as everyone:
+        await copy(aws, other_source)
+    assert (everyone.value.code, everyone.value.message) == (
+        "InvalidParameterValue",
+        "no copies today",
+    )
+    ec2sim.allow_copies()
+    ec2sim.allow_copies(refused_source)
+    ec2sim.copy_limit = 2
+    await copy(aws, refused_source)
+    assert len(ec2sim.backend(DST).snapshots) == 2
+
+
 async def test_throttling_is_http_503_and_retried_by_botocore(
     ec2sim: Ec2Simulator, aws: AwsClients, raw_ec2: Any, no_backoff: None
 ) -> None:
@@ -487,6 +526,12 @@ async def test_create_volume_client_token_is_idempotent(
     assert mismatch.value.code == "IdempotentParameterMismatch"
     other = await create_volume(aws, snapshot, ClientToken="another-token")
     assert other["VolumeId"] != first["VolumeId"]
+
+    # AWS: a token whose volume was deleted is spent; it never makes a second volume.
+    await aws.call("ec2", DST, "DeleteVolume", VolumeId=first["VolumeId"])
+    with pytest.raises(PermanentError) as deleted:
+        await create_volume(aws, snapshot, ClientToken="restore-shop-db")
+    assert deleted.value.code == "IdempotentParameterMismatch"
 
 
 async def test_create_volume_refuses_a_pending_snapshot(

@@ -30,7 +30,7 @@ TRUST_POLICY = IAM / "irsa-trust-policy.json"
 #: Modules whose AWS calls only `snapd restore` makes (its own policy may cover them).
 RESTORE_MODULES = {"snapd/restore.py"}
 
-AWS_SERVICES = {"s3", "ec2", "kms", "sts"}
+AWS_SERVICES = {"s3", "ec2", "kms", "sts", "rbin"}
 
 #: S3 operations whose IAM action is not `s3:<Operation>`.
 S3_ACTIONS = {
@@ -237,14 +237,31 @@ def test_policy_shape_is_least_privilege(path: Path) -> None:
         actions = as_list(statement["Action"])
         assert not any(a == "*" or a.endswith(":*") for a in actions), statement["Sid"]
         if "*" in as_list(statement["Resource"]):
-            assert all(a.split(":")[1].startswith("Describe") for a in actions), statement["Sid"]
+            # Only reads, and only where IAM has no resource to name (rbin:ListRules).
+            assert all(
+                a.split(":")[1].startswith("Describe") or a == "rbin:ListRules" for a in actions
+            ), statement["Sid"]
         condition = json.dumps(statement.get("Condition", {}))
         if "ec2:CreateTags" in actions:
             assert "ec2:CreateAction" in condition, statement["Sid"]
-        if "ec2:DeleteSnapshot" in actions:
+        if "ec2:DeleteSnapshot" in actions or "ec2:LockSnapshot" in actions:
             assert "aws:ResourceTag/snapd.io/cluster" in condition, statement["Sid"]
         if "kms:CreateGrant" in actions:
             assert "kms:GrantIsForAWSResource" in condition, statement["Sid"]
+
+
+@pytest.mark.parametrize("path", [DAEMON_POLICY, RESTORE_POLICY], ids=lambda p: p.name)
+def test_no_policy_can_unlock_a_snapshot(path: Path) -> None:
+    """snapd never unlocks: a stolen snapd role cannot shorten or lift a replica's lock."""
+    assert not covers(granted(path), "ec2:UnlockSnapshot")
+    assert all(call.operation != "UnlockSnapshot" for call in find_aws_calls())
+
+
+def test_locking_actions_are_in_the_daemon_policy() -> None:
+    """With SNAPD_LOCK_MODE on, the daemon locks and reads locks and Recycle Bin rules."""
+    grants = granted(DAEMON_POLICY)
+    for action in ("ec2:LockSnapshot", "ec2:DescribeLockedSnapshots", "rbin:ListRules"):
+        assert covers(grants, action), action
 
 
 def test_implied_actions_have_reasons() -> None:

@@ -100,3 +100,20 @@ async def test_a_failed_batch_raises_the_aws_error(aws: AwsClients, ec2sim: Ec2S
     with pytest.raises(PermanentError) as caught:
         await inventory.add_source_details(aws, SRC, [source(i) for i in ids])
     assert caught.value.code == "UnauthorizedOperation"
+
+
+async def test_a_wildcard_scope_never_lists_another_scope(
+    aws: AwsClients, ec2sim: Ec2Simulator, moto: MotoWorld
+) -> None:
+    """EC2 reads `?` in a tag filter as a wildcard, so `team-?` matches scope `team-b`'s
+    replicas; the inventory keeps only replicas whose tag equals the scope exactly."""
+    ours = ec2sim.add_snapshot(DST, tags={tags.CLUSTER: "team-?", tags.PVC: "db"})
+    ec2sim.add_snapshot(DST, tags={tags.CLUSTER: "team-b", tags.PVC: "db"})
+    ec2 = boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
+    filtered = ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{tags.CLUSTER}", "Values": ["team-?"]}]
+    )["Snapshots"]
+    assert len(filtered) == 2  # the filter alone would hand us team-b's replica
+    replicas = await inventory.list_replicas(aws, DST, "team-?")
+    assert [(r.snapshot_id, r.scope) for r in replicas] == [(ours, "team-?")]
+    assert [r.scope for r in await inventory.list_replicas(aws, DST, "team-b")] == ["team-b"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,9 +90,18 @@ async def test_connect_without_any_configuration_says_what_to_do(
 
 
 async def test_connect_with_an_unknown_context_fails_clearly(fake_kube: FakeKube) -> None:
-    """A --context the kubeconfig does not have is a KubeError that names it."""
-    with pytest.raises(KubeError, match="nope"):
+    """A --context the kubeconfig does not have is a configuration error (exit 2) that names
+    it and the contexts there are, before any request."""
+    with pytest.raises(ConfigError, match=r"'nope'.*contexts there: fake, fake-unreachable"):
         await kube.connect(context="nope", kubeconfig=str(fake_kube.kubeconfig_path))
+    assert fake_kube.requests == []
+
+
+async def test_connect_names_the_current_context(fake_kube: FakeKube) -> None:
+    """Without --context the client knows the kubeconfig's current context by name."""
+    async with await kube.connect(kubeconfig=str(fake_kube.kubeconfig_path)) as client:
+        assert client.context == "fake"
+        assert client.host == fake_kube.url
 
 
 async def test_in_cluster_without_service_account_files_fails_clearly(
@@ -125,6 +138,68 @@ async def test_rejected_credentials_are_a_401_kube_error(
         with pytest.raises(KubeError) as caught:
             await client.list_pvs()
     assert (caught.value.status, caught.value.reason) == (401, "Unauthorized")
+
+
+async def test_an_exec_plugin_token_is_renewed_when_it_expires(fake_kube: FakeKube) -> None:
+    """Tokens from the kubeconfig's exec plugin (as `aws eks get-token`) that expire are
+    fetched again before a request; the same client keeps working past their life."""
+    fake_kube.set_token_lifetime(0.5)
+    async with await kube.connect(kubeconfig=str(fake_kube.exec_kubeconfig_path)) as client:
+        await client.get_version()
+        first = fake_kube.exec_tokens_seen[-1]
+        await asyncio.sleep(0.6)
+        await client.get_version()
+    assert fake_kube.exec_tokens_seen[-1] != first
+    assert all(r.status == 200 for r in fake_kube.requests)
+
+
+def exec_token(fake_kube: FakeKube) -> str:
+    """A token from the fake's exec plugin, run as the kubeconfig loader runs it."""
+    config = yaml.safe_load(fake_kube.exec_kubeconfig_path.read_text())
+    command = config["users"][0]["user"]["exec"]
+    result = subprocess.run(
+        [command["command"], *command["args"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return str(json.loads(result.stdout)["status"]["token"])
+
+
+def status_of(fake_kube: FakeKube, token: str) -> int:
+    request = urllib.request.Request(  # noqa: S310 - the fake's http://127.0.0.1 URL
+        f"{fake_kube.url}/version", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_fake_rejects_expired_and_forged_exec_tokens(fake_kube: FakeKube) -> None:
+    """The fake API server checks an exec token's signature and expiry, like a real one."""
+    fake_kube.set_token_lifetime(0.3)
+    token = exec_token(fake_kube)
+    assert status_of(fake_kube, token) == 200
+    deadline = time.monotonic() + 10
+    while status_of(fake_kube, token) == 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert status_of(fake_kube, token) == 401
+    prefix, expires, _ = token.split(".")
+    forged = f"{prefix}.{int(expires) + 3_600_000}.{'0' * 64}"
+    assert status_of(fake_kube, forged) == 401
+
+
+async def test_get_namespace(client: kube.KubeClient, fake_kube: FakeKube) -> None:
+    """A namespace that exists comes back; one that does not is None."""
+    fake_kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    found = await client.get_namespace("shop")
+    assert found is not None
+    assert found["metadata"]["name"] == "shop"
+    assert await client.get_namespace("nowhere") is None
 
 
 def test_a_subprocess_reaches_the_fake_through_KUBECONFIG(fake_kube: FakeKube) -> None:  # noqa: N802

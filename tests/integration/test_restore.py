@@ -9,7 +9,13 @@ The pure planning (names, zones, tokens, volume parameters) is checked in-proces
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +28,14 @@ from simworld.ec2sim import Ec2Simulator
 from simworld.fake_kube import FakeKube
 from simworld.moto_server import MotoWorld
 from simworld.replicas import SeededReplica, make_source, seed_replica
+from simworld.velero_bucket import NATIVE, VeleroBucket, Volume
 from snapd import kube, restore_plan
 from snapd import tags as tags_mod
 from snapd.cli import build_parser
 from snapd.config import Settings
 from snapd.errors import ConfigError
 from snapd.models import Replica
-from tests.integration.cli import Result, run_snapd
+from tests.integration.cli import SNAPD, Result, run_snapd
 
 SRC = "eu-west-1"
 DST = "eu-central-1"
@@ -93,6 +100,9 @@ class World:
 
     def pvs(self) -> list[dict[str, Any]]:
         return self.kube.objects("PersistentVolume")
+
+    def namespace(self, name: str) -> None:
+        self.kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
 @pytest.fixture
@@ -215,6 +225,7 @@ def test_keep_snapshot_keeps_the_tagged_copy_back_and_a_beside_restore_gets_its_
 ) -> None:
     """--keep-snapshot keeps the copy-back, tagged with scope/backup/PVC/replica; targets obeyed."""
     replica = world.seed("shop", "data-db-0")
+    world.namespace("restored")
 
     result = world.restore(
         BACKUP,
@@ -343,7 +354,8 @@ def test_rerun_of_a_completed_restore_makes_nothing_new(world: World) -> None:
     first = world.restore(BACKUP, "data-db-0")
     assert first.code == 0, first.stderr
     pvc_file = world.cwd / "pvc.yaml"
-    pvc_file.write_text("# edited by the operator\n")
+    edited = "# edited by the operator\n" + pvc_file.read_text()
+    pvc_file.write_text(edited)
 
     again = world.restore(BACKUP, "data-db-0")
 
@@ -355,7 +367,7 @@ def test_rerun_of_a_completed_restore_makes_nothing_new(world: World) -> None:
     assert pv["metadata"]["name"] in again.stdout
     assert world.calls("CopySnapshot") == 1
     assert world.calls("CreateVolume") == 1
-    assert pvc_file.read_text() == "# edited by the operator\n"
+    assert pvc_file.read_text() == edited
     assert "left untouched" in again.stdout
 
 
@@ -526,6 +538,355 @@ def test_a_usage_error_exits_2_through_the_cli(world: World) -> None:
     assert result.code == 2
     assert "'Data_DB'" in result.stderr
     assert world.calls("DescribeSnapshots") == 0
+
+
+# --------------------------------------------------------------------------- a real recovery
+
+
+def test_an_exec_plugin_token_that_expires_during_the_copy_back_is_renewed(
+    world: World,
+) -> None:
+    """EKS-style kubeconfig: the exec plugin's tokens live 1s, the copy-back takes longer;
+    the PV is still created (the token is renewed), and the server saw more than one token."""
+    world.seed("shop", "data-db-0")
+    world.kube.set_token_lifetime(1.0)
+    world.sim.copy_duration = 2.5
+
+    result = world.restore(BACKUP, "data-db-0", **world.kube.exec_env())
+
+    assert result.code == 0, result.stderr
+    assert len(world.pvs()) == 1
+    assert len(set(world.kube.exec_tokens_seen)) >= 2
+    assert world.snapshots(SRC) == []
+
+
+def test_two_restores_of_one_replica_each_own_their_copy_back(world: World) -> None:
+    """A beside restore kept its copy-back (--keep-snapshot); restoring the original PVC then
+    makes and deletes its own copy-back and leaves the kept one alone."""
+    world.seed("shop", "data-db-0")
+    beside = world.restore(
+        BACKUP, "data-db-0", "--target-pvc", "data-copy", "--keep-snapshot", "--output", "b.yaml"
+    )
+    assert beside.code == 0, beside.stderr
+    [kept] = world.snapshots(SRC)
+
+    original = world.restore(BACKUP, "data-db-0")
+
+    assert original.code == 0, original.stderr
+    assert world.snapshots(SRC) == [kept], "the kept copy-back of the other restore stays"
+    assert tag_dict(kept)[tags_mod.RESTORE_TARGET] == "shop/data-copy"
+    assert world.calls("CopySnapshot") == 2
+    volumes = world.volumes(SRC)
+    assert len(volumes) == 2
+    assert {v["SnapshotId"] for v in volumes} != {kept["SnapshotId"]}
+
+
+def test_a_refused_delete_snapshot_still_creates_the_pv_and_names_what_is_left(
+    world: World,
+) -> None:
+    """An SCP denies DeleteSnapshot: the PV is created, exit 0, a warning names the copy-back
+    and how to delete it; a later run (allowed again) deletes it."""
+    world.seed("shop", "data-db-0")
+    world.sim.inject("DeleteSnapshot", "UnauthorizedOperation", times=10)
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 0, result.stderr
+    [pv] = world.pvs()
+    [left] = world.snapshots(SRC)
+    assert pv["spec"]["csi"]["volumeHandle"] == world.volumes(SRC)[0]["VolumeId"]
+    assert left["SnapshotId"] in result.stderr
+    assert "aws ec2 delete-snapshot --region eu-west-1" in result.stderr
+    assert "--keep-snapshot" in result.stderr
+    assert "left behind" in result.stdout
+    assert (world.cwd / "pvc.yaml").exists()
+
+    world.sim.reset()
+    world.sim.copy_duration, world.sim.volume_duration = 0.4, 0.2
+    again = world.restore(BACKUP, "data-db-0")
+    assert again.code == 0, again.stderr
+    assert "already restored" in again.stdout
+    assert world.snapshots(SRC) == []
+
+
+@pytest.mark.parametrize("region", [SRC, DST])
+def test_redoing_a_restore_after_deleting_its_volume_makes_a_new_one(
+    world: World, region: str
+) -> None:
+    """The operator deletes the restored PV and volume to redo the restore: the spent
+    ClientToken does not stop it; one new volume, one PV, no copy-back left behind."""
+    world.seed("shop", "data-db-0")
+    first = world.restore(BACKUP, "data-db-0", "--target-region", region)
+    assert first.code == 0, first.stderr
+    [old] = world.volumes(region)
+    [pv] = world.pvs()
+    world.ec2(region).delete_volume(VolumeId=old["VolumeId"])
+    assert world.kube.remove("PersistentVolume", pv["metadata"]["name"])
+
+    redo = world.restore(BACKUP, "data-db-0", "--target-region", region, "--force")
+
+    assert redo.code == 0, redo.stderr
+    [new] = world.volumes(region)
+    assert new["VolumeId"] != old["VolumeId"]
+    [pv] = world.pvs()
+    assert pv["spec"]["csi"]["volumeHandle"] == new["VolumeId"]
+    if region == SRC:
+        assert world.snapshots(SRC) == []
+
+
+@pytest.mark.parametrize(
+    ("namespace", "pvc"),
+    [("shop", "p" * 253), ("n" * 63, "q" * 200), ("shop", "r" * 252)],
+)
+def test_names_as_long_as_kubernetes_allows_restore(world: World, namespace: str, pvc: str) -> None:
+    """A 253-character PVC, or a 63-character namespace and a 200-character PVC: the dry-run
+    and the real run agree, tags fit EC2, and the "restore beside" name is a valid other name."""
+    world.seed(namespace, pvc)
+
+    dry = world.restore(BACKUP, pvc, "--dry-run")
+    result = world.restore(BACKUP, pvc)
+
+    assert dry.code == 0, dry.stderr
+    assert result.code == 0, result.stderr
+    [volume] = world.volumes(SRC)
+    assert all(len(v) <= 256 for v in tag_dict(volume).values())
+    assert tag_dict(volume)[tags_mod.RESTORE_PVC] == pvc
+    [pv] = world.pvs()
+    validate(pv)
+    [line] = [x for x in result.stdout.splitlines() if "--target-pvc" in x]
+    beside = line.split("--target-pvc ")[1].split()[0]
+    assert beside != pvc
+    kube.validate_dns1123_subdomain(beside, "beside name")
+    assert world.snapshots(SRC) == []
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_lost_copy_snapshot_answer_leaves_no_duplicate_copy_back(
+    world: World, keep: bool
+) -> None:
+    """CopySnapshot made a copy but its answer was lost; botocore's retry made another. Both
+    are this restore's: both are deleted — with --keep-snapshot, all but the one used."""
+    world.seed("shop", "data-db-0")
+    world.sim.inject("CopySnapshot", "InternalError", after_action=True)
+
+    result = world.restore(BACKUP, "data-db-0", *(["--keep-snapshot"] if keep else []))
+
+    assert result.code == 0, result.stderr
+    assert world.calls("CopySnapshot", SRC) == 2
+    [volume] = world.volumes(SRC)
+    left = [s["SnapshotId"] for s in world.snapshots(SRC)]
+    assert left == ([volume["SnapshotId"]] if keep else [])
+
+
+def test_an_interrupted_run_and_an_immediate_rerun_leave_no_copy_back(world: World) -> None:
+    """Ctrl-C after CopySnapshot, then a re-run at once while that copy is not yet visible
+    (EC2's eventual consistency): the re-run makes its own, and deletes both at the end."""
+    world.seed("shop", "data-db-0")
+    world.sim.copy_duration = 2.0
+    world.sim.invisible_for = 3600.0
+    first = start_restore(world, BACKUP, "data-db-0")
+    wait_for(lambda: world.calls("CopySnapshot", SRC) >= 1, first)
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=30)
+    rerun = start_restore(world, BACKUP, "data-db-0")
+    wait_for(lambda: world.calls("CopySnapshot", SRC) >= 2, rerun)
+    world.sim.invisible_for = 0.0
+    deadline = time.monotonic() + 120
+    while rerun.poll() is None:  # eventual consistency catches up during the copy-back
+        assert time.monotonic() < deadline, "the re-run never ended"
+        world.sim.make_visible(SRC)
+        time.sleep(0.05)
+
+    assert rerun.returncode == 0
+    assert world.snapshots(SRC) == []
+    assert len(world.volumes(SRC)) == 1
+    assert len(world.pvs()) == 1
+
+
+def start_restore(world: World, *args: str) -> subprocess.Popen[bytes]:
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return subprocess.Popen(
+        [SNAPD, "restore", *args],
+        env={**base, **world.env},
+        cwd=world.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
+    """Until `condition` holds (bounded: 60s), failing if the process ended first."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert process.poll() is None, "snapd restore ended before the step"
+        assert time.monotonic() < deadline, "the step never came"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("step", ["CopySnapshot", "CreateVolume", "PersistentVolume"])
+def test_kill_9_at_any_step_then_rerun_converges(world: World, step: str) -> None:
+    """kill -9 right after a step: the re-run ends with one volume, one PV, no copy-back."""
+    world.seed("shop", "data-db-0")
+    world.sim.copy_duration = 2.0
+    world.sim.volume_duration = 1.0
+    process = start_restore(world, BACKUP, "data-db-0")
+    if step == "PersistentVolume":
+        wait_for(lambda: bool(world.pvs()), process)
+    else:
+        wait_for(lambda: world.calls(step, SRC) >= 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    again = world.restore(BACKUP, "data-db-0", "--force")
+
+    assert again.code == 0, again.stderr
+    assert len(world.volumes(SRC)) == 1
+    assert len(world.pvs()) == 1
+    assert world.snapshots(SRC) == []
+    assert world.calls("CopySnapshot", SRC) == 1
+
+
+def test_gp3_throughput_of_a_native_velero_snapshot_is_restored(
+    moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: Path
+) -> None:
+    """Velero's native record has no throughput: snapd reads it from the source volume while
+    it exists, the replica carries it, and the restored volume gets it (not 125 MiB/s)."""
+    ec2sim.copy_duration, ec2sim.volume_duration = 0.4, 0.2
+    bucket = VeleroBucket("velero-test", region=SRC, endpoint_url=moto.url)
+    volume = Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3", iops=6000, throughput=500)
+    bucket.backup(BACKUP, schedule="daily", volumes=[volume], start=datetime.now(UTC))
+    env = {
+        **moto.env(),
+        **fake_kube.env(),
+        "SNAPD_VELERO_BUCKET": "velero-test",
+        "SNAPD_SCHEDULES": "daily",
+        "SNAPD_SOURCE_REGION": SRC,
+        "SNAPD_DESTINATION_REGION": DST,
+        "SNAPD_POLL_INTERVAL": "0.1",
+    }
+    assert run_snapd("sync", env=env).code == 0
+
+    result = run_snapd("restore", BACKUP, "db", "--target-region", DST, env=env, cwd=tmp_path)
+
+    assert result.code == 0, result.stderr
+    [restored] = boto3.client("ec2", region_name=DST).describe_volumes()["Volumes"]
+    assert (restored["VolumeType"], restored["Iops"], restored["Throughput"]) == (
+        "gp3",
+        6000,
+        500,
+    )
+
+
+def test_a_pvc_file_of_another_backup_is_not_offered(world: World) -> None:
+    """pvc.yaml holds another backup's PVC: a re-run that is already restored (exit 0) says
+    the file is not its own instead of "kubectl create -f pvc.yaml"."""
+    world.seed("shop", "data-db-0")
+    world.seed("shop", "data-db-0", backup="daily-20240502020000")
+    assert world.restore(BACKUP, "data-db-0").code == 0
+    other = world.restore("daily-20240502020000", "data-db-0", "--output", "other.yaml")
+    assert other.code == 0, other.stderr
+    kept = (world.cwd / "pvc.yaml").read_text()
+
+    again = world.restore("daily-20240502020000", "data-db-0")
+
+    assert again.code == 0, again.stderr
+    assert "already restored" in again.stdout
+    assert "not this restore's" in again.stderr
+    assert "--force" in again.stderr
+    assert "kubectl create -f pvc.yaml" not in again.stdout
+    assert (world.cwd / "pvc.yaml").read_text() == kept
+
+
+def test_a_changed_kms_key_is_refused_and_the_summary_shows_the_real_volume(
+    world: World,
+) -> None:
+    """A re-run with --kms-key-id over an unencrypted restored volume: refused, naming the
+    volume and what to do; the first run's summary said "not encrypted"."""
+    world.seed("shop", "data-db-0")
+    first = world.restore(BACKUP, "data-db-0")
+    assert first.code == 0, first.stderr
+    assert "not encrypted" in first.stdout
+    [volume] = world.volumes(SRC)
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+    again = world.restore(BACKUP, "data-db-0", "--kms-key-id", key)
+
+    assert again.code == 1
+    assert "restored" not in again.stdout.split()[0], "never reported as restored"
+    assert volume["VolumeId"] in again.stderr
+    assert "not encrypted" in again.stderr
+    assert len(world.volumes(SRC)) == 1
+
+
+def test_a_released_pv_is_not_already_restored(world: World) -> None:
+    """The restored PV was bound, then its PVC deleted: the PV is Released (claimRef.uid of
+    a PVC that is gone). A re-run says so and what to do, exit 1; with the PVC bound it is
+    'already restored'."""
+    world.seed("shop", "data-db-0")
+    assert world.restore(BACKUP, "data-db-0").code == 0
+    [pv] = world.pvs()
+    claim = world.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data-db-0", "namespace": "shop"},
+            "spec": {"volumeName": pv["metadata"]["name"], "accessModes": ["ReadWriteOnce"]},
+        }
+    )
+    pv["spec"]["claimRef"]["uid"] = claim["metadata"]["uid"]
+    world.kube.put(pv)
+    bound = world.restore(BACKUP, "data-db-0")
+    assert bound.code == 0, bound.stderr
+    assert "already restored" in bound.stdout
+
+    pv["spec"]["claimRef"]["uid"] = "0b9c4a1e-0000-4000-8000-000000000000"
+    pv["status"] = {"phase": "Released"}
+    world.kube.put(pv)
+    released = world.restore(BACKUP, "data-db-0")
+
+    assert released.code == 1
+    assert "Released" in released.stderr
+    assert "kubectl patch pv" in released.stderr
+    assert "already restored" not in released.stdout
+
+
+def test_all_restores_the_pvcs_whose_zone_exists_and_reports_the_other(world: World) -> None:
+    """--all in a region without the recorded zone letter of one PVC: that PVC is reported
+    (exit 1) with the zones to choose from; the others are restored."""
+    env = {"SNAPD_DESTINATION_REGION": "us-west-1"}
+    world.seed("shop", "data-db-0", availability_zone="eu-west-1a", destination_region="us-west-1")
+    world.seed("web", "uploads", availability_zone="eu-west-1c", destination_region="us-west-1")
+
+    result = world.restore(BACKUP, "--all", "--target-region", "us-west-1", **env)
+
+    assert result.code == 1
+    assert "web/uploads" in result.stderr
+    assert "us-west-1a, us-west-1b" in result.stderr
+    [volume] = world.volumes("us-west-1")
+    assert volume["AvailabilityZone"] == "us-west-1a"
+    [doc] = pvc_docs(world.cwd / "pvc.yaml")
+    assert doc["metadata"]["name"] == "data-db-0"
+
+
+def test_a_target_namespace_that_does_not_exist_is_refused_before_any_change(
+    world: World,
+) -> None:
+    """--target-namespace with a typo: exit 1 before anything is copied; the dry-run says so.
+    The source namespace missing in a fresh DR cluster only adds `kubectl create namespace`."""
+    world.seed("shop", "data-db-0")
+
+    dry = world.restore(BACKUP, "data-db-0", "--target-namespace", "restord", "--dry-run")
+    typo = world.restore(BACKUP, "data-db-0", "--target-namespace", "restord")
+
+    assert dry.code == 1
+    assert "namespace restord" in dry.stdout
+    assert typo.code == 1
+    assert "kubectl create namespace restord" in typo.stderr
+    assert world.calls("CopySnapshot") == 0
+
+    fresh = world.restore(BACKUP, "data-db-0")
+    assert fresh.code == 0, fresh.stderr
+    assert "kubectl create namespace shop" in fresh.stdout
 
 
 # --------------------------------------------------------------------------- pure planning
@@ -732,3 +1093,41 @@ def test_select_prefers_a_completed_replica_among_duplicates() -> None:
     selection = restore_plan.select_replicas([pending, done], request)
     assert [r.snapshot_id for r in selection.replicas] == ["snap-2"]
     assert selection.refused == ()
+
+
+@pytest.mark.parametrize(
+    "pvc",
+    ["db", "d" * 243, "d" * 244, "d" * 252, "d" * 253, "a" * 243 + "-b.c", "x" * 244 + "-restored"],
+)
+def test_beside_name_is_a_valid_other_name(pvc: str) -> None:
+    """`<pvc>-restored`, cut to 253 without a trailing '-'/'.', never the source itself."""
+    name = restore_plan.beside_name(pvc)
+    kube.validate_dns1123_subdomain(name, "beside name")
+    assert name != pvc
+    assert name.endswith(("-restored", "-restored-2"))
+
+
+@pytest.mark.parametrize("value", ["", "shop/db", "n" * 256, "n" * 257, "m" * 317])
+def test_fit_tag_value_keeps_what_fits_and_hashes_the_rest(value: str) -> None:
+    fitted = restore_plan.fit_tag_value(value)
+    assert len(fitted) <= 256
+    assert (fitted == value) == (len(value) <= 256)
+    assert restore_plan.fit_tag_value(value + "x") != fitted or value == ""
+
+
+def test_all_refuses_a_pvc_whose_zone_is_missing_and_plans_the_rest(tmp_path: Path) -> None:
+    """--all: the zone problem of one PVC is that PVC's refusal; one PVC alone is exit 2."""
+    both = [
+        replica(namespace="a"),
+        replica(namespace="b", snapshot_id="snap-2", availability_zone="eu-west-1c"),
+    ]
+    request = request_of(BACKUP, "--all", tmp_path=tmp_path)
+    plans, refused = restore_plan.plan_restores(both, request, ["eu-west-1a", "eu-west-1b"])
+    assert [p.label for p in plans] == ["a/db"]
+    [refusal] = refused
+    assert refusal.label == "b/db"
+    assert "eu-west-1a, eu-west-1b" in refusal.reason
+    with pytest.raises(ConfigError, match="eu-west-1a, eu-west-1b"):
+        restore_plan.plan_restores(
+            both[1:], request_of(BACKUP, "db", tmp_path=tmp_path), ["eu-west-1a", "eu-west-1b"]
+        )

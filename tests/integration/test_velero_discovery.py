@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from simworld.moto_server import MotoWorld
 from simworld.velero_bucket import (
     BACKUP_FILE,
     CSI,
+    CSI_CONTENTS,
     DATA_MOVER,
     FAILED,
     NATIVE,
@@ -20,19 +22,23 @@ from simworld.velero_bucket import (
     TARBALL,
     VOLUME_INFO,
     VOLUME_SNAPSHOTS,
+    BuiltBackup,
     VeleroBucket,
     Volume,
     seed_realistic_world,
 )
 from snapd.aws import AwsClients
 from snapd.errors import PermanentError
+from snapd.metrics import Metrics
 from snapd.models import Discovery, SnapshotMethod
-from snapd.velero import NO_BACKUP_FILE, VeleroReader
+from snapd.velero import NO_BACKUP_FILE, VANISHED, VeleroReader
 
 REGION = "eu-west-1"
 BUCKET = "velero-backups"
 T0 = datetime(2024, 6, 1, 2, 0, 0, tzinfo=UTC)
 BROKEN = Volume("shop", "broken", method=FAILED)
+#: A reading time past the default upload grace of files written now.
+LATER = datetime.now(UTC) + timedelta(hours=2)
 
 
 @pytest.fixture
@@ -49,6 +55,7 @@ async def discover(
     schedules: tuple[str, ...] = ("daily",),
     copy_failed: bool = False,
     bucket: str = BUCKET,
+    now: datetime | None = None,
 ) -> Discovery:
     return await reader.discover(
         aws,
@@ -57,6 +64,7 @@ async def discover(
         region=REGION,
         schedules=schedules,
         copy_failed_backups=copy_failed,
+        now=now,
     )
 
 
@@ -179,7 +187,8 @@ class TestEveryCase:
     ) -> None:
         """Exactly the snapshots of watched, finished backups are found; the rest has a reason."""
         _, expected = every
-        result = await discover(VeleroReader(), session_aws)
+        # Read past the upload grace: the logs-only folder is an interrupted upload by then.
+        result = await discover(VeleroReader(), session_aws, now=LATER)
 
         found: dict[str, list[str]] = {}
         for snapshot in result.snapshots:
@@ -275,19 +284,17 @@ class TestEveryCase:
         assert not staging_ids & {s.snapshot_id for s in prod.snapshots}
         assert staging.errors == ()
 
-    async def test_uncacheable_backups_are_read_again(
+    async def test_unchanged_folders_are_not_read_again(
         self, every: EveryCase, session_aws: AwsClients
     ) -> None:
-        """In-flight, corrupt and interrupted backups are re-read every cycle, the rest are not."""
+        """In-flight, corrupt and interrupted backups cost no GET while their folder is as read."""
         reader = VeleroReader()
-        await discover(reader, session_aws)
+        cold = await discover(reader, session_aws)
         session_aws.calls.clear()
-        result = await discover(reader, session_aws)
-        # velero-backup.json of: 2 in flight, logs-only (404), corrupt volumeinfo, invalid JSON;
-        # plus the corrupt backup's 4 snapshot files and tarball; the invalid name is never read.
-        assert session_aws.calls["GetObject"] == 5 + 5
-        assert session_aws.calls["ListObjectsV2"] == 1 + 1
-        assert len(result.errors) == 4
+        warm = await discover(reader, session_aws)
+        assert session_aws.calls["GetObject"] == 0
+        assert session_aws.calls["ListObjectsV2"] == 1
+        assert warm == cold
 
 
 async def test_failed_backups_are_copied_on_request(aws: AwsClients) -> None:
@@ -395,29 +402,46 @@ async def test_tarball_problem_still_copies(aws: AwsClients, damage: str) -> Non
         bucket.backups[name].snapshot_ids
     )
     assert {s.pvc for s in result.snapshots} == {"db", "c"}
-    (error,) = result.errors
-    assert error.error.startswith(
-        f"no {name}.tar.gz" if damage == "remove" else f"{name}.tar.gz: truncated or corrupt"
+    assert result.errors == ()
+    assert result.unreadable_backups == 0
+    (warning,) = result.warnings
+    assert warning.error.startswith(
+        f"{name}.tar.gz is missing"
+        if damage == "remove"
+        else f"{name}.tar.gz: truncated or corrupt"
     )
+    assert "its 2 snapshot(s) are still handled like any other" in warning.error
+    assert [b.files_complete for b in result.backups] == [True]
 
 
-async def test_upload_in_progress_is_not_cached(aws: AwsClients) -> None:
-    """A backup read while Velero still uploads its files is re-read until complete."""
+async def test_upload_in_progress_is_read_until_complete(aws: AwsClients) -> None:
+    """A backup read while Velero still uploads is re-read until its files are complete;
+    within the upload grace that is a skip, past it an error naming what is missing."""
     bucket = velero()
     name = "daily-20240605020000"
     bucket.backup(name, schedule="daily", version="1.10", volumes=[Volume("shop", "db")])
     snapshot_file = bucket.files[bucket.key(name, VOLUME_SNAPSHOTS)]
     bucket.remove(name, VOLUME_SNAPSHOTS)
+    completed = bucket.backups[name].start + timedelta(minutes=3)
+    missing = f"{name}-volumesnapshots.json.gz (Velero writes it with every backup)"
     reader = VeleroReader()
-    first = await discover(reader, aws)
-    assert first.snapshots == ()
-    assert [e.error for e in first.errors] == [
-        f"{name}-volumesnapshots.json.gz missing: upload incomplete or in progress"
+    first = await discover(reader, aws, now=completed + timedelta(minutes=10))
+    assert (first.snapshots, first.errors) == ((), ())
+    assert [s.reason for s in first.skipped] == [
+        f"upload in progress, not in the bucket yet: {missing}; the snapshots found so far "
+        "are copied and the backup is read again every cycle"
+    ]
+    assert [b.files_complete for b in first.backups] == [False]
+    late = await discover(reader, aws, now=completed + timedelta(hours=2))
+    assert [e.error for e in late.errors] == [
+        f"files incomplete more than 1h after the backup completed, missing: {missing}; "
+        "the snapshots found so far are copied and the backup is read again every cycle"
     ]
     bucket.replace(name, VOLUME_SNAPSHOTS, snapshot_file)
-    second = await discover(reader, aws)
-    assert [s.snapshot_id for s in second.snapshots] == bucket.backups[name].snapshot_ids
-    assert second.errors == ()
+    done = await discover(reader, aws, now=completed + timedelta(hours=3))
+    assert [s.snapshot_id for s in done.snapshots] == bucket.backups[name].snapshot_ids
+    assert (done.errors, done.skipped) == ((), ())
+    assert [b.files_complete for b in done.backups] == [True]
 
 
 async def test_pagination(aws: AwsClients) -> None:
@@ -432,7 +456,8 @@ async def test_pagination(aws: AwsClients) -> None:
     assert len(cold.snapshots) == 5
     aws.calls.clear()
     await discover(reader, aws)
-    assert aws.calls["ListObjectsV2"] == math.ceil(5 / 2)
+    objects = sum(1 for key in bucket.files if key.startswith("prod/backups/"))
+    assert aws.calls["ListObjectsV2"] == math.ceil(objects / 2)
     assert aws.calls["GetObject"] == 0
 
 
@@ -466,7 +491,127 @@ async def test_listing_failure_fails_the_cycle(aws: AwsClients) -> None:
 async def test_realistic_world(aws: AwsClients) -> None:
     """The demo world: a week of `daily` is found, with its corrupt and unfinished backups."""
     world = seed_realistic_world(bucket=BUCKET, region=REGION)
-    result = await discover(VeleroReader(), aws, prefix=world.prefix, schedules=(world.schedule,))
+    result = await discover(
+        VeleroReader(), aws, prefix=world.prefix, schedules=(world.schedule,), now=LATER
+    )
     assert sorted(s.snapshot_id for s in result.snapshots) == sorted(world.expected_snapshot_ids)
     assert {e.backup for e in result.errors} == {world.corrupt_backup, world.logs_only_backup}
     assert world.in_flight_backup in {s.backup for s in result.skipped}
+
+
+def named_by(built: BuiltBackup, written: set[str]) -> set[str]:
+    """The snapshot ids the files written so far name (what a reader can find)."""
+    ids: set[str] = set()
+    for snap in built.snapshots:
+        if snap.snapshot_id is None:
+            continue
+        in_info = VOLUME_INFO in written and snap.volume.in_volume_info
+        if snap.method == NATIVE and (VOLUME_SNAPSHOTS in written or in_info):
+            ids.add(snap.snapshot_id)
+        if snap.method == CSI and (TARBALL in written or CSI_CONTENTS in written or in_info):
+            ids.add(snap.snapshot_id)
+    return ids
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("version", ["1.9", "1.10", "1.12", "1.14", "1.17", "1.18"])
+async def test_each_versions_upload_order(aws: AwsClients, version: str, seed: int) -> None:
+    """Read after every file of Velero's upload, in the version's order: each snapshot is
+    found by the first reading after a file naming it appears, the backup is complete only
+    once its files hold what its status counts, and a complete backup is not read again."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    bucket = velero()
+    name = "daily-20240605020000"
+    volumes = [Volume("shop", "db"), Volume("shop", "cache", method=CSI)]
+    bucket.backup(
+        name,
+        schedule="daily",
+        version=version,
+        volumes=volumes,
+        start=now - timedelta(minutes=5),
+        upload=False,
+        order_seed=seed,
+    )
+    built = bucket.backups[name]
+    reader = VeleroReader()
+    written: set[str] = set()
+    finalised = built.version < (1, 11)  # from v1.11 the first velero-backup.json is interim
+    while (suffix := bucket.upload_next(name)) is not None:
+        written.add(suffix)
+        done = not bucket.pending[name]
+        finalised = finalised or done
+        result = await discover(reader, aws, now=now)
+        found = {s.snapshot_id for s in result.snapshots}
+        expected = named_by(built, written) if finalised and BACKUP_FILE in written else set()
+        assert found == expected, f"after {suffix}"
+        assert result.errors == ()
+        if BACKUP_FILE in written:
+            (backup,) = result.backups
+            if backup.files_complete:
+                assert found == set(built.snapshot_ids), f"complete after {suffix}"
+            elif finalised:
+                assert any(s.reason.startswith("upload in progress") for s in result.skipped)
+    assert found == set(built.snapshot_ids)
+    assert [b.files_complete for b in result.backups] == [True]
+    assert result.skipped == ()
+    aws.calls.clear()
+    assert await discover(reader, aws, now=now) == result
+    assert aws.calls["GetObject"] == 0
+
+
+async def test_recreated_backup_is_read_again(aws: AwsClients) -> None:
+    """A backup deleted and re-created under its name between two cycles is read again."""
+    bucket = velero()
+    name = "daily-20240605020000"
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    reader = VeleroReader()
+    first = await discover(reader, aws)
+    bucket.delete_backup(name)
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    second = await discover(reader, aws)
+    assert [s.snapshot_id for s in second.snapshots] == bucket.backups[name].snapshot_ids
+    assert {s.snapshot_id for s in second.snapshots}.isdisjoint(
+        s.snapshot_id for s in first.snapshots
+    )
+
+
+class VanishingS3:
+    """The moto server, except that one key is deleted just before it is fetched: Velero
+    deleting a backup while snapd reads it."""
+
+    def __init__(self, aws: AwsClients, key: str) -> None:
+        self.aws, self.key = aws, key
+
+    async def call(self, service: str, region: str, operation: str, **params: Any) -> Any:
+        if operation == "GetObject" and params.get("Key") == self.key:
+            await self.aws.call(service, region, "DeleteObject", Bucket=BUCKET, Key=self.key)
+        return await self.aws.call(service, region, operation, **params)
+
+    def pages(
+        self, service: str, region: str, operation: str, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self.aws.pages(service, region, operation, **params)
+
+
+@pytest.mark.parametrize("suffix", [BACKUP_FILE, VOLUME_SNAPSHOTS, TARBALL])
+async def test_file_vanishing_while_read_is_no_aws_error(moto: MotoWorld, suffix: str) -> None:
+    """A listed file gone when fetched is the backup changing under us: a skip, read again
+    next cycle, and never counted in snapd_aws_errors_total."""
+    bucket = velero()
+    name = "daily-20240605020000"
+    bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    metrics = Metrics()
+    async with AwsClients(max_attempts=1, on_error=metrics.count_aws_error) as clients:
+        reader = VeleroReader()
+        result = await discover(reader, VanishingS3(clients, bucket.key(name, suffix)))  # type: ignore[arg-type]
+        assert result.snapshots == ()
+        assert result.errors == ()
+        assert [s.reason for s in result.skipped] == [VANISHED]
+        assert reader.cached == 0
+        counted = {
+            s.labels["code"]
+            for family in metrics.registry.collect()
+            for s in family.samples
+            if s.name == "snapd_aws_errors_total"
+        }
+        assert counted == set()

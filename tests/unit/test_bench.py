@@ -37,7 +37,7 @@ def test_copy_bound_refuses_when_no_slot_is_left() -> None:
 
 
 @pytest.mark.parametrize(
-    ("backups", "pages"),
+    ("objects", "pages"),
     [
         pytest.param(0, 1, id="empty-bucket-still-lists"),
         pytest.param(999, 1, id="under-a-page"),
@@ -46,9 +46,9 @@ def test_copy_bound_refuses_when_no_slot_is_left() -> None:
         pytest.param(10_000, 10, id="ten-thousand"),
     ],
 )
-def test_warm_cycle_lists_one_page_per_thousand_backups(backups: int, pages: int) -> None:
-    """A warm cycle's ListObjectsV2 target is ⌈backups/1000⌉."""
-    assert bench.warm_list_calls(backups) == pages
+def test_warm_cycle_lists_one_page_per_thousand_objects(objects: int, pages: int) -> None:
+    """A warm cycle's ListObjectsV2 target is ⌈objects under backups/ / 1000⌉."""
+    assert bench.warm_list_calls(objects) == pages
 
 
 @pytest.mark.parametrize(

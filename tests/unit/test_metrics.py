@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from snapd import __version__
 from snapd.metrics import Health, Metrics
 
 #: DESIGN.md "Metrics": family name as exposed (counters without `_total`) → type.
@@ -23,6 +24,12 @@ CONTRACT = {
     "snapd_recovery_point_timestamp_seconds": "gauge",
     "snapd_aws_errors": "counter",
     "snapd_leader": "gauge",
+    "snapd_schedule_last_backup_timestamp_seconds": "gauge",
+    "snapd_schedule_backups": "gauge",
+    "snapd_build_info": "gauge",
+    "snapd_replicas_unlocked": "gauge",
+    "snapd_recycle_bin_protected": "gauge",
+    "snapd_locks": "counter",
     "snapd_dr_backups_published": "gauge",
     "snapd_dr_recovery_point_timestamp_seconds": "gauge",
     "snapd_dr_publish_failures": "counter",
@@ -38,6 +45,9 @@ ZERO_SERIES = [
     ("snapd_prunes_total", {"result": "deleted"}),
     ("snapd_prunes_total", {"result": "failed"}),
     ("snapd_prunes_total", {"result": "held_back"}),
+    ("snapd_prunes_total", {"result": "locked"}),
+    ("snapd_locks_total", {"result": "failed"}),
+    ("snapd_replicas_unlocked", {}),
     ("snapd_copies_started_total", {}),
     ("snapd_copies_completed_total", {}),
     ("snapd_copies_in_flight", {}),
@@ -145,3 +155,29 @@ def test_readiness_is_a_latch_set_by_start_up() -> None:
     assert health.ready
     health.mark_not_ready()
     assert not health.ready
+
+
+def test_watched_schedules_exist_at_zero_and_follow_discovery() -> None:
+    """Each watched schedule has its two series at 0 from the start; discovery sets them."""
+    metrics = Metrics()
+    metrics.watch_schedules(["daily", "nightly"])
+    samples = scrape(metrics)
+    for name in ("daily", "nightly"):
+        assert samples[("snapd_schedule_last_backup_timestamp_seconds", (("schedule", name),))] == 0
+        assert samples[("snapd_schedule_backups", (("schedule", name),))] == 0
+    metrics.set_schedules({"daily": (1_700_000_000.0, 7), "nightly": (0.0, 0)})
+    samples = scrape(metrics)
+    assert samples[("snapd_schedule_last_backup_timestamp_seconds", (("schedule", "daily"),))] == (
+        1_700_000_000.0
+    )
+    assert samples[("snapd_schedule_backups", (("schedule", "daily"),))] == 7
+
+
+def test_build_info_names_the_version() -> None:
+    """`snapd_build_info{version}` is 1 with the running version, for dashboards and upgrades."""
+    assert scrape(Metrics())[("snapd_build_info", (("version", __version__),))] == 1
+
+
+def test_recycle_bin_gauge_starts_unknown() -> None:
+    """Nobody looked yet (locking off, or before the first ListRules): -1, never a false 0."""
+    assert scrape(Metrics())[("snapd_recycle_bin_protected", ())] == -1

@@ -28,7 +28,11 @@ def day(n: int) -> datetime:
 
 
 def src(
-    sid: str, age: int, pvc: str = "data", ns: str = "app", state: str = "completed"
+    sid: str,
+    age: int,
+    pvc: str | None = "data",
+    ns: str | None = "app",
+    state: str = "completed",
 ) -> SourceSnapshot:
     return SourceSnapshot(
         snapshot_id=sid,
@@ -47,10 +51,11 @@ def rep(
     rid: str,
     source: str,
     age: int,
-    pvc: str = "data",
-    ns: str = "app",
+    pvc: str | None = "data",
+    ns: str | None = "app",
     state: str = "completed",
     start: datetime | None = None,
+    backup: str | None = None,
 ) -> Replica:
     return Replica(
         snapshot_id=rid,
@@ -59,7 +64,7 @@ def rep(
         progress=100 if state == "completed" else 10,
         scope="bucket",
         source_snapshot_id=source,
-        backup=f"daily-{source}",
+        backup=backup or f"daily-{source}",
         backup_time=day(age),
         namespace=ns,
         pvc=pvc,
@@ -78,6 +83,7 @@ class Case:
     policy: Policy = POLICY
     guard: bool = False
     in_progress: tuple[str, ...] = ()
+    warnings: int = 0
 
 
 CASES = [
@@ -180,6 +186,75 @@ CASES = [
         prunes={f"r{i}": PruneKind.RETENTION for i in range(1, 10)},
         guard=True,
     ),
+    # --- identity: a replica retention cannot place is never aged out, never pooled
+    Case(
+        "replicas without identity tags are never pooled nor aged out",
+        [],
+        [rep("r1", "s1", 40, pvc=None, ns=None), rep("r2", "s2", 1, pvc=None, ns=None)],
+        [],
+    ),
+    Case(
+        "an unidentified replica is no newer restore point of an unidentified source",
+        [src("s1", 40, pvc=None, ns=None)],
+        [rep("r2", "s2", 1, pvc=None, ns=None)],
+        ["s1"],
+    ),
+    Case(
+        "unidentified sources are each copied, none doomed by another",
+        [src("s1", 40, pvc=None, ns=None), src("s2", 1, pvc=None, ns=None)],
+        [],
+        ["s1", "s2"],
+    ),
+    Case(
+        "a PVC without its namespace is not pooled with same-named PVCs",
+        [],
+        [rep("r1", "s1", 40, ns=None), rep("r2", "s2", 1, ns=None), rep("r3", "s3", 2, ns="y")],
+        [],
+    ),
+    # --- duplicates agree on more than the source id
+    Case(
+        "an edited source id does not make another volume's replica a duplicate",
+        [],
+        [rep("r1", "s1", 1, pvc="a"), rep("r2", "s1", 2, pvc="b", backup="daily-s2")],
+        [],
+        warnings=1,
+    ),
+    Case(
+        "same source and backup but another backup time is not a duplicate",
+        [],
+        [rep("r1", "s1", 1), rep("r2", "s1", 3)],
+        [],
+        warnings=1,
+    ),
+    Case(
+        "duplicates agree on source, backup, namespace, PVC and time",
+        [],
+        [rep("r1", "s1", 1, start=day(1)), rep("r2", "s1", 1, start=day(0))],
+        [],
+        prunes={"r2": PruneKind.DUPLICATE},
+    ),
+    # --- a backup time in the future protects nothing
+    Case(
+        "a future replica never counts as newer: the real one is kept",
+        [],
+        [rep("r1", "s1", 40), rep("r2", "s2", -305)],
+        [],
+        warnings=1,
+    ),
+    Case(
+        "a future source is copied and never outranks the real newest",
+        [src("s1", 40), src("s2", -305)],
+        [],
+        ["s1", "s2"],
+        warnings=1,
+    ),
+    Case(
+        "a backup time within the clock skew counts as now",
+        [],
+        [rep("r1", "s1", 40), rep("r2", "s2", 0)],
+        [],
+        prunes={"r1": PruneKind.RETENTION},
+    ),
 ]
 
 
@@ -197,6 +272,7 @@ def test_plan(case: Case) -> None:
     assert {p.replica.snapshot_id: p.kind for p in result.prunes} == case.prunes
     assert sorted(s.source_snapshot_id or "" for s in result.skipped) == sorted(case.skipped)
     assert result.guard_tripped is case.guard
+    assert len(result.warnings) == case.warnings, result.warnings
     assert all(c.reason for c in result.copies)
     assert all(p.reason for p in result.prunes)
     assert all(s.reason for s in result.skipped)
@@ -243,3 +319,26 @@ def test_plan_is_deterministic() -> None:
     first = plan(Discovery(tuple(sources)), replicas, POLICY, NOW)
     second = plan(Discovery(tuple(sources)), replicas, POLICY, NOW)
     assert first == second
+
+
+def test_within_skew_and_beyond() -> None:
+    """Five minutes ahead is clock drift and counts; an hour ahead is reported, not counted."""
+    from snapd.planner import in_future
+
+    assert not in_future(NOW + timedelta(minutes=5), NOW)
+    assert in_future(NOW + timedelta(hours=1), NOW)
+    assert not in_future(None, NOW)
+
+
+def test_future_and_conflict_warnings_name_backup_and_replicas() -> None:
+    """The warnings say which backup, which replicas and what happens to them."""
+    replicas = [rep("r1", "s1", 1, pvc="a"), rep("r2", "s1", 2, pvc="b", backup="daily-s2")]
+    replicas.append(rep("r3", "s3", -30))
+    result = plan(Discovery(()), replicas, POLICY, NOW)
+    by_backup = {w.backup: w for w in result.warnings}
+    future = by_backup["daily-s3"]
+    assert "in the future" in future.error
+    assert "r3" in future.error
+    conflict = next(w for w in result.warnings if w.source_snapshot_id == "s1")
+    assert "r1, r2" in conflict.error
+    assert "none is deleted" in conflict.error

@@ -233,8 +233,8 @@ def test_build_scan_never_raises(data: st.DataObject, copy_failed: bool) -> None
     assert isinstance(scan, BackupScan)
     ids = [s.snapshot_id for s in scan.snapshots]
     assert len(ids) == len(set(ids))
-    if files.problems:
-        assert not scan.cacheable or not scan.watched or scan.skipped
+    if files.problems and scan.backup is not None:
+        assert not scan.backup.files_complete
 
 
 # -- discovery over an in-memory S3 ------------------------------------------------------------

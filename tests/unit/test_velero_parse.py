@@ -31,16 +31,19 @@ from simworld.velero_bucket import (
     pretty_json,
 )
 from snapd.errors import BackupReadError
-from snapd.models import Backup, SnapshotMethod, SourceSnapshot
+from snapd.models import Backup, BackupScan, SnapshotMethod, SourceSnapshot
 from snapd.velero import build_scan
 from snapd.velero_files import (
     BackupFiles,
+    StatusCounts,
+    count_native_entries,
     gib,
     is_valid_backup_name,
     parse_backup,
     parse_backup_document,
     parse_csi_volume_snapshot_contents,
     parse_csi_volume_snapshots,
+    parse_item_operations,
     parse_quantity,
     parse_tarball,
     parse_volume_info,
@@ -965,30 +968,37 @@ def test_unwatched_backups_yield_nothing_and_skip_nothing(schedule: str | None) 
     assert snapshots == []
     assert (scan.skipped, scan.errors) == ((), ())
     assert scan.watched is False
-    assert scan.cacheable
+    assert scan.settled
 
 
 def test_missing_volume_snapshots_file_is_noticed() -> None:
-    """velero-backup.json counts native snapshots the files do not list: error, not cached."""
+    """Without the volumesnapshots file the backup's files are incomplete: not an error yet."""
     bucket, _, _ = build("1.12", [Volume("shop", "db")])
     backup, files = scan_of(bucket, "daily-20240615020031", skip=(VOLUME_SNAPSHOTS,))
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert scan.snapshots == ()
-    assert "records 1 native snapshots" in scan.errors[0].error
-    assert not scan.cacheable
+    assert scan.errors == ()
+    assert scan.missing == (
+        "daily-20240615020031-volumesnapshots.json.gz (Velero writes it with every backup)",
+    )
+    assert scan.backup is not None
+    assert scan.backup.files_complete is False
 
 
-def test_unusable_tarball_still_copies_with_an_error() -> None:
-    """Without the tarball, snapshots are still copied and the operator is told what is missing."""
+def test_unusable_tarball_still_copies_with_a_warning() -> None:
+    """Without the tarball, snapshots are still copied; a warning says what happens to them."""
     bucket, _, _ = build("1.14", [Volume("shop", "db"), Volume("shop", "cache", method=CSI)])
     backup, files = scan_of(bucket, "daily-20240615020031", skip=(TARBALL,))
     files = replace(files, tarball_problem="daily-20240615020031.tar.gz: truncated or corrupt")
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert len(scan.snapshots) == 2
     assert {s.pvc for s in scan.snapshots} == {"db", "cache"}  # volumeinfo mapped them
-    (error,) = scan.errors
-    assert "truncated or corrupt" in error.error
-    assert "without their PVC or PV details" in error.error
+    assert scan.errors == ()
+    (warning,) = scan.warnings
+    assert "truncated or corrupt" in warning.error
+    assert "its 2 snapshot(s) are still handled like any other" in warning.error
+    assert scan.backup is not None
+    assert scan.backup.files_complete is True
 
 
 def test_unusable_tarball_without_snapshots_is_no_error() -> None:
@@ -1022,5 +1032,186 @@ def test_read_problems_are_errors_and_readable_snapshots_still_go() -> None:
     files = replace(files, problems=("daily-20240615020031-volumeinfo.json.gz: truncated",))
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert len(scan.snapshots) == 2
-    assert [e.error for e in scan.errors] == ["daily-20240615020031-volumeinfo.json.gz: truncated"]
-    assert not scan.cacheable
+    assert [e.error for e in scan.errors] == [
+        "daily-20240615020031-volumeinfo.json.gz: truncated; "
+        "the snapshots its other files name are still copied"
+    ]
+    assert scan.backup is not None
+    assert scan.backup.files_complete is False
+
+
+# -- minimal but valid documents; the status checklist -----------------------------------------
+
+
+def test_minimal_backup_document_parses() -> None:
+    """Only what Velero always writes: no startTimestamp, formatVersion or labels but the
+    schedule's, zero counters omitted — read, dated by creationTimestamp, counters 0."""
+    doc = {
+        "kind": "Backup",
+        "apiVersion": "velero.io/v1",
+        "metadata": {
+            "name": "daily-20240615020031",
+            "creationTimestamp": "2024-06-15T02:00:30Z",
+            "labels": {"velero.io/schedule-name": "daily"},
+        },
+        "spec": {},
+        "status": {"phase": "Completed"},
+    }
+    document = parse_backup_document("daily-20240615020031", json.dumps(doc).encode())
+    backup = document.backup
+    assert (backup.schedule, backup.phase, backup.start_time) == (
+        "daily",
+        "Completed",
+        datetime(2024, 6, 15, 2, 0, 30, tzinfo=UTC),
+    )
+    assert (backup.format_version, backup.completion_time) == (None, None)
+    assert document.counts == StatusCounts()
+
+
+def test_status_counters_are_read() -> None:
+    """Every counter of the checklist comes from `status`."""
+    raw = json.dumps(
+        backup_doc(
+            volumeSnapshotsAttempted=3,
+            volumeSnapshotsCompleted=2,
+            csiVolumeSnapshotsAttempted=2,
+            csiVolumeSnapshotsCompleted=1,
+            backupItemOperationsAttempted=4,
+        )
+    ).encode()
+    assert parse_backup_document("b", raw).counts == StatusCounts(3, 2, 2, 1, 4)
+
+
+def test_native_entry_without_zone_or_phase_is_a_snapshot() -> None:
+    """`volumeAZ` and `phase` are omitempty: an entry with an id and neither is copied."""
+    entry = native()
+    del entry["spec"]["volumeAZ"]
+    entry["status"] = {"providerSnapshotID": SNAP}
+    (parsed,) = parse_volume_snapshots(gzip_json([entry]))
+    assert (parsed.snapshot_id, parsed.availability_zone, parsed.failed) == (SNAP, None, False)
+    assert count_native_entries(gzip_json([entry])) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "parser",
+    [
+        parse_volume_snapshots,
+        parse_volume_info,
+        parse_csi_volume_snapshots,
+        parse_csi_volume_snapshot_contents,
+    ],
+)
+def test_files_holding_null_are_empty(parser: Any) -> None:
+    """Go writes a nil slice as `null`: every list file then holds no entry."""
+    assert parser(gzip_json(None)) == ()
+    assert parse_item_operations(gzip_json(None)) == 0
+
+
+def checked(
+    version: str, volumes: list[Volume], *, skip: tuple[str, ...] = (), **counts: int
+) -> BackupScan:
+    """build_scan of a built backup with `skip` files absent and `counts` in its status."""
+    bucket, _, _ = build(version, volumes)
+    backup, files = scan_of(bucket, "daily-20240615020031", skip=skip)
+    names = {k.rsplit("/", 1)[-1] for k in bucket.files if "/daily-20240615020031/" in k}
+    listed = frozenset(n for n in names if not any(n.endswith(s) for s in skip))
+    files = replace(files, listed=listed, counts=replace(files.counts, **counts))
+    return build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
+
+
+def test_v117_csi_snapshots_are_counted_from_volume_info() -> None:
+    """Velero 1.17 writes no csi-* files: volumeinfo alone names its CSI snapshots."""
+    scan = checked("1.17", [Volume("shop", "cache", method=CSI)], csi_completed=1)
+    assert scan.missing == ()
+    assert scan.backup is not None
+    assert scan.backup.files_complete
+
+
+def test_csi_snapshots_missing_from_every_file_are_missing() -> None:
+    """Status counts CSI snapshots no file names yet (tarball, volumeinfo still to come)."""
+    scan = checked(
+        "1.17",
+        [Volume("shop", "cache", method=CSI)],
+        skip=(VOLUME_INFO, TARBALL),
+        csi_completed=1,
+        csi_attempted=1,
+    )
+    assert scan.snapshots == ()
+    assert scan.missing == (
+        "the files naming its CSI snapshots (daily-20240615020031-csi-volumesnapshotcontents"
+        ".json.gz up to Velero 1.16, daily-20240615020031-volumeinfo.json.gz from 1.13)",
+        "daily-20240615020031.tar.gz",
+    )
+
+
+def test_fewer_csi_snapshots_than_counted_are_missing() -> None:
+    """Files naming 1 CSI snapshot under a status that counts 2: one is missing."""
+    scan = checked("1.14", [Volume("shop", "cache", method=CSI)], csi_completed=2)
+    assert scan.missing == ("1 of the 2 CSI snapshots status.csiVolumeSnapshotsCompleted counts",)
+    assert len(scan.snapshots) == 1  # what is there is copied meanwhile
+
+
+def test_native_entries_short_of_attempted_are_missing() -> None:
+    """volumeSnapshotsAttempted counts an entry the file does not hold."""
+    scan = checked("1.12", [Volume("shop", "db")], native_attempted=2)
+    assert scan.missing == (
+        "1 of the 2 native snapshot entries status.volumeSnapshotsAttempted counts",
+    )
+
+
+def test_item_operations_file_is_checked() -> None:
+    """backupItemOperationsAttempted needs the itemoperations file with as many entries."""
+    volumes = [Volume("shop", "db")]
+    absent = checked(
+        "1.14", volumes, skip=("-itemoperations.json.gz",), item_operations_attempted=1
+    )
+    assert absent.missing == ("daily-20240615020031-itemoperations.json.gz",)
+    bucket, _, _ = build("1.14", volumes)
+    backup, files = scan_of(bucket, "daily-20240615020031")
+    files = replace(files, counts=StatusCounts(item_operations_attempted=2), item_operations=1)
+    scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
+    assert scan.missing == (
+        "1 of the 2 item operations status.backupItemOperationsAttempted counts",
+    )
+    done = replace(files, item_operations=2)
+    assert build_scan(backup, done, schedules=("daily",), copy_failed_backups=False).missing == ()
+
+
+@pytest.mark.parametrize(
+    ("version", "interim", "finalizer"),
+    [
+        pytest.param("1.10", None, [], id="v1.10-one-upload"),
+        pytest.param("1.12", "WaitingForPluginOperations", [TARBALL, BACKUP_FILE], id="v1.12"),
+        pytest.param(
+            "1.14", "WaitingForPluginOperations", [VOLUME_INFO, TARBALL, BACKUP_FILE], id="v1.14"
+        ),
+    ],
+)
+def test_bucket_builder_uploads_in_velero_order(
+    version: str, interim: str | None, finalizer: list[str]
+) -> None:
+    """The builder's upload order is Velero's: log, velero-backup.json, tarball, the rest in
+    map order; from v1.11 an interim phase first and the finalizer's rewrites last."""
+    bucket = VeleroBucket("velero", mode="memory")
+    volumes = [Volume("shop", "db"), Volume("shop", "cache", method=CSI)]
+    bucket.backup("b", schedule="daily", version=version, volumes=volumes, upload=False)
+    steps = list(bucket.pending["b"])
+    assert [s for s, _ in steps[:3]] == ["-logs.gz", BACKUP_FILE, TARBALL]
+    first = json.loads(steps[1][1])["status"]
+    if interim is None:
+        assert first["phase"] == "Completed"
+        assert "completionTimestamp" in first
+    else:
+        assert first["phase"] == interim
+        assert "completionTimestamp" not in first
+        assert [s for s, _ in steps[-len(finalizer) :]] == finalizer
+        assert json.loads(steps[-1][1])["status"]["phase"] == "Completed"
+    other = VeleroBucket("velero", mode="memory")
+    other.backup(
+        "b", schedule="daily", version=version, volumes=volumes, upload=False, order_seed=7
+    )
+    assert sorted(s for s, _ in steps) == sorted(s for s, _ in other.pending["b"])
+    while bucket.upload_next("b") is not None:
+        pass
+    assert bucket.pending["b"] == []
+    assert json.loads(bucket.file("b", BACKUP_FILE))["status"]["phase"] == "Completed"

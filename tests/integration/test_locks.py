@@ -1,0 +1,80 @@
+"""locks.py against the simulator: batched lock look-ups, and the Recycle Bin verdict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import pytest
+import structlog
+
+from simworld.ec2sim import Ec2Simulator
+from snapd import tags
+from snapd.aws import AwsClients
+from snapd.locks import LOCK_PAGE, RecycleBinWatch, read_locks, rule_covers
+from snapd.metrics import Metrics
+
+DST = "eu-central-1"
+SCOPE = "velero-bucket"
+
+
+@pytest.fixture
+async def aws(ec2sim: Ec2Simulator) -> AsyncIterator[AwsClients]:
+    async with AwsClients(max_attempts=1) as clients:
+        yield clients
+
+
+async def test_locks_are_read_in_pages_never_one_call_per_replica(
+    ec2sim: Ec2Simulator, aws: AwsClients
+) -> None:
+    """2,100 replicas, 1,500 of them locked: ⌈2100/1000⌉ = 3 calls, every lock found."""
+    ids = [ec2sim.add_snapshot(DST) for _ in range(2100)]
+    for sid in ids[:1500]:
+        ec2sim.put_lock(DST, sid, mode="compliance", days=3)
+    ec2sim.put_lock(DST, ec2sim.add_snapshot(DST), days=3)  # not ours to ask about
+    found = await read_locks(aws, DST, ids)
+    assert set(found) == set(ids[:1500])
+    assert {info.state for info in found.values()} == {"compliance"}
+    assert ec2sim.calls["DescribeLockedSnapshots"] <= math.ceil(len(ids) / LOCK_PAGE) + 1
+
+
+async def test_no_ids_no_call(ec2sim: Ec2Simulator, aws: AwsClients) -> None:
+    assert await read_locks(aws, DST, []) == {}
+    assert ec2sim.calls["DescribeLockedSnapshots"] == 0
+
+
+@pytest.mark.parametrize(
+    ("rule", "covers"),
+    [
+        ({"ResourceTags": [], "Status": "available"}, True),
+        ({"ResourceTags": [{"ResourceTagKey": tags.CLUSTER, "ResourceTagValue": SCOPE}]}, True),
+        ({"ResourceTags": [{"ResourceTagKey": tags.CLUSTER, "ResourceTagValue": "other"}]}, False),
+        ({"ResourceTags": [{"ResourceTagKey": "team", "ResourceTagValue": "x"}]}, False),
+        ({"ResourceTags": [], "ExcludeResourceTags": [{"ResourceTagKey": tags.CLUSTER}]}, False),
+        ({"ResourceTags": [], "Status": "pending"}, False),
+        ({"ResourceTags": [], "ResourceType": "EC2_IMAGE"}, False),
+    ],
+)
+def test_which_rules_cover_our_replicas(rule: dict[str, object], covers: bool) -> None:
+    assert rule_covers(rule, SCOPE) is covers
+
+
+async def test_recycle_bin_gauge_is_1_0_or_minus_1_and_failure_logged_once(
+    ec2sim: Ec2Simulator, aws: AwsClients
+) -> None:
+    metrics = Metrics()
+    watch = RecycleBinWatch(aws, DST, SCOPE, metrics)
+    assert await watch.check() is False
+    assert metrics.recycle_bin_protected._value.get() == 0
+    ec2sim.add_recycle_bin_rule(DST, resource_tags={"team": "x"})
+    assert await watch.check() is False
+    ec2sim.add_recycle_bin_rule(DST, resource_tags={tags.CLUSTER: SCOPE})
+    assert await watch.check() is True
+    assert metrics.recycle_bin_protected._value.get() == 1
+    ec2sim.rbin.faults.extend([("ListRules", "AccessDeniedException", 403)] * 2)
+    with structlog.testing.capture_logs() as logs:
+        assert await watch.check() is None
+        assert await watch.check() is None
+    assert metrics.recycle_bin_protected._value.get() == -1
+    assert [entry["event"] for entry in logs] == ["recycle_bin.unknown"]
+    assert await watch.check() is True

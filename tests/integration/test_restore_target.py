@@ -1,0 +1,133 @@
+"""`snapd restore` says where it goes: the kube context and API server before any change, a
+second PV for an already-claimed PVC refused, an unknown context refused, a dry-run whose
+placeholder volume reads as one. The real CLI against moto, the simulator and the fake API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simworld.ec2sim import Ec2Simulator
+from simworld.fake_kube import CONTEXT, FakeKube
+from simworld.moto_server import MotoWorld
+from snapd import kube
+from tests.integration.test_restore import BACKUP, DST, SCOPE, SRC, World
+
+OTHER_BACKUP = "daily-20240502020000"
+
+
+@pytest.fixture
+def world(moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: Path) -> World:
+    """test_restore.py's world: fast copies and volumes, SRC → DST, a short poll interval."""
+    ec2sim.copy_duration = 0.4
+    ec2sim.volume_duration = 0.2
+    env = {
+        **moto.env(),
+        **fake_kube.env(),
+        "SNAPD_CLUSTER": SCOPE,
+        "SNAPD_SOURCE_REGION": SRC,
+        "SNAPD_DESTINATION_REGION": DST,
+        "SNAPD_POLL_INTERVAL": "0.1",
+    }
+    return World(ec2sim, fake_kube, env, tmp_path)
+
+
+def test_restore_names_the_kube_context_and_api_server_before_any_change(world: World) -> None:
+    """The first line on stderr names the context and API server, before the copy-back starts;
+    the summary names them again."""
+    world.seed("shop", "data-db-0")
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 0, result.stderr
+    target = f"kube context {CONTEXT} (API server {world.kube.url})"
+    lines = result.stderr.splitlines()
+    said = lines.index(f"snapd restore: PersistentVolumes go to {target}")
+    started = next(i for i, line in enumerate(lines) if "restore.copy_back_started" in line)
+    assert said < started
+    assert result.stdout.splitlines()[0] == f"PersistentVolumes in {target}"
+
+
+def test_dry_run_names_the_target_and_marks_the_placeholder_volume(world: World) -> None:
+    """--dry-run says where the PV would go; its volume id is an obvious placeholder."""
+    world.seed("shop", "data-db-0")
+
+    result = world.restore(BACKUP, "data-db-0", "--dry-run")
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(
+        f"# PersistentVolumes would go to kube context {CONTEXT} (API server {world.kube.url})\n"
+    )
+    assert "# vol-TO-BE-CREATED below is a placeholder" in result.stdout
+    pv = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "PersistentVolume")
+    assert pv["spec"]["csi"]["volumeHandle"] == "vol-TO-BE-CREATED"
+    assert world.calls("CopySnapshot") == 0
+
+
+def test_a_second_pv_for_an_already_claimed_pvc_is_refused(world: World) -> None:
+    """Restoring another backup into a PVC that a restored PV already waits for: exit 1 naming
+    that PV and the way out; no copy, no volume, no second PV. --target-pvc restores beside."""
+    world.seed("shop", "data-db-0")
+    world.seed("shop", "data-db-0", backup=OTHER_BACKUP)
+    assert world.restore(BACKUP, "data-db-0").code == 0
+    [first_pv] = world.pvs()
+    copies, volumes = world.calls("CopySnapshot"), world.calls("CreateVolume")
+
+    dry = world.restore(OTHER_BACKUP, "data-db-0", "--dry-run")
+    second = world.restore(OTHER_BACKUP, "data-db-0", "--pvc-file", "other.yaml")
+
+    name = first_pv["metadata"]["name"]
+    assert dry.code == 1
+    assert f"already claimed by PersistentVolume {name}" in dry.stdout
+    assert second.code == 1
+    assert f"PVC shop/data-db-0 is already claimed by PersistentVolume {name}" in second.stderr
+    assert "--target-pvc" in second.stderr
+    assert f"kubectl delete pv {name}" in second.stderr
+    assert (world.calls("CopySnapshot"), world.calls("CreateVolume")) == (copies, volumes)
+    assert [p["metadata"]["name"] for p in world.pvs()] == [name]
+    assert not (world.cwd / "other.yaml").exists()
+
+    beside = world.restore(
+        OTHER_BACKUP, "data-db-0", "--target-pvc", "data-db-0-b", "--pvc-file", "b.yaml"
+    )
+    assert beside.code == 0, beside.stderr
+    assert len(world.pvs()) == 2
+
+
+def test_a_pv_bound_to_the_pvc_before_does_not_block_a_restore(world: World) -> None:
+    """A PV whose claim was bound (claimRef with a uid: the PVC's current or former volume)
+    is no rival: the replace-the-PVC procedure goes on."""
+    world.seed("shop", "data-db-0")
+    bound = kube.build_pv(
+        name="pvc-0123",
+        volume_id="vol-0aaaaaaaaaaaaaaaa",
+        size_gib=20,
+        availability_zone="eu-west-1b",
+        claim_namespace="shop",
+        claim_name="data-db-0",
+        backup="velero-made",
+    )
+    bound["spec"]["claimRef"]["uid"] = "4f6a2c1e-0000-4000-8000-000000000001"
+    world.kube.put(bound)
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 0, result.stderr
+    assert len(world.pvs()) == 2
+
+
+def test_an_unknown_context_is_exit_2_before_any_change(world: World) -> None:
+    """A --context the kubeconfig lacks: one line naming it and the contexts there, exit 2."""
+    world.seed("shop", "data-db-0")
+
+    result = world.restore(BACKUP, "data-db-0", "--context", "prod-typo")
+
+    assert result.code == 2
+    [line] = [x for x in result.stderr.splitlines() if not x.startswith("{")]  # no JSON logs
+    assert "'prod-typo'" in line
+    assert f"contexts there: {CONTEXT}" in line
+    assert world.calls("CopySnapshot") == 0
+    assert world.pvs() == []
