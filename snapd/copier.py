@@ -31,6 +31,12 @@ up, queued (never started, and why; waiting to retry, and after what) or pending
 `snapd sync` never reports success for a copy that never started. The pool reports itself
 idle (`wait_settled`) the moment nothing queued, being started or pending is left.
 
+Time-based copies. With `completion_minutes` every CopySnapshot asks EC2 to finish within
+that many minutes (CompletionDurationMinutes). A copy the poller still sees pending after
+its promise (its StartTime plus the duration, on the wall clock as EC2 reports it) is
+counted once in `snapd_copies_overdue_total` and logged (`copy.overdue`); it is left to
+finish — AWS keeps copying, it only broke its promise (README "Time-based copies").
+
 Stale listings. A cycle plans from a replica listing that may be seconds (a cold discovery:
 minutes) old by the time its copies are enqueued. So a source counts as busy from the moment
 its CopySnapshot is sent, a failed copy's retry-or-give-up is decided before anything awaits,
@@ -46,6 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -55,7 +62,7 @@ from snapd.aws import AwsClients
 from snapd.errors import AwsError, PermanentError
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, Replica, SourceSnapshot
-from snapd.tags import to_tag_list
+from snapd.tags import format_time, to_tag_list
 from snapd.waiting import EARLIEST_LOOK, NOT_FOUND_WINDOW, ProgressTrack
 
 log = structlog.get_logger("snapd.copier")
@@ -85,6 +92,8 @@ class Tracked:
     source: SourceSnapshot | None = None
     #: Progress seen over time: when the copy should be done (the poller looks then).
     track: ProgressTrack = field(default_factory=ProgressTrack)
+    #: Seen pending past its time-based promise (counted once).
+    overdue: bool = False
 
 
 @dataclass(slots=True)
@@ -157,9 +166,11 @@ class Copier:
         poll_interval: float,
         copy_retries: int,
         kms_key_id: str | None = None,
+        completion_minutes: int | None = None,
         metrics: Metrics | None = None,
         events: CopyEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
         self.aws = aws
@@ -171,6 +182,8 @@ class Copier:
         self.poll_interval = poll_interval
         self.copy_retries = copy_retries
         self.kms_key_id = kms_key_id
+        self.completion_minutes = completion_minutes
+        self.wall_clock = wall_clock
         self.metrics = metrics or Metrics()
         self.events = events
         self.clock = clock
@@ -191,6 +204,7 @@ class Copier:
         self._settled.set()
         self._stopping = False
         self._starting = 0
+        self.metrics.copies_in_flight_limit.set(self.limit)
 
     # ----------------------------------------------------------------- feeding the pool
 
@@ -291,6 +305,7 @@ class Copier:
 
     def _changed(self) -> None:
         self.metrics.copies_in_flight.set(len(self.active))
+        self.metrics.copies_in_flight_limit.set(self.limit)
         self.metrics.backlog.set(self.backlog)
         if self.idle:
             self._settled.set()
@@ -426,6 +441,7 @@ class Copier:
             tags=tags.build_copy_tags(source, self.scope, self.source_region),
             description=f"snapd copy of {source.snapshot_id} ({source.backup})",
             kms_key_id=self.kms_key_id,
+            completion_minutes=self.completion_minutes,
         )
 
     def _refused(self, queued: _Queued, error: AwsError) -> None:
@@ -529,7 +545,23 @@ class Copier:
                 await self._failed(tracked, replica.state_message or "copy ended in error")
             else:
                 self._progressed(tracked, replica.progress, now)
+                self._check_promise(tracked, replica)
         self._changed()
+
+    def _check_promise(self, tracked: Tracked, replica: Replica) -> None:
+        """Count a time-based copy once when it is still pending past its promise."""
+        if tracked.overdue or not replica.overdue(self.wall_clock()):
+            return
+        tracked.overdue = True
+        self.metrics.copies_overdue.inc()
+        log.warning(
+            "copy.overdue",
+            snapshot_id=tracked.replica_id,
+            source_snapshot_id=tracked.source_id,
+            completion_minutes=replica.completion_minutes,
+            promised_by=format_time(replica.promised_by) if replica.promised_by else None,
+            progress=replica.progress,
+        )
 
     def _progressed(self, tracked: Tracked, progress: int, now: float) -> None:
         tracked.track.see(now, progress)

@@ -76,7 +76,16 @@ def build_replica_from_ec2(snapshot: dict[str, Any], region: str) -> Replica:
         kms_key_id=snapshot.get("KmsKeyId"),
         start_time=start if isinstance(start, datetime) else None,
         state_message=snapshot.get("StateMessage"),
+        completion_minutes=_completion_minutes(snapshot),
     )
+
+
+def _completion_minutes(snapshot: dict[str, Any]) -> int | None:
+    """A time-based copy's CompletionDurationMinutes; None for a standard copy."""
+    minutes = snapshot.get("CompletionDurationMinutes")
+    if snapshot.get("TransferType") != "time-based" or not isinstance(minutes, int):
+        return None
+    return minutes
 
 
 async def list_replicas(aws: AwsClients, region: str, scope: str) -> list[Replica]:

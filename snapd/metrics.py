@@ -63,6 +63,12 @@ class Metrics:
         self.copies_in_flight = Gauge(
             "snapd_copies_in_flight", "Our pending copies in the destination region.", registry=r
         )
+        self.copies_in_flight_limit = Gauge(
+            "snapd_copies_in_flight_limit",
+            "The copier's current limit on our pending copies: max_in_flight, lowered while "
+            "AWS refuses copies with ResourceLimitExceeded.",
+            registry=r,
+        )
         self.copy_duration = Histogram(
             "snapd_copy_duration_seconds",
             "Time from CopySnapshot to completed.",
@@ -92,6 +98,11 @@ class Metrics:
             "snapd_aws_errors",
             "AWS errors left after retries, by botocore operation and error code.",
             ["operation", "code"],
+            registry=r,
+        )
+        self.copies_overdue = Counter(
+            "snapd_copies_overdue",
+            "Time-based copies seen pending past their promised completion duration.",
             registry=r,
         )
         self.leader = Gauge(

@@ -135,6 +135,8 @@ class Replica:
     #: LockExpiresOn; None when unlocked, or when locking is off (then nobody looked).
     lock_state: str | None = None
     lock_expires: datetime | None = None
+    #: A time-based copy's promise (EC2's CompletionDurationMinutes); None for a standard one.
+    completion_minutes: int | None = None
 
     @property
     def volume_key(self) -> tuple[str, str] | None:
@@ -160,6 +162,18 @@ class Replica:
     def locked(self) -> bool:
         """Whether a lock stops DeleteSnapshot now (any state but `expired`)."""
         return self.lock_state in LOCKED_STATES
+
+    @property
+    def promised_by(self) -> datetime | None:
+        """When a time-based copy promised to be complete (start + duration), else None."""
+        if self.completion_minutes is None or self.start_time is None:
+            return None
+        return self.start_time + timedelta(minutes=self.completion_minutes)
+
+    def overdue(self, now: datetime) -> bool:
+        """Still pending past its time-based promise (AWS's copyMissedCompletionDuration)."""
+        promised = self.promised_by
+        return self.pending and promised is not None and now > promised
 
     @property
     def completed(self) -> bool:

@@ -275,6 +275,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         *_locks_lines(status),
         "",
     ]
+    out[2:2] = _overdue_lines(status)
     rows = [
         (
             s["name"],
@@ -320,6 +321,24 @@ def _dr_text(dr: Mapping[str, Any] | None) -> list[str]:
 def yaml_stream(documents: Sequence[Mapping[str, Any]]) -> str:
     """A `---`-separated YAML stream, keys in the order given (for `kubectl apply -f -`)."""
     return yaml.safe_dump_all([dict(d) for d in documents], sort_keys=False, explicit_start=True)
+
+
+def _overdue_lines(status: Mapping[str, Any]) -> list[str]:
+    """Time-based copies past their promise: a line each (AWS keeps copying them)."""
+    overdue = status.get("overdue_copies") or []
+    if not status.get("copy_completion_duration") and not overdue:
+        return []
+    lines = [
+        f"time-based copies: {status.get('copy_completion_duration') or 'off'}   "
+        f"overdue: {len(overdue)}"
+    ]
+    lines += [
+        f"  overdue {_age(c['overdue_seconds'])}: {c['snapshot_id']} "
+        f"({c['namespace'] or '-'}/{c['pvc'] or '-'} {c['backup'] or '-'}) "
+        f"{c['progress']}%, promised by {c['promised_by']}"
+        for c in overdue
+    ]
+    return lines
 
 
 def _age(seconds: float | None) -> str:

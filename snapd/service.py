@@ -23,7 +23,7 @@ import structlog
 
 from snapd import __version__, dr, inventory, kube, leader, locking, locks, planner, velero
 from snapd.aws import AwsClients
-from snapd.config import Settings
+from snapd.config import Settings, format_duration
 from snapd.copier import Copier, CopyEvents, Unfinished
 from snapd.errors import (
     AwsError,
@@ -148,6 +148,7 @@ class Engine:
             poll_interval=settings.poll_interval.total_seconds(),
             copy_retries=settings.copy_retries,
             kms_key_id=settings.destination_kms_key_id,
+            completion_minutes=settings.completion_minutes,
             metrics=self.metrics,
             events=events,
         )
@@ -836,6 +837,10 @@ def status_report(
         "pvcs": pvcs,
         "in_flight": sum(1 for r in result.replicas if r.pending),
         "backlog": len(result.plan.copies),
+        "copy_completion_duration": format_duration(settings.copy_completion_duration)
+        if settings.copy_completion_duration
+        else None,
+        "overdue_copies": overdue_copies(result.replicas, now),
         "unreadable_backups": result.discovery.unreadable_backups,
         "errors": [
             {"backup": e.backup, "error": e.error} for e in (*result.plan.errors, *dr_errors)
@@ -863,3 +868,25 @@ def lock_status(result: CycleResult, settings: Settings) -> dict[str, Any]:
         "should_be_locked": len(locking.unlocked(result.replicas, result.plan)) if known else None,
         "kept_by_lock": len(result.plan.kept),
     }
+
+
+def overdue_copies(replicas: list[Replica], now: datetime) -> list[dict[str, Any]]:
+    """Time-based copies still pending past their promise, most overdue first."""
+    late = sorted(
+        (r for r in replicas if r.overdue(now) and r.promised_by),
+        key=lambda r: r.promised_by or now,
+    )
+    return [
+        {
+            "snapshot_id": r.snapshot_id,
+            "source_snapshot_id": r.source_snapshot_id,
+            "backup": r.backup,
+            "namespace": r.namespace,
+            "pvc": r.pvc,
+            "progress": r.progress,
+            "completion_minutes": r.completion_minutes,
+            "promised_by": format_time(r.promised_by) if r.promised_by else None,
+            "overdue_seconds": int((now - r.promised_by).total_seconds()) if r.promised_by else 0,
+        }
+        for r in late
+    ]

@@ -161,6 +161,7 @@ def build_replica(
     kms_key_id: str | None = None,
     start_time: datetime | None = None,
     state_message: str | None = None,
+    completion_minutes: int | None = None,
 ) -> Replica:
     """A `Replica` from a destination snapshot's EC2 fields and its tags."""
     modes = tags.get(ACCESS_MODES)
@@ -194,4 +195,5 @@ def build_replica(
         start_time=start_time,
         state_message=state_message,
         tags=tuple(sorted(tags.items())),
+        completion_minutes=completion_minutes,
     )

@@ -8,6 +8,7 @@ operator's custom resources have no schema there, so their structure is checked 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "base"
 EXAMPLE = ROOT / "deploy" / "overlays" / "example"
 RULES = ROOT / "deploy" / "prometheus" / "snapd-rules.yaml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "snapd.json"
 K8S_VERSION = kubernetes_validate.latest_version()
 CUSTOM_GROUPS = ("monitoring.coreos.com/",)
 
@@ -58,8 +60,19 @@ def container(objects: tuple[Obj, ...]) -> Obj:
     return dict(containers[0])
 
 
+def settings_configmap(objects: tuple[Obj, ...]) -> Obj:
+    """The ConfigMap of SNAPD_* settings (the other one holds the Grafana dashboard)."""
+    found = [
+        obj
+        for obj in objects
+        if obj["kind"] == "ConfigMap" and "grafana_dashboard" not in obj["metadata"]["labels"]
+    ]
+    assert len(found) == 1, f"expected one settings ConfigMap, found {len(found)}"
+    return found[0]
+
+
 def config(objects: tuple[Obj, ...]) -> dict[str, str]:
-    return dict(one(objects, "ConfigMap")["data"])
+    return dict(settings_configmap(objects)["data"])
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -93,6 +106,7 @@ def test_all_parts_are_there(path: Path) -> None:
     """One apply brings the daemon, its identity, its Lease rights, metrics and alerts."""
     kinds = sorted(obj["kind"] for obj in render(path))
     expected = [
+        "ConfigMap",
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
@@ -149,7 +163,7 @@ def test_probes_and_settings_reach_the_container(path: Path) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["args"] == ["run"]
-    cm_name = one(objects, "ConfigMap")["metadata"]["name"]
+    cm_name = settings_configmap(objects)["metadata"]["name"]
     assert c["envFrom"] == [{"configMapRef": {"name": cm_name}}]
     env = {e["name"]: e for e in c["env"]}
     assert env["SNAPD_LEADER_ELECTION"]["value"] == "true"
@@ -327,3 +341,16 @@ def test_dockerignore_keeps_the_context_to_the_package() -> None:
     assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "snapd"}
     # The simulated world stands beside the package, so allowing `snapd/` never sends it.
     assert not list((ROOT / "snapd").rglob("moto_server.py"))
+
+
+@pytest.mark.parametrize("path", LAYOUTS)
+def test_grafana_dashboard_ships_for_the_sidecar(path: Path) -> None:
+    """The dashboard is a ConfigMap labelled grafana_dashboard holding deploy/grafana/snapd.json."""
+    [dashboard] = [
+        obj
+        for obj in render(path)
+        if obj["kind"] == "ConfigMap" and "grafana_dashboard" in obj["metadata"]["labels"]
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["data"] == {"snapd.json": DASHBOARD.read_text(encoding="utf-8")}
+    assert json.loads(dashboard["data"]["snapd.json"])["uid"] == "snapd"

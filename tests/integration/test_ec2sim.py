@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aioboto3
@@ -714,3 +715,26 @@ async def test_time_based_copy_is_recorded_and_validated(
             await raw_ec2.copy_snapshot(
                 SourceRegion=SRC, SourceSnapshotId=source, CompletionDurationMinutes=minutes
             )
+
+
+async def test_describe_reports_the_transfer_type_and_promise(
+    ec2sim: Ec2Simulator, raw_ec2: Any
+) -> None:
+    """DescribeSnapshots says which copies are time-based and their promise, as AWS does."""
+    source = ec2sim.add_snapshot(SRC)
+    timed = await raw_ec2.copy_snapshot(
+        SourceRegion=SRC, SourceSnapshotId=source, CompletionDurationMinutes=45
+    )
+    plain = await raw_ec2.copy_snapshot(SourceRegion=SRC, SourceSnapshotId=source)
+    seeded = ec2sim.add_snapshot(DST, pending_for=60, completion_minutes=15, started_ago=3600)
+    found = {
+        s["SnapshotId"]: s
+        for s in (await raw_ec2.describe_snapshots(OwnerIds=["self"]))["Snapshots"]
+    }
+    assert found[timed["SnapshotId"]]["TransferType"] == "time-based"
+    assert found[timed["SnapshotId"]]["CompletionDurationMinutes"] == 45
+    assert found[plain["SnapshotId"]]["TransferType"] == "standard"
+    assert "CompletionDurationMinutes" not in found[plain["SnapshotId"]]
+    assert found[seeded]["CompletionDurationMinutes"] == 15
+    age = datetime.now(UTC) - found[seeded]["StartTime"]
+    assert timedelta(minutes=59) < age < timedelta(minutes=70), "StartTime an hour back"

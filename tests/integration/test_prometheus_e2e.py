@@ -1,4 +1,5 @@
-"""End to end: a real Prometheus scrapes a real `snapd run` and fires the shipped alert.
+"""End to end: a real Prometheus scrapes a real `snapd run`, fires the shipped alert, and
+answers every query of the Grafana dashboard with data.
 
 Prometheus comes from Debian's `prometheus` package (`make tools`); a missing binary fails
 the test rather than skipping it. The rules are a copy of deploy/prometheus/snapd-rules.yaml,
@@ -21,14 +22,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
 from simworld.ec2sim import Ec2Simulator
 from simworld.moto_server import MotoWorld
 from simworld.velero_bucket import VeleroBucket
+from snapd import tags
 from tests.integration.daemon import Daemon, running, wait_until
-from tests.integration.test_cli_sync import BUCKET, SRC, seed, settings_env
+from tests.integration.test_cli_sync import BUCKET, DST, SRC, seed, settings_env
+from tests.unit.test_dashboard import PENDING_METRICS, exported_metrics, metrics_in, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "snapd-rules.yaml"
@@ -36,6 +40,7 @@ ALERT = "SnapdCopiesFailing"
 JOB = "snapd"
 START_TIMEOUT = 30.0
 FIRE_TIMEOUT = 60.0
+DR_BUCKET = "velero-dr-test"
 
 
 def prometheus_binary() -> str:
@@ -200,3 +205,103 @@ def test_failing_copies_fire_the_shipped_alert(
     assert sorted(r["name"] for r in rules) == sorted(shipped)
     broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert broken == {}
+
+
+#: How long every dashboard query gets to return data once the world has produced it.
+PANEL_TIMEOUT = 60.0
+
+
+def dashboard_expr(expr: str) -> str:
+    """A panel's query as Grafana sends it with the `job` variable set to this target."""
+    return expr.replace("$job", JOB)
+
+
+def seed_world_for_every_panel(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """Backups whose copies complete (recovery points, durations), one copy refused by AWS
+    (an AWS error, a `rejected` failure), and a time-based copy an earlier process started an
+    hour ago with a 15-minute promise, still pending (overdue)."""
+    bucket = seed(moto, days=2)
+    sources = sorted({sid for b in bucket.backups.values() for sid in b.snapshot_ids})
+    ec2sim.inject("CopySnapshot", "InvalidParameterValue", message="refused for the test")
+    backup = next(iter(bucket.backups.values()))
+    ec2sim.add_snapshot(
+        DST,
+        tags={
+            tags.CLUSTER: BUCKET,
+            tags.SOURCE_SNAPSHOT_ID: sorted(backup.snapshot_ids)[0],
+            tags.SOURCE_REGION: SRC,
+            tags.BACKUP: backup.name,
+            tags.SCHEDULE: "daily",
+            tags.NAMESPACE: "shop",
+            tags.PVC: "db",
+        },
+        pending_for=3600,
+        completion_minutes=15,
+        started_ago=3600,
+    )
+    assert len(sources) >= 4
+
+
+def test_every_dashboard_panel_returns_data(
+    moto: MotoWorld, ec2sim: Ec2Simulator, tmp_path: Path, prometheus_for: list[Prometheus]
+) -> None:
+    """Every query of deploy/grafana/snapd.json parses in a real Prometheus and returns data
+    from a real `snapd run` (panels of metrics still pending elsewhere are listed, not run)."""
+    prometheus_binary()
+    ec2sim.copy_duration = 0.2
+    seed_world_for_every_panel(moto, ec2sim)
+    boto3.client("s3", region_name=DST, endpoint_url=moto.url).create_bucket(
+        Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DST}
+    )
+    # The DR location and locks, for the builds that have them (older ones ignore these).
+    env = settings_env(
+        moto,
+        SNAPD_SYNC_INTERVAL="1s",
+        SNAPD_PRUNE_INTERVAL="2s",
+        SNAPD_COPY_RETRIES="2",
+        SNAPD_COPY_COMPLETION_DURATION="15m",
+        SNAPD_DR_BUCKET=DR_BUCKET,
+        SNAPD_LOCK_MODE="governance",
+    )
+    exported = exported_metrics()
+    checked = [(t, e) for t, e in queries() if metrics_in(e) <= exported]
+    pending = sorted({t for t, e in queries() if not metrics_in(e) <= exported})
+    with running(env) as daemon:
+        server = start_prometheus(tmp_path, daemon, prometheus_for)
+        wait_until(
+            lambda: (
+                (daemon.scrape().value("snapd_copies_overdue_total") or 0) >= 1
+                and (daemon.scrape().value("snapd_copies_completed_total") or 0) >= 3
+            ),
+            timeout=FIRE_TIMEOUT,
+            what="completed and overdue copies",
+            explain=lambda: daemon.stderr[-4000:],
+        )
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+        def all_return_data() -> bool:
+            for title, expr in checked:
+                if results.get((title, expr)):
+                    continue
+                try:
+                    results[title, expr] = server.query(dashboard_expr(expr))
+                except urllib.error.HTTPError as error:
+                    raise AssertionError(
+                        f"panel {title!r}: Prometheus refused {expr!r}: {error.read().decode()}"
+                    ) from error
+            return all(results.get(key) for key in checked)
+
+        wait_until(
+            all_return_data,
+            timeout=PANEL_TIMEOUT,
+            what="data for every dashboard panel",
+            explain=lambda: (
+                "no data: " + "; ".join(f"{t}: {e}" for t, e in checked if not results.get((t, e)))
+            ),
+        )
+        assert daemon.stop() == 0, daemon.stderr
+    assert pending == sorted(t for t, e in queries() if metrics_in(e) & PENDING_METRICS), (
+        f"panels whose metrics this build does not export: {pending}"
+    )
+    aws_errors = results[next(key for key in checked if "snapd_aws_errors_total" in key[1])]
+    assert {r["metric"].get("operation") for r in aws_errors} >= {"CopySnapshot"}

@@ -120,3 +120,34 @@ def test_require_names_missing_setting() -> None:
     """A command's missing setting is one line that says what to set."""
     with pytest.raises(ConfigError, match="SNAPD_VELERO_BUCKET"):
         load_settings({}).require("velero_bucket")
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("15m", 15), ("1h30m", 90), ("48h", 2880), ("2700", 45), ("1d", 1440)],
+    ids=["least", "h-m", "most", "seconds", "day"],
+)
+def test_copy_completion_duration_in_15_minute_steps(text: str, minutes: int) -> None:
+    """A time-based copy's duration becomes EC2's CompletionDurationMinutes."""
+    settings = load_settings({"copy_completion_duration": text})
+    assert settings.completion_minutes == minutes
+
+
+def test_copy_completion_duration_unset_is_a_standard_copy() -> None:
+    """Unset: no CompletionDurationMinutes at all."""
+    assert load_settings({}).completion_minutes is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10m", "20m", "48h15m", "0", "15m30s", "soon"],
+    ids=["below", "off-step", "over-48h", "zero", "seconds", "garbage"],
+)
+def test_bad_copy_completion_duration_names_the_setting(text: str) -> None:
+    """A value EC2 would refuse is one ConfigError line naming the setting and the rule."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"copy_completion_duration": text})
+    message = str(caught.value)
+    assert "SNAPD_COPY_COMPLETION_DURATION" in message
+    assert "\n" not in message
+    assert "15 minutes" in message or "duration" in message

@@ -30,6 +30,9 @@ CONTRACT = {
     "snapd_replicas_unlocked": "gauge",
     "snapd_recycle_bin_protected": "gauge",
     "snapd_locks": "counter",
+    "snapd_copies_overdue": "counter",
+    # Beyond the contract: the copier's current limit, for "in flight vs the limit".
+    "snapd_copies_in_flight_limit": "gauge",
     "snapd_dr_backups_published": "gauge",
     "snapd_dr_recovery_point_timestamp_seconds": "gauge",
     "snapd_dr_publish_failures": "counter",
@@ -51,6 +54,7 @@ ZERO_SERIES = [
     ("snapd_copies_started_total", {}),
     ("snapd_copies_completed_total", {}),
     ("snapd_copies_in_flight", {}),
+    ("snapd_copies_overdue_total", {}),
     ("snapd_backlog_snapshots", {}),
     ("snapd_leader", {}),
     ("snapd_last_successful_sync_timestamp_seconds", {}),
