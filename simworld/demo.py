@@ -5,7 +5,9 @@ few seconds, with rising progress, under the 20-copy limit), seeds a realistic V
 bucket (a week of daily backups over four PVCs in three namespaces, native and CSI, one
 PartiallyFailed, one corrupt, one in flight, decoys) with matching source snapshots, then
 runs the real `snapd` CLI against it: `sync --dry-run`, `sync`, `list`, `status`, and ends
-with what happened and what to try next.
+with what happened and what to try next. A DR location (a bucket in the destination
+region) fills up as backups are fully replicated, and `snapd dr-manifests` prints what a DR
+cluster's Velero would apply.
 
 `make demo-world` (`--keep-running`) builds the same world plus a fake Kubernetes API,
 replicates it once, writes `.demo-world.env` (endpoint, fake credentials, settings,
@@ -26,6 +28,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -35,6 +38,8 @@ from simworld.moto_server import moto_server
 from simworld.velero_bucket import SeededWorld, seed_realistic_world
 
 BUCKET = "velero-backups"
+DR_BUCKET = "velero-dr"
+DR_PREFIX = "snapd"
 SOURCE_REGION = "eu-west-1"
 DESTINATION_REGION = "eu-central-1"
 COPY_SECONDS = 4.0
@@ -60,7 +65,41 @@ def demo_env(endpoint_env: dict[str, str]) -> dict[str, str]:
         "SNAPD_POLL_INTERVAL": "0.5",
         "SNAPD_LOG_FORMAT": "console",
         "SNAPD_LOG_LEVEL": quiet,
+        "SNAPD_DR_BUCKET": DR_BUCKET,
+        "SNAPD_DR_PREFIX": DR_PREFIX,
     }
+
+
+def _dr_bucket(url: str) -> Any:
+    """The DR location's bucket in the destination region, and a client to look into it."""
+    import botocore.session
+
+    client = botocore.session.get_session().create_client(
+        "s3", region_name=DESTINATION_REGION, endpoint_url=url
+    )
+    client.create_bucket(
+        Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DESTINATION_REGION}
+    )
+    return client
+
+
+def _show_dr(client: Any) -> None:
+    """How full the DR location is: backups whose velero-backup.json exists."""
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=DR_BUCKET, Prefix=f"{DR_PREFIX}/backups/"
+        )
+        for item in page.get("Contents") or ()
+    ]
+    published = sorted(k.split("/")[-2] for k in keys if k.endswith("/velero-backup.json"))
+    print(
+        f"\nDR location s3://{DR_BUCKET}/{DR_PREFIX} ({DESTINATION_REGION}): "
+        f"{len(published)} backups published, {len(keys)} objects",
+        flush=True,
+    )
+    for name in published:
+        print(f"  {name}", flush=True)
 
 
 def _newest_restorable(seeded: SeededWorld) -> str:
@@ -114,6 +153,9 @@ def _summary(seeded: SeededWorld, replicas: int, codes: list[int], seconds: floa
             f"`sync` copied them to {DESTINATION_REGION} ({replicas} replicas now), waiting "
             "for each copy as EC2 would, and pruned nothing (all within retention);",
             "`list` and `status` read the replicas back from their tags alone;",
+            f"every fully replicated backup was published to the DR location "
+            f"s3://{DR_BUCKET}/{DR_PREFIX}, rewritten to name its replicas; `dr-manifests` "
+            "printed the ReadOnly BSL, VSL and VolumeSnapshotClass a DR cluster applies;",
             "the last `sync --dry-run` found nothing left to copy.",
         ),
         "",
@@ -144,12 +186,18 @@ def run_demo(copy_seconds: float) -> int:
         try:
             seeded = _seed(world.url)
             env = demo_env(world.env())
+            dr = _dr_bucket(world.url)
+            _show_dr(dr)
             codes = [
                 _snapd("sync", "--dry-run", env=env),
                 _snapd("sync", env=env),
+            ]
+            _show_dr(dr)
+            codes += [
                 _snapd("list", env=env),
                 _snapd("status", env=env),
                 _snapd("sync", "--dry-run", env=env),
+                _snapd("dr-manifests", env=env),
             ]
             replicas = _replica_count(world.url)
         finally:
@@ -176,6 +224,7 @@ def run_world(copy_seconds: float, env_file: Path) -> int:
         try:
             seeded = _seed(world.url)
             env = {**demo_env(world.env()), **kube.env(), "SNAPD_LOG_LEVEL": "warning"}
+            _dr_bucket(world.url)
             code = _snapd("sync", env=env)
             world_env_file(env, env_file)
             snapd = _snapd_path()

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 import structlog
 
-from snapd import __version__, inventory, locks, render
+from snapd import __version__, dr, inventory, locks, render
 from snapd.aws import AwsClients
 from snapd.completion import SHELLS
 from snapd.completion import read_parser as read_completion
@@ -46,6 +46,7 @@ from snapd.service import (
     status_report,
     sync_holding_lease,
 )
+from snapd.velero import BucketLocation
 
 log = structlog.get_logger("snapd.cli")
 
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(commands, common)
     _add_status(commands, common)
     _add_restore(commands, common)
+    _add_dr_manifests(commands, common)
     settings = _command(
         commands,
         "settings",
@@ -327,6 +329,34 @@ def _add_status(commands: Any, common: _Parser) -> None:
     )
 
 
+def _add_dr_manifests(commands: Any, common: _Parser) -> None:
+    manifests = _command(
+        commands,
+        "dr-manifests",
+        common,
+        summary="the DR cluster's ReadOnly BSL, VSLs and VolumeSnapshotClasses",
+        description=(
+            "Print, as a YAML stream for `kubectl apply -f -`, what a Velero in the "
+            "destination region needs to restore from the DR location: a ReadOnly "
+            "BackupStorageLocation, the VolumeSnapshotLocations and VolumeSnapshotClasses the "
+            "published backups name. Reads only the DR bucket (works with the source region "
+            "down). Needs dr_bucket and destination_region."
+        ),
+        examples=(
+            "  snapd dr-manifests | kubectl apply -f -\n"
+            "  snapd dr-manifests --velero-namespace velero --bsl-name snapd-dr > dr.yaml"
+        ),
+    )
+    manifests.add_argument(
+        "--velero-namespace", default="velero", help="Velero's namespace (default: velero)"
+    )
+    manifests.add_argument(
+        "--bsl-name",
+        default="snapd-dr",
+        help="name of the BackupStorageLocation (default: snapd-dr)",
+    )
+
+
 def _add_restore(commands: Any, common: _Parser) -> None:
     restore = _command(
         commands,
@@ -453,6 +483,7 @@ REQUIRED = {
     "status": ("velero_bucket", "schedules", "source_region", "destination_region"),
     "list": ("destination_region",),
     "restore": ("source_region", "destination_region"),
+    "dr-manifests": ("destination_region", "dr_bucket"),
 }
 
 #: Said when Ctrl-C stops a command that may have started work inside AWS.
@@ -481,7 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if local is not None:
             return local
         settings.require(*REQUIRED[args.command])
-        if not settings.scope:
+        settings.check_dr_location()
+        if not settings.scope and args.command != "dr-manifests":
             raise ConfigError(
                 "missing setting cluster (SNAPD_CLUSTER, --cluster) or velero_bucket: "
                 "the scope of the replicas is needed"
@@ -540,6 +572,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await cmd_status(args, settings)
         if args.command == "restore":
             return await cmd_restore(args, settings)
+        if args.command == "dr-manifests":
+            return await cmd_dr_manifests(args, settings)
     except ConfigError:
         raise
     except AwsError as error:
@@ -602,6 +636,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         progress = _Progress()
         engine = Engine(settings, aws, events=progress)
         progress.backlog = lambda: engine.copier.backlog
+        await engine.check_dr()
         if args.dry_run:
             result = await engine.plan_cycle()
             _print_plan(result, args.output, settings)
@@ -644,6 +679,9 @@ def _outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
         "prune_failed": report.failed if report else {},
         "prune_held_back": report.held_back if report else 0,
         "prune_refused_locked": report.locked if report else {},
+        "dr_published": outcome.dr_published,
+        "dr_removed": outcome.dr_removed,
+        "dr_failed": outcome.dr_failed,
         "ok": outcome.ok,
     }
 
@@ -668,6 +706,11 @@ def _outcome_text(outcome: SyncOutcome) -> str:
                 "prune_max_fraction allows; check retention settings and Velero, then rerun "
                 "with --force"
             )
+    if outcome.dr_published or outcome.dr_removed or outcome.dr_failed:
+        lines.append(
+            f"DR location: {len(outcome.dr_published)} published, {len(outcome.dr_removed)} removed"
+        )
+    lines += [f"DR write failed: {name}: {reason}" for name, reason in outcome.dr_failed.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -716,11 +759,47 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         engine = Engine(settings, aws)
         result = await engine.plan_cycle()
         protected = await engine.recycle_bin.check() if engine.locks.enabled else None
-    status = status_report(result, settings, datetime.now(UTC), recycle_bin_protected=protected)
+        dr_status: dict[str, Any] | None = None
+        if engine.dr is not None:
+            await engine.dr.survey(result.discovery, result.replicas, result.plan)
+            dr_status = engine.dr.status(settings.schedules)
+    dr_errors = engine.dr.errors if engine.dr is not None else ()
+    status = status_report(
+        result,
+        settings,
+        datetime.now(UTC),
+        recycle_bin_protected=protected,
+        dr_status=dr_status,
+        dr_errors=dr_errors,
+    )
     if args.namespace:
         status["pvcs"] = [p for p in status["pvcs"] if p["namespace"] == args.namespace]
     if args.output in ("json", "yaml"):
         sys.stdout.write(render.structured(status, args.output))
     else:
         sys.stdout.write(render.status_text(status))
+    return EXIT_OK
+
+
+async def cmd_dr_manifests(args: argparse.Namespace, settings: Settings) -> int:
+    """Print what the DR cluster needs, from the DR bucket alone (the source may be gone)."""
+    region = settings.destination_region or ""
+    location = BucketLocation(settings.dr_bucket or "", settings.dr_prefix, region)
+    async with AwsClients() as aws:
+        published = await dr.read_published(aws, location)
+    manifests = dr.dr_manifests(
+        published,
+        bucket=location.bucket,
+        prefix=location.prefix,
+        region=region,
+        namespace=args.velero_namespace,
+        bsl_name=args.bsl_name,
+    )
+    sys.stdout.write(render.yaml_stream(manifests))
+    if not published:
+        print(
+            f"snapd dr-manifests: no published backup in {settings.dr_root} yet; "
+            "the BackupStorageLocation alone is printed",
+            file=sys.stderr,
+        )
     return EXIT_OK

@@ -30,6 +30,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_ZONE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}[a-z](-[a-z0-9-]+)?$")
 _SCHEDULE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 #: A scope is an EC2 tag value matched by a tag *filter*, where `*` and `?` are wildcards
 #: (and `\` escapes them): so only AWS's portable tag characters, which hold none of them.
@@ -98,6 +99,21 @@ def _split_list(value: object) -> object:
     return value
 
 
+def _split_map(value: object) -> object:
+    """`src-az=dr-az,…` → {"src-az": "dr-az"}; a malformed entry is a ValueError."""
+    if not isinstance(value, str):
+        return value
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        source, sep, target = (side.strip() for side in item.partition("="))
+        if not sep or not source or not target:
+            raise ValueError(f"expected source-zone=dr-zone pairs, comma-separated, got {item!r}")
+        mapping[source] = target
+    return mapping
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -110,6 +126,7 @@ def _optional_duration(value: object) -> timedelta | None:
 
 OptionalDuration = Annotated[timedelta | None, BeforeValidator(_optional_duration)]
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+ZoneMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_map)]
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -208,21 +225,31 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level logged."
     )
+    dr_bucket: str | None = Field(
+        None,
+        description="S3 bucket in the destination region for the DR location (unset = off).",
+    )
+    dr_prefix: str = Field("", description="Prefix of the DR location inside dr_bucket.")
+    dr_zones: ZoneMap = Field(
+        default_factory=dict,
+        description="DR zone per source zone, `src-az=dr-az,…` (default: the same letter).",
+    )
 
-    @field_validator("velero_bucket")
+    @field_validator("velero_bucket", "dr_bucket")
     @classmethod
-    def _bucket(cls, value: str | None) -> str | None:
+    def _bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         value = value.strip("/")
         if not (_BUCKET.match(value) or value.startswith("arn:aws:s3:")):
+            prefix = str(info.field_name).replace("bucket", "prefix")
             raise ValueError(
                 "expected an S3 bucket name: 3-63 lowercase letters, digits, dots and "
-                f"hyphens, no '/' (put folders in velero_prefix), got {value!r}"
+                f"hyphens, no '/' (put folders in {prefix}), got {value!r}"
             )
         return value
 
-    @field_validator("velero_prefix")
+    @field_validator("velero_prefix", "dr_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         value = value.strip("/")
@@ -263,6 +290,14 @@ class Settings(BaseSettings):
         for name in value:
             if not _SCHEDULE.match(name):
                 raise ValueError(f"expected Velero schedule names (DNS-1123), got {name!r}")
+        return value
+
+    @field_validator("dr_zones")
+    @classmethod
+    def _zones(cls, value: dict[str, str]) -> dict[str, str]:
+        for zone in (*value, *value.values()):
+            if not _ZONE.match(zone):
+                raise ValueError(f"expected availability zone names like eu-west-1a, got {zone!r}")
         return value
 
     @field_validator("copy_completion_duration")
@@ -317,6 +352,43 @@ class Settings(BaseSettings):
             return None
         parts = [self.velero_bucket.strip("/"), self.velero_prefix.strip("/")]
         return "/".join(p for p in parts if p)
+
+    @property
+    def dr_enabled(self) -> bool:
+        return bool(self.dr_bucket)
+
+    @property
+    def dr_root(self) -> str | None:
+        """`s3://bucket/prefix` of the DR location, or None when it is off."""
+        if not self.dr_bucket:
+            return None
+        return (
+            f"s3://{self.dr_bucket}/{self.dr_prefix}"
+            if self.dr_prefix
+            else f"s3://{self.dr_bucket}"
+        )
+
+    def check_dr_location(self) -> None:
+        """ConfigError when the DR root is the source location or nested with it.
+
+        Velero marks a BSL invalid when its root holds any folder other than its own, so a
+        DR root inside the source root (or around it) would break both locations.
+        """
+        if not self.dr_bucket or self.dr_bucket != self.velero_bucket:
+            return
+        source, dr = self.velero_prefix, self.dr_prefix
+        if (
+            source == dr
+            or not source
+            or not dr
+            or dr.startswith(source + "/")
+            or source.startswith(dr + "/")
+        ):
+            raise ConfigError(
+                f"invalid setting {describe('dr_bucket')}: the DR location {self.dr_root} must "
+                f"differ from (and not contain or sit inside) the Velero location "
+                f"s3://{self.velero_bucket}/{source}; use another bucket or prefix"
+            )
 
     @property
     def completion_minutes(self) -> int | None:

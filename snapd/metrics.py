@@ -140,6 +140,22 @@ class Metrics:
         self.locks = Counter("snapd_locks", "LockSnapshot calls by result.", ["result"], registry=r)
         for result in LOCK_RESULTS:
             self.locks.labels(result=result)
+        self.dr_backups_published = Gauge(
+            "snapd_dr_backups_published",
+            "Backups published in the DR location (their velero-backup.json exists).",
+            registry=r,
+        )
+        self.dr_recovery_point = Gauge(
+            "snapd_dr_recovery_point_timestamp_seconds",
+            "Backup time of the newest backup of a schedule published in the DR location.",
+            ["schedule"],
+            registry=r,
+        )
+        self.dr_publish_failures = Counter(
+            "snapd_dr_publish_failures",
+            "DR location writes (publish or removal of one backup) that failed.",
+            registry=r,
+        )
         for result in CYCLE_RESULTS:
             self.sync_cycles.labels(result=result)
         for reason in COPY_FAILURE_REASONS:

@@ -255,6 +255,8 @@ class Discovery:
     skipped: tuple[Skip, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
     backups: tuple[Backup, ...] = ()
+    #: Every folder's scan, for the DR location (which publishes whole backups).
+    scans: tuple[BackupScan, ...] = ()
     #: Backups whose snapshots are determined and handled, with a problem worth telling.
     warnings: tuple[DiscoveryError, ...] = ()
 

@@ -299,7 +299,28 @@ def status_text(status: Mapping[str, Any]) -> str:
     )
     for warning in status.get("warnings", []):
         out.append(f"warning: backup {warning['backup']}: {warning['error']}")
+    out.extend(_dr_text(status.get("dr")))
     return "\n".join(out) + "\n"
+
+
+def _dr_text(dr: Mapping[str, Any] | None) -> list[str]:
+    """The DR location section of `snapd status` (nothing when it is off)."""
+    if not dr:
+        return []
+    rows = [
+        (s["name"], s["newest_published_backup"] or "-", s["recovery_point"] or "-")
+        for s in dr["schedules"]
+    ]
+    return [
+        "",
+        f"DR location {dr['location']}: {dr['published']} backups published",
+        table(("SCHEDULE", "NEWEST PUBLISHED", "DR RECOVERY POINT"), rows),
+    ]
+
+
+def yaml_stream(documents: Sequence[Mapping[str, Any]]) -> str:
+    """A `---`-separated YAML stream, keys in the order given (for `kubectl apply -f -`)."""
+    return yaml.safe_dump_all([dict(d) for d in documents], sort_keys=False, explicit_start=True)
 
 
 def _overdue_lines(status: Mapping[str, Any]) -> list[str]:

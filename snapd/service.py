@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from snapd import __version__, inventory, kube, leader, locking, locks, planner, velero
+from snapd import __version__, dr, inventory, kube, leader, locking, locks, planner, velero
 from snapd.aws import AwsClients
 from snapd.config import Settings, format_duration
 from snapd.copier import Copier, CopyEvents, Unfinished
@@ -35,7 +35,7 @@ from snapd.errors import (
 )
 from snapd.logs import settings_field
 from snapd.metrics import Health, Metrics, MetricsServer, serve_http
-from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
+from snapd.models import GOOD_PHASES, Discovery, DiscoveryError, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
 from snapd.tags import format_time
 
@@ -159,6 +159,59 @@ class Engine:
         self.metrics.watch_schedules(settings.schedules)
         self.locks = lock_policy_from(settings)
         self.recycle_bin = locks.RecycleBinWatch(aws, self.region, self.scope, self.metrics)
+
+        self.dr = _dr_publisher(settings, aws, self.metrics)
+        self._dr_lock = asyncio.Lock()
+
+    async def check_dr(self) -> None:
+        """At start: the destination region's zones against SNAPD_DR_ZONES (ConfigError)."""
+        if self.dr is not None:
+            await self.dr.check_zones()
+
+    async def publish_dr(self, result: CycleResult) -> dr.DrReport | None:
+        """The DR location follows the cycle's plan; a failure is logged, never raised, so it
+        never stops copies or pruning (each failed write is retried next cycle)."""
+        if self.dr is None:
+            return None
+        try:
+            async with self._dr_lock:
+                report = await self.dr.reconcile(result.discovery, result.replicas, result.plan)
+        except SnapdError as error:
+            self.metrics.dr_publish_failures.inc()
+            log.error("dr.pass_failed", error=str(error))
+            return dr.DrReport(failed={self.dr.location: str(error)})
+        if report.published or report.unpublished or report.failed:
+            log.info(
+                "dr.pass_completed",
+                published=len(report.published),
+                unpublished=len(report.unpublished),
+                failed=len(report.failed),
+                total=len(self.dr.published),
+            )
+        return report
+
+    async def publish_pass(self) -> dr.DrReport | None:
+        """A fresh plan, then the DR location follows it (`snapd sync` before it exits)."""
+        if self.dr is None:
+            return None
+        return await self.publish_dr(await self.plan_cycle())
+
+    async def _hold_for_dr(self, plan: Plan) -> Plan:
+        """Remove published backups naming replicas this pass deletes, first; prunes whose
+        backup could not be removed wait for the next pass."""
+        if self.dr is None or not plan.prunes:
+            return plan
+        try:
+            async with self._dr_lock:
+                held = await self.dr.before_prune(plan)
+        except SnapdError as error:
+            log.error("dr.prune_hold", error=str(error), reason="DR location not readable")
+            held = {p.replica.snapshot_id for p in plan.prunes}
+        if not held:
+            return plan
+        log.warning("prune.held_for_dr", replicas=sorted(held))
+        kept = tuple(p for p in plan.prunes if p.replica.snapshot_id not in held)
+        return dataclasses.replace(plan, prunes=kept)
 
     @property
     def bucket_location(self) -> str:
@@ -341,6 +394,7 @@ class Engine:
             in_flight=len(self.copier.active),
             backlog=self.copier.backlog,
         )
+        await self.publish_dr(result)
         return result
 
     async def prune_pass(self, *, force: bool = False) -> PruneReport:
@@ -351,7 +405,7 @@ class Engine:
             await self.recycle_bin.check()
         report = await prune(
             self.aws,
-            result.plan,
+            await self._hold_for_dr(result.plan),
             scope=self.scope,
             region=self.region,
             force=force,
@@ -366,6 +420,25 @@ class Engine:
             refused_locked=len(report.locked),
         )
         return report
+
+
+def _dr_publisher(settings: Settings, aws: AwsClients, metrics: Metrics) -> dr.DrPublisher | None:
+    """The DR location's publisher, when `SNAPD_DR_BUCKET` is set."""
+    if not settings.dr_bucket:
+        return None
+    region = settings.destination_region or ""
+    source_region = settings.source_region or ""
+    return dr.DrPublisher(
+        aws,
+        source=velero.BucketLocation(
+            settings.velero_bucket or "", settings.velero_prefix, source_region
+        ),
+        dr=velero.BucketLocation(settings.dr_bucket, settings.dr_prefix, region),
+        source_region=source_region,
+        overrides=settings.dr_zones,
+        copy_failed_backups=settings.copy_failed_backups,
+        metrics=metrics,
+    )
 
 
 def _bucket_error(error: AwsError, bucket: str, region: str) -> AwsError:
@@ -423,6 +496,11 @@ class SyncOutcome:
     timed_out: bool = False
     prune: PruneReport | None = None
     warnings: tuple[SettingsWarning, ...] = ()
+    #: DR location writes that failed (backup → reason); retried by the next run.
+    dr_failed: dict[str, str] = field(default_factory=dict)
+    #: Backups the final DR pass published, and removed (backup → reason).
+    dr_published: list[str] = field(default_factory=list)
+    dr_removed: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[str]:
@@ -435,7 +513,8 @@ class SyncOutcome:
 
     @property
     def ok(self) -> bool:
-        return not self.unprotected and not self.timed_out and (self.prune is None or self.prune.ok)
+        prune_ok = self.prune is None or self.prune.ok
+        return not self.unprotected and not self.timed_out and prune_ok and not self.dr_failed
 
 
 async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:
@@ -465,6 +544,13 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     if outcome.timed_out:
         return outcome
     outcome.prune = await engine.prune_pass(force=force)
+    report = await engine.publish_pass()
+    if report is not None:
+        outcome.dr_failed = dict(report.failed)
+        outcome.dr_published = list(report.published)
+        outcome.dr_removed = dict(report.unpublished)
+        plan = outcome.plan
+        outcome.plan = dataclasses.replace(plan, errors=plan.errors + report.errors)
     return outcome
 
 
@@ -538,6 +624,10 @@ async def run_daemon(settings: Settings) -> None:
         await _serve(metrics, settings.metrics_port, health) as server,
     ):
         engine = Engine(settings, aws, metrics)
+        try:
+            await engine.check_dr()
+        except AwsError as error:
+            log.warning("dr.zones_unchecked", error=str(error), retry="at the first publish pass")
         log.info(
             "service.started",
             metrics_port=server.port,
@@ -695,6 +785,8 @@ def status_report(
     now: datetime,
     *,
     recycle_bin_protected: bool | None = None,
+    dr_status: dict[str, Any] | None = None,
+    dr_errors: tuple[DiscoveryError, ...] = (),
 ) -> dict[str, Any]:
     """The contract's `status -o json` object: per schedule, per PVC, in flight, backlog."""
     completed_sources = {
@@ -750,12 +842,15 @@ def status_report(
         else None,
         "overdue_copies": overdue_copies(result.replicas, now),
         "unreadable_backups": result.discovery.unreadable_backups,
-        "errors": [{"backup": e.backup, "error": e.error} for e in result.plan.errors],
+        "errors": [
+            {"backup": e.backup, "error": e.error} for e in (*result.plan.errors, *dr_errors)
+        ],
         "warnings": [
             {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
             for w in result.plan.warnings
         ],
         "settings_warnings": [w.as_dict() for w in result.warnings],
+        "dr": dr_status,
     }
 
 

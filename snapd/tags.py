@@ -46,7 +46,10 @@ RESTORE_TARGET = "snapd.io/restore-target"
 RESTORE_KEY = "snapd.io/restore-key"
 
 #: EC2 allows 50 user tags per resource; keys up to 128 characters, values up to 256.
-MAX_TAGS = 50
+EC2_MAX_TAGS = 50
+#: A replica carries at most 48: velero-plugin-for-aws copies every tag of the snapshot onto
+#: the volume a DR Velero creates from it and adds two of its own (docs/dr-location.md).
+MAX_TAGS = EC2_MAX_TAGS - 2
 MAX_KEY_LENGTH = 128
 MAX_VALUE_LENGTH = 256
 RESERVED_PREFIX = "aws:"
@@ -78,7 +81,7 @@ def build_copy_tags(source: SourceSnapshot, scope: str, source_region: str) -> d
 
     snapd's own keys win over the source snapshot's tags; `aws:` keys (which EC2 refuses)
     and stray `snapd.io/` keys (a volume restored by snapd passes them to Velero's next
-    snapshots) are dropped; if the union is over EC2's 50-tag limit, source tags are dropped, in a
+    snapshots) are dropped; if the union is over `MAX_TAGS` (48), source tags are dropped, in a
     stable order (sorted keys), until it fits.
     """
     own = build_own_tags(source, scope, source_region)

@@ -520,8 +520,10 @@ def build_discovery(
     errors: list[DiscoveryError] = []
     warnings: list[DiscoveryError] = []
     backups: list[Backup] = []
+    kept: list[BackupScan] = []
     for raw in scans:
         scan = finish_scan(raw, now, upload_grace)
+        kept.append(scan)
         if scan.backup is not None:
             backups.append(scan.backup)
         skipped.extend(scan.skipped)
@@ -534,6 +536,7 @@ def build_discovery(
         skipped=tuple(skipped),
         errors=tuple(errors),
         backups=tuple(backups),
+        scans=tuple(kept),
         warnings=tuple(warnings),
     )
 

@@ -39,7 +39,17 @@ S3_ACTIONS = {
     "HeadBucket": "s3:ListBucket",
     "GetObject": "s3:GetObject",
     "HeadObject": "s3:GetObject",
+    # Writes into the DR location (the copy's source is read with s3:GetObject).
+    "CopyObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "DeleteObjects": "s3:DeleteObject",
 }
+
+#: S3 actions that change objects: granted only on the DR location, never the Velero bucket.
+S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
 
 #: Actions no code calls by name that IAM still checks, what makes them necessary, and why.
 IMPLIED: dict[str, tuple[frozenset[str], str]] = {
@@ -297,3 +307,18 @@ def test_scanner_finds_calls_however_they_are_written(tmp_path: Path) -> None:
         "s3:ListBucket",
         "ec2:DeleteSnapshot",
     ]
+
+
+def test_s3_writes_only_reach_the_dr_location() -> None:
+    """The daemon may change objects under `DR_BUCKET/DR_PREFIX/backups/` and nowhere else:
+    never the Velero bucket (the source of truth), never outside the DR backups folder."""
+    daemon, _ = required()
+    assert S3_WRITES & set(daemon), "the publisher's writes are found by the scanner"
+    for statement in statements(DAEMON_POLICY):
+        actions = set(as_list(statement["Action"]))
+        resources = as_list(statement["Resource"])
+        if actions & S3_WRITES:
+            assert resources == ["arn:aws:s3:::DR_BUCKET/DR_PREFIX/backups/*"], statement["Sid"]
+        for resource in resources:
+            if resource.startswith("arn:aws:s3:::BUCKET"):
+                assert actions <= {"s3:ListBucket", "s3:GetObject"}, statement["Sid"]

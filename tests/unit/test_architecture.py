@@ -23,9 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "snapd"
 
-#: Pure by name: the decisions (`planner`, `*_plan`), the file parsers (`*_files`), the
-#: records and the tag schema. A new module named like these is held to the same rules.
-PURE_NAME = re.compile(r"^(plan\w*|\w+_plan|\w+_files|models|tags)$")
+#: Pure by name: the decisions (`planner`, `*_plan`), the file parsers (`*_files`) and
+#: rewriters (`*_rewrite`), the records and the tag schema. A new module named like these
+#: is held to the same rules.
+PURE_NAME = re.compile(r"^(plan\w*|\w+_plan|\w+_files|\w+_rewrite|models|tags)$")
 #: Pure modules that do not meet the rule yet, and why. restore_plan takes the CLI's
 #: `argparse.Namespace`, imports `kube` for its manifest builders and name checks, and
 #: checks that `--output`'s directory exists; it stays listed until the restore request

@@ -34,7 +34,7 @@ def rep(
         progress=100,
         scope="bucket",
         source_snapshot_id=source or f"snap-src-{rid}",
-        backup=f"daily-{rid}",
+        backup=f"daily-{source or rid}",  # duplicates agree on their backup too
         backup_time=NOW - timedelta(days=age_days),
         namespace="app",
         pvc=pvc,

@@ -34,6 +34,9 @@ CONTRACT = {
     "snapd_copies_overdue": "counter",
     # Beyond the contract: the copier's current limit, for "in flight vs the limit".
     "snapd_copies_in_flight_limit": "gauge",
+    "snapd_dr_backups_published": "gauge",
+    "snapd_dr_recovery_point_timestamp_seconds": "gauge",
+    "snapd_dr_publish_failures": "counter",
 }
 
 #: Series that alerts use, present with value 0 from the first scrape.
