@@ -783,11 +783,13 @@ def test_a_pvc_file_of_another_backup_is_not_offered(world: World) -> None:
     world.seed("shop", "data-db-0")
     world.seed("shop", "data-db-0", backup="daily-20240502020000")
     assert world.restore(BACKUP, "data-db-0").code == 0
-    other = world.restore("daily-20240502020000", "data-db-0", "--output", "other.yaml")
+    # Beside the first one: a second PV claiming data-db-0 itself would be refused.
+    beside = ("--target-pvc", "data-db-0-b")
+    other = world.restore("daily-20240502020000", "data-db-0", *beside, "--output", "other.yaml")
     assert other.code == 0, other.stderr
     kept = (world.cwd / "pvc.yaml").read_text()
 
-    again = world.restore("daily-20240502020000", "data-db-0")
+    again = world.restore("daily-20240502020000", "data-db-0", *beside)
 
     assert again.code == 0, again.stderr
     assert "already restored" in again.stdout
