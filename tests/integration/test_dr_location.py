@@ -294,7 +294,7 @@ def test_replica_deleted_behind_snapds_back_unpublishes_at_once(
     assert dr_key(name, "velero-backup.json") in objects(moto, DR_BUCKET)
     victim = next(iter(replica_of(moto).values()))
     boto3.client("ec2", region_name=DST, endpoint_url=moto.url).delete_snapshot(SnapshotId=victim)
-    ec2sim.copy_duration = 30  # the new copy stays pending past --timeout
+    ec2sim.copy_duration = 4  # the new copy stays pending past --timeout (1s)
     first = run_snapd("sync", "--timeout", "1s", env=env(moto))
     assert first.code == 1  # the copy timed out
     assert not any(k.startswith(f"velero/dr/backups/{name}/") for k in objects(moto, DR_BUCKET))
