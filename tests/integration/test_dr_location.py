@@ -22,24 +22,16 @@ from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.service import Engine
 from tests.integration.cli import run_snapd
+from tests.integration.test_cli_sync import settings_env
 
 SRC, DST, BUCKET, DR_BUCKET = "eu-west-1", "eu-central-1", "velero-test", "snapd-dr"
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def env(moto: MotoWorld, **extra: str) -> dict[str, str]:
-    return {
-        **moto.env(),
-        "SNAPD_VELERO_BUCKET": BUCKET,
-        "SNAPD_SCHEDULES": "daily",
-        "SNAPD_SOURCE_REGION": SRC,
-        "SNAPD_DESTINATION_REGION": DST,
-        "SNAPD_POLL_INTERVAL": "0.1",
-        "SNAPD_LOG_FORMAT": "json",
-        "SNAPD_DR_BUCKET": DR_BUCKET,
-        "SNAPD_DR_PREFIX": "velero/dr",
-        **extra,
-    }
+    """test_cli_sync's settings, with the DR location on (`extra` may override it)."""
+    dr = {"SNAPD_DR_BUCKET": DR_BUCKET, "SNAPD_DR_PREFIX": "velero/dr"}
+    return settings_env(moto, **{**dr, **extra})
 
 
 def s3(moto: MotoWorld, region: str = DST) -> Any:

@@ -105,22 +105,6 @@ class World:
         self.kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
-@pytest.fixture
-def world(moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: Path) -> World:
-    """Fast copies and volumes; snapd configured for SRC → DST with a short poll interval."""
-    ec2sim.copy_duration = 0.4
-    ec2sim.volume_duration = 0.2
-    env = {
-        **moto.env(),
-        **fake_kube.env(),
-        "SNAPD_CLUSTER": SCOPE,
-        "SNAPD_SOURCE_REGION": SRC,
-        "SNAPD_DESTINATION_REGION": DST,
-        "SNAPD_POLL_INTERVAL": "0.1",
-    }
-    return World(ec2sim, fake_kube, env, tmp_path)
-
-
 def tag_dict(resource: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 

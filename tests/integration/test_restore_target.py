@@ -5,34 +5,13 @@ placeholder volume reads as one. The real CLI against moto, the simulator and th
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import yaml
 
-from simworld.ec2sim import Ec2Simulator
-from simworld.fake_kube import CONTEXT, FakeKube
-from simworld.moto_server import MotoWorld
+from simworld.fake_kube import CONTEXT
 from snapd import kube
-from tests.integration.test_restore import BACKUP, DST, SCOPE, SRC, World
+from tests.integration.test_restore import BACKUP, World
 
 OTHER_BACKUP = "daily-20240502020000"
-
-
-@pytest.fixture
-def world(moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: Path) -> World:
-    """test_restore.py's world: fast copies and volumes, SRC → DST, a short poll interval."""
-    ec2sim.copy_duration = 0.4
-    ec2sim.volume_duration = 0.2
-    env = {
-        **moto.env(),
-        **fake_kube.env(),
-        "SNAPD_CLUSTER": SCOPE,
-        "SNAPD_SOURCE_REGION": SRC,
-        "SNAPD_DESTINATION_REGION": DST,
-        "SNAPD_POLL_INTERVAL": "0.1",
-    }
-    return World(ec2sim, fake_kube, env, tmp_path)
 
 
 def test_restore_names_the_kube_context_and_api_server_before_any_change(world: World) -> None:

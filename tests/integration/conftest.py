@@ -1,0 +1,28 @@
+"""Fixtures that several integration test files share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simworld.ec2sim import Ec2Simulator
+from simworld.fake_kube import FakeKube
+from simworld.moto_server import MotoWorld
+from tests.integration.test_restore import DST, SCOPE, SRC, World
+
+
+@pytest.fixture
+def world(moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: Path) -> World:
+    """Fast copies and volumes; snapd configured for SRC → DST with a short poll interval."""
+    ec2sim.copy_duration = 0.4
+    ec2sim.volume_duration = 0.2
+    env = {
+        **moto.env(),
+        **fake_kube.env(),
+        "SNAPD_CLUSTER": SCOPE,
+        "SNAPD_SOURCE_REGION": SRC,
+        "SNAPD_DESTINATION_REGION": DST,
+        "SNAPD_POLL_INTERVAL": "0.1",
+    }
+    return World(ec2sim, fake_kube, env, tmp_path)
