@@ -34,6 +34,7 @@ from tests.integration.test_cli_sync import (
     NOW,
     SRC,
     expected_ids,
+    interrupt_while_copying,
     replicas,
     seed,
     settings_env,
@@ -425,20 +426,9 @@ def test_ctrl_c_in_sync_exits_130_and_says_copies_continue(
     ec2sim.copy_duration = 3.0
     bucket = seed(moto)
     env = settings_env(moto)
-    process = subprocess.Popen(
-        [SNAPD, "sync"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while ec2sim.pending_count(DST) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
+    code, err = interrupt_while_copying(ec2sim, "sync", env=env, signum=signal.SIGINT, timeout=30)
 
-    assert process.returncode == 130, err
+    assert code == 130, err
     assert "copies already started continue inside AWS" in err
     assert "adopts them" in err
     ec2sim.copy_duration = 0.1

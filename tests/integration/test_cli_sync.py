@@ -255,19 +255,8 @@ def test_sigterm_drains_and_exits_zero(moto: MotoWorld, ec2sim: Ec2Simulator) ->
     env = settings_env(
         moto, SNAPD_METRICS_PORT="0", SNAPD_DRAIN_TIMEOUT="5s", SNAPD_MAX_IN_FLIGHT="2"
     )
-    process = subprocess.Popen(
-        [SNAPD, "run"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while ec2sim.pending_count(DST) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
+    code, err = interrupt_while_copying(ec2sim, "run", env=env, signum=signal.SIGTERM, timeout=20)
+    assert code == 0, err
     events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
     assert "service.draining" in events, err
     assert "service.drain_timed_out" not in events, err
@@ -355,3 +344,23 @@ async def test_warm_cycle_asks_ec2_nothing_about_replicated_sources(
         warm = await engine.cycle()
     assert warm.plan.copies == ()
     assert dict(aws.calls) == {"ListObjectsV2": 1, "DescribeSnapshots": 1}
+
+
+def interrupt_while_copying(
+    ec2sim: Ec2Simulator, command: str, *, env: dict[str, str], signum: int, timeout: float
+) -> tuple[int, str]:
+    """Start `snapd COMMAND`, send it `signum` once two copies are pending (bounded wait),
+    and return its exit code and stderr (it must exit within `timeout` seconds)."""
+    process = subprocess.Popen(
+        [SNAPD, command],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while ec2sim.pending_count(DST) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err

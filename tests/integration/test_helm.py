@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from snapd.config import Settings, load_settings
-from tests.integration.test_deploy import BASE, CUSTOM_GROUPS, K8S_VERSION, RULES
+from tests.integration.test_deploy import BASE, RULES, schema_errors
 from tests.integration.test_deploy import render as kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,20 +139,7 @@ def test_missing_role_arn_is_refused() -> None:
 @pytest.mark.parametrize("name", list(RENDERINGS))
 def test_every_builtin_object_is_valid_kubernetes(name: str) -> None:
     """Every rendered built-in object passes the API server's schema, strictly."""
-    errors = []
-    for obj in template(*RENDERINGS[name]):
-        if obj["apiVersion"].startswith(CUSTOM_GROUPS):
-            continue
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except (
-            kubernetes_validate.ValidationError,
-            kubernetes_validate.SchemaNotFoundError,
-        ) as exc:
-            errors.append(
-                f"{obj['kind']}/{obj['metadata']['name']}: {getattr(exc, 'message', exc)}"
-            )
-    assert errors == []
+    assert schema_errors(template(*RENDERINGS[name])) == []
 
 
 def test_operator_objects_only_when_the_cluster_serves_them() -> None:
