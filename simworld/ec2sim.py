@@ -550,445 +550,11 @@ class Ec2Simulator:
         self._patches.append(_Patch(owner, name, name in owner.__dict__, owner.__dict__.get(name)))
         setattr(owner, name, value)
 
-    def _patch_moto(self) -> None:  # noqa: PLR0915 - one place that lists every patch
-        from moto.core.responses import ActionResult, BaseResponse
-        from moto.ec2.exceptions import InvalidSnapshotInUse, TagLimitExceeded
-        from moto.ec2.models import ec2_backends
-        from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot, Volume
-        from moto.ec2.responses import EC2Response
-        from moto.ec2.responses._base_response import EC2BaseResponse
-        from moto.ec2.responses.elastic_block_store import ElasticBlockStore
-        from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, is_filter_matching
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-        sim = self
-        base_call_action = BaseResponse.call_action
-        base_copy = EBSBackend.copy_snapshot
-        base_delete = EBSBackend.delete_snapshot
-        base_create_volume = ElasticBlockStore.create_volume
-        base_copy_response = ElasticBlockStore.copy_snapshot
-        base_parse_tags = EC2BaseResponse._parse_tag_specification
-        base_get_application = DomainDispatcherApplication.get_application
-
-        # --- every EC2 request: count it, answer queued faults, apply non-400 statuses
-        def call_action(response: Any) -> Any:
-            action = str(response._get_action())
-            region = str(response.region)
-            with sim._lock:
-                sim.calls[action] += 1
-                sim.region_calls[region, action] += 1
-            fault = sim._take_fault(action, region)
-            sim._tls.status = None
-            if fault is not None and not fault.after_action:
-                return _fault_response(response, fault)
-            status, headers, body = base_call_action(response)
-            if fault is not None:
-                return _fault_response(response, fault)
-            override = sim._tls.status
-            if override is not None and status == 400:
-                status = override
-                headers["status"] = str(status)
-            return status, headers, body
-
-        def _fault_response(response: Any, fault: Fault) -> Any:
-            from moto.ec2.exceptions import EC2ClientError
-
-            _, headers, body = response.serialized(
-                ActionResult(EC2ClientError(fault.code, fault.message))
-            )
-            headers["status"] = str(fault.status)
-            headers, body = response._enrich_response(headers, body)
-            return fault.status, headers, body
-
-        # --- snapshot state, computed when read
-        def snapshot_status(snapshot: Any) -> str:
-            progress = snapshot.__dict__.get(_COPY)
-            if progress is None:
-                return str(snapshot.__dict__.get("status", "completed"))
-            if not progress.finished(sim.clock()):
-                return "pending"
-            return "error" if progress.error else "completed"
-
-        def set_snapshot_status(snapshot: Any, value: str) -> None:
-            snapshot.__dict__.pop(_COPY, None)  # a state set by hand wins over the progress
-            snapshot.__dict__["status"] = value
-
-        def snapshot_progress(snapshot: Any) -> str:
-            progress = snapshot.__dict__.get(_COPY)
-            if progress is None:
-                return str(snapshot.__dict__.get("_ec2sim_percent", "100%"))
-            now = sim.clock()
-            if not progress.finished(now):
-                return f"{progress.percent(now)}%"
-            return "0%" if progress.error else "100%"
-
-        def set_snapshot_progress(snapshot: Any, value: str) -> None:
-            snapshot.__dict__["_ec2sim_percent"] = value
-
-        def snapshot_state_message(snapshot: Any) -> str | None:
-            progress = snapshot.__dict__.get(_COPY)
-            if progress is not None and progress.error and progress.finished(sim.clock()):
-                return str(progress.error)
-            message = snapshot.__dict__.get("state_message")
-            return None if message is None else str(message)
-
-        def set_snapshot_state_message(snapshot: Any, value: str | None) -> None:
-            snapshot.__dict__["state_message"] = value
-
-        # --- volume state
-        base_volume_status: Any = Volume.__dict__["status"]
-
-        def volume_status(volume: Any) -> str:
-            progress = volume.__dict__.get(_COPY)
-            if progress is not None:
-                if progress.error and progress.finished(sim.clock()):
-                    return "error"
-                if not progress.finished(sim.clock()):
-                    return "creating"
-            return str(base_volume_status.fget(volume))
-
-        # --- tags: a dict lookup instead of a scan of every tag in the region
-        def get_tags(resource: Any) -> list[dict[str, str]]:
-            tags = resource.ec2_backend.tags.get(resource.id)
-            if not tags:
-                return []
-            kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource.id), "")
-            return [
-                {"resource_id": resource.id, "key": k, "value": v, "resource_type": kind}
-                for k, v in list(tags.items())
-            ]
-
-        def parse_tag_specification(
-            response: Any, expected_type: str | None = None
-        ) -> dict[str, dict[str, str]]:
-            parsed: dict[str, dict[str, str]] = base_parse_tags(response, expected_type)
-            for tags in parsed.values():
-                if len(tags) > MAX_TAGS:
-                    raise TagLimitExceeded()
-                for key, value in tags.items():
-                    if key.lower().startswith("aws:"):
-                        raise sim._error(
-                            "InvalidParameterValue",
-                            f"Value ( {key} ) for parameter key is invalid. "
-                            "Tag keys starting with 'aws:' are reserved for internal use",
-                        )
-                    if len(key) > MAX_TAG_KEY or (value is not None and len(value) > MAX_TAG_VALUE):
-                        raise sim._error(
-                            "InvalidParameterValue",
-                            f"Tag key ( {key[:40]}… ) or its value is too long "
-                            f"(at most {MAX_TAG_KEY} / {MAX_TAG_VALUE} characters)",
-                        )
-            return parsed
-
-        # --- CopySnapshot: the in-flight limit, then a pending copy
-        def copy_snapshot(
-            backend: Any,
-            source_snapshot_id: str,
-            source_region: str,
-            description: str,
-            kms_key_id: str | None,
-        ) -> Any:
-            with sim._lock:
-                refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
-                if refusal is not None:
-                    raise sim._error(refusal.code, refusal.message, refusal.status)
-                if sim._pending_in(backend) >= sim.copy_limit:
-                    raise sim._error(
-                        "ResourceLimitExceeded",
-                        "Too many snapshot copies in progress. "
-                        f"The limit is {sim.copy_limit} for this destination region.",
-                    )
-                source_backend = ec2_backends[backend.account_id][source_region]
-                source = source_backend.snapshots.get(source_snapshot_id)
-                if source is not None and source.status != "completed":
-                    raise sim._error(
-                        "IncorrectState", f"Snapshot is in invalid state - {source.status}"
-                    )
-                snapshot = base_copy(
-                    backend, source_snapshot_id, source_region, description, kms_key_id
-                )
-                snapshot.volume = _ArbitraryVolume(int(snapshot.volume.size))
-                snapshot.__dict__["transfer_type"] = "standard"  # read by moto's serializer
-                error = sim._take_copy_error(source_snapshot_id)
-                if (
-                    error is None
-                    and kms_key_id
-                    and _kms_region(kms_key_id)
-                    not in (
-                        None,
-                        backend.region_name,
-                    )
-                ):
-                    error = KMS_KEY_NOT_ACCESSIBLE
-                now = sim.clock()
-                snapshot.__dict__[_COPY] = _Progress(
-                    started=now,
-                    duration=sim.copy_durations.get(source_snapshot_id, sim.copy_duration),
-                    error=error,
-                    visible_at=now + sim.invisible_for,
-                )
-                return snapshot
-
-        # ... and the time-based copy (response level: moto drops the parameter)
-        def copy_snapshot_response(response: Any) -> Any:
-            minutes = response._get_param("CompletionDurationMinutes")
-            if minutes is not None and (
-                not 15 <= int(minutes) <= COMPLETION_MINUTES_MAX or int(minutes) % 15
-            ):
-                raise sim._error(
-                    "InvalidParameterValue",
-                    f"CompletionDurationMinutes {minutes} is invalid: it must be a multiple "
-                    f"of 15 between 15 and {COMPLETION_MINUTES_MAX}.",
-                )
-            answer = base_copy_response(response)
-            if minutes is not None:
-                copied: Any = answer.result  # moto's ActionResult of {"SnapshotId": …}
-                with sim._lock:
-                    sim.completion_minutes[str(copied["SnapshotId"])] = int(minutes)
-                    made = response.ec2_backend.snapshots.get(str(copied["SnapshotId"]))
-                    if made is not None:  # DescribeSnapshots reports the promise back
-                        made.transfer_type = "time-based"
-                        made.completion_duration_minutes = int(minutes)
-            return answer
-
-        # --- DescribeSnapshots: visibility window and fast filters (backend level) ...
-        def describe_snapshots(
-            backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None
-        ) -> list[Any]:
-            now = sim.clock()
-            matches = [s for s in list(backend.snapshots.values()) if sim._visible(s, now)]
-            if snapshot_ids:
-                wanted = set(snapshot_ids)
-                matches = [s for s in matches if s.id in wanted]
-                missing = wanted - {s.id for s in matches}
-                if missing:
-                    raise sim._error(
-                        "InvalidSnapshot.NotFound",
-                        f"The snapshot '{sorted(missing)[0]}' does not exist.",
-                    )
-            if filters:
-                matches = _fast_filter(backend, filters, matches, is_filter_matching)
-            return matches
-
-        # ... and pagination, OwnerIds (response level: these are request parameters)
-        def describe_snapshots_response(response: Any) -> Any:
-            filters = response._filters_from_querystring()
-            snapshot_ids = response._get_param("SnapshotIds", [])
-            owner_ids = response._get_param("OwnerIds", [])
-            max_results = response._get_param("MaxResults")
-            next_token = response._get_param("NextToken")
-            if snapshot_ids and (max_results is not None or next_token):
-                raise sim._error(
-                    "InvalidParameterCombination",
-                    "The parameter snapshotSet cannot be used with the parameter maxResults",
-                )
-            backend = response.ec2_backend
-            snapshots = backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
-            if owner_ids:
-                owners = {backend.account_id if o == "self" else o for o in owner_ids}
-                snapshots = [s for s in snapshots if s.owner_id in owners]
-            page, token = _paginate(sim, snapshots, max_results, next_token)
-            result: dict[str, Any] = {"Snapshots": page}
-            if token:
-                result["NextToken"] = token
-            return ActionResult(result)
-
-        def describe_volumes_response(response: Any) -> Any:
-            filters = response._filters_from_querystring()
-            volume_ids = response._get_param("VolumeIds", [])
-            max_results = response._get_param("MaxResults")
-            next_token = response._get_param("NextToken")
-            if volume_ids and (max_results is not None or next_token):
-                raise sim._error(
-                    "InvalidParameterCombination",
-                    "The parameter volumeSet cannot be used with the parameter maxResults",
-                )
-            volumes = response.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
-            page, token = _paginate(sim, volumes, max_results, next_token)
-            result: dict[str, Any] = {"Volumes": page}
-            if token:
-                result["NextToken"] = token
-            return ActionResult(result)
-
-        # --- DeleteSnapshot: other owners' snapshots and snapshots in use are refused
-        def delete_snapshot(backend: Any, snapshot_id: str) -> Any:
-            snapshot = backend.snapshots.get(snapshot_id)
-            if snapshot is not None:
-                if snapshot.owner_id != backend.account_id:
-                    raise sim._error(
-                        "UnauthorizedOperation",
-                        "You are not authorized to perform this operation.",
-                        403,
-                    )
-                ami_id = sim._in_use.get(snapshot_id)
-                if ami_id:
-                    raise InvalidSnapshotInUse(snapshot_id, ami_id)
-                lock = snapshot.__dict__.get(_LOCK)
-                now = sim.wall_now()
-                if lock is not None and lock.blocks_delete(now):
-                    raise sim._error(SNAPSHOT_LOCKED_CODE, locked_message(snapshot_id, lock, now))
-            return base_delete(backend, snapshot_id)
-
-        # --- EBS snapshot lock: three actions moto does not have
-        def lock_snapshot_response(response: Any) -> Any:
-            response.error_on_dryrun()
-            snapshot = _owned_snapshot(response)
-            request = LockRequest(
-                mode=response._get_param("LockMode"),
-                duration_days=_optional_int(response._get_param("LockDuration")),
-                expiration=_optional_time(response._get_param("ExpirationDate")),
-                cool_off_hours=_optional_int(response._get_param("CoolOffPeriod")),
-            )
-            now = sim.wall_now()
-            with sim._lock:
-                try:
-                    lock = lock_snapshot(
-                        snapshot.__dict__.get(_LOCK),
-                        request,
-                        snapshot_id=snapshot.id,
-                        owner_id=snapshot.owner_id,
-                        now=now,
-                    )
-                except LockError as error:
-                    raise sim._error(error.code, error.message) from None
-                snapshot.__dict__[_LOCK] = lock
-            info = lock.describe(now)
-            info.pop("OwnerId")
-            return ActionResult(info)
-
-        def unlock_snapshot_response(response: Any) -> Any:
-            response.error_on_dryrun()
-            snapshot = _owned_snapshot(response)
-            with sim._lock:
-                try:
-                    unlock_snapshot(snapshot.__dict__.get(_LOCK), snapshot.id, sim.wall_now())
-                except LockError as error:
-                    raise sim._error(error.code, error.message) from None
-                snapshot.__dict__.pop(_LOCK, None)
-            return ActionResult({"SnapshotId": snapshot.id})
-
-        def describe_locked_snapshots_response(response: Any) -> Any:
-            response.error_on_dryrun()
-            backend = response.ec2_backend
-            now = sim.wall_now()
-            locks = [
-                s.__dict__[_LOCK]
-                for s in list(backend.snapshots.values())
-                if _LOCK in s.__dict__ and s.owner_id == backend.account_id
-            ]
-            try:
-                chosen = filter_locks(
-                    locks,
-                    now,
-                    snapshot_ids=list(response._get_param("SnapshotIds", []) or []),
-                    filters=dict(response._filters_from_querystring() or {}),
-                )
-            except LockError as error:
-                raise sim._error(error.code, error.message) from None
-            page, token = _paginate(
-                sim,
-                [_ById(lock.snapshot_id, lock) for lock in chosen],
-                response._get_param("MaxResults"),
-                response._get_param("NextToken"),
-            )
-            result: dict[str, Any] = {"Snapshots": [item.value.describe(now) for item in page]}
-            if token:
-                result["NextToken"] = token
-            return ActionResult(result)
-
-        def _owned_snapshot(response: Any) -> Any:
-            snapshot_id = response._get_param("SnapshotId")
-            backend = response.ec2_backend
-            snapshot = backend.snapshots.get(snapshot_id)
-            if snapshot is None:
-                raise sim._error(
-                    "InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist."
-                )
-            if snapshot.owner_id != backend.account_id:
-                raise sim._error(
-                    "UnauthorizedOperation",
-                    "You are not authorized to perform this operation.",
-                    403,
-                )
-            return snapshot
-
-        # --- the `rbin` endpoint: moto's dispatcher has no backend for it
-        def get_application(dispatcher: Any, environ: dict[str, Any]) -> Any:
-            if is_rbin_request(environ):
-                return sim.rbin
-            return base_get_application(dispatcher, environ)
-
-        # --- CreateVolume: ClientToken, IncorrectState, AZ check, `creating` for a while
-        def create_volume_response(response: Any) -> Any:
-            response.error_on_dryrun()
-            backend = response.ec2_backend
-            token = response._get_param("ClientToken")
-            zone = response._get_param("AvailabilityZone")
-            snapshot_id = response._get_param("SnapshotId")
-            request = {k: v for k, v in dict(response.params).items() if k != "ClientToken"}
-            fingerprint = json.dumps(request, sort_keys=True, default=str)
-            with sim._lock:
-                tokens: dict[str, tuple[str, str]] = backend.__dict__.setdefault(_TOKENS, {})
-                if token and token in tokens:
-                    seen_fingerprint, volume_id = tokens[token]
-                    # AWS: a token whose volume was deleted, or sent with other parameters.
-                    if seen_fingerprint != fingerprint or volume_id not in backend.volumes:
-                        raise sim._error(
-                            "IdempotentParameterMismatch",
-                            "The client token you have provided is associated with a resource "
-                            "that is already deleted or has different parameters.",
-                        )
-                    return ActionResult(backend.volumes[volume_id])
-                if zone is not None and backend.get_zone_by_name(zone) is None:
-                    raise sim._error(
-                        "InvalidParameterValue", f"Invalid availability zone: [{zone}]"
-                    )
-                if snapshot_id:
-                    snapshot = backend.snapshots.get(snapshot_id)
-                    if snapshot is not None and snapshot.status != "completed":
-                        raise sim._error(
-                            "IncorrectState", f"Snapshot is in invalid state - {snapshot.status}"
-                        )
-                result = base_create_volume(response)
-                volume: Any = result.result
-                volume.__dict__[_COPY] = _Progress(
-                    started=sim.clock(),
-                    duration=sim.volume_duration,
-                    error="error" if sim._take_volume_error(snapshot_id) else None,
-                )
-                if token:
-                    tokens[token] = (fingerprint, volume.id)
-                return result
-
-        self._set(EC2Response, "call_action", call_action)
-        self._set(
-            Snapshot,
-            "status",
-            property(snapshot_status, set_snapshot_status),
-        )
-        self._set(Snapshot, "progress", property(snapshot_progress, set_snapshot_progress))
-        self._set(
-            Snapshot,
-            "state_message",
-            property(snapshot_state_message, set_snapshot_state_message),
-        )
-        self._set(Snapshot, "get_tags", get_tags)
-        self._set(Volume, "get_tags", get_tags)
-        self._set(Volume, "status", property(volume_status))
-        self._set(EC2BaseResponse, "_parse_tag_specification", parse_tag_specification)
-        self._set(EBSBackend, "copy_snapshot", copy_snapshot)
-        self._set(EBSBackend, "describe_snapshots", describe_snapshots)
-        self._set(EBSBackend, "delete_snapshot", delete_snapshot)
-        self._set(ElasticBlockStore, "describe_snapshots", describe_snapshots_response)
-        self._set(ElasticBlockStore, "describe_volumes", describe_volumes_response)
-        self._set(ElasticBlockStore, "create_volume", create_volume_response)
-        self._set(ElasticBlockStore, "copy_snapshot", copy_snapshot_response)
-        self._set(ElasticBlockStore, "lock_snapshot", lock_snapshot_response)
-        self._set(ElasticBlockStore, "unlock_snapshot", unlock_snapshot_response)
-        self._set(
-            ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots_response
-        )
-        self._set(DomainDispatcherApplication, "get_application", get_application)
+    def _patch_moto(self) -> None:
+        """Install every patch; each concern's builder (`_PATCH_BUILDERS`) says what it changes."""
+        for build in _PATCH_BUILDERS:
+            for owner, name, value in build(self):
+                self._set(owner, name, value)
 
 
 @dataclass(frozen=True)
@@ -1223,3 +789,504 @@ def check_moto() -> None:
             "the EC2 simulator does not fit this moto; re-verify simworld/ec2sim.py "
             "against it and update MOTO_VERSION:\n  - " + "\n  - ".join(problems)
         )
+
+
+# ------------------------------------------------------------- the patches of moto
+
+#: One patch: the class, the attribute, and the simulator's replacement.
+_Replacement = tuple[type, str, Any]
+
+
+def _request_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """Every EC2 request: count it, answer queued faults, apply non-400 statuses."""
+    from moto.core.responses import ActionResult, BaseResponse
+    from moto.ec2.responses import EC2Response
+
+    base_call_action = BaseResponse.call_action
+
+    def call_action(response: Any) -> Any:
+        action = str(response._get_action())
+        region = str(response.region)
+        with sim._lock:
+            sim.calls[action] += 1
+            sim.region_calls[region, action] += 1
+        fault = sim._take_fault(action, region)
+        sim._tls.status = None
+        if fault is not None and not fault.after_action:
+            return _fault_response(response, fault)
+        status, headers, body = base_call_action(response)
+        if fault is not None:
+            return _fault_response(response, fault)
+        override = sim._tls.status
+        if override is not None and status == 400:
+            status = override
+            headers["status"] = str(status)
+        return status, headers, body
+
+    def _fault_response(response: Any, fault: Fault) -> Any:
+        from moto.ec2.exceptions import EC2ClientError
+
+        _, headers, body = response.serialized(
+            ActionResult(EC2ClientError(fault.code, fault.message))
+        )
+        headers["status"] = str(fault.status)
+        headers, body = response._enrich_response(headers, body)
+        return fault.status, headers, body
+
+    return [
+        (EC2Response, "call_action", call_action),
+    ]
+
+
+def _state_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """Snapshot and volume states, computed from the simulated clock when read."""
+    from moto.ec2.models.elastic_block_store import Snapshot, Volume
+
+    def snapshot_status(snapshot: Any) -> str:
+        progress = snapshot.__dict__.get(_COPY)
+        if progress is None:
+            return str(snapshot.__dict__.get("status", "completed"))
+        if not progress.finished(sim.clock()):
+            return "pending"
+        return "error" if progress.error else "completed"
+
+    def set_snapshot_status(snapshot: Any, value: str) -> None:
+        snapshot.__dict__.pop(_COPY, None)  # a state set by hand wins over the progress
+        snapshot.__dict__["status"] = value
+
+    def snapshot_progress(snapshot: Any) -> str:
+        progress = snapshot.__dict__.get(_COPY)
+        if progress is None:
+            return str(snapshot.__dict__.get("_ec2sim_percent", "100%"))
+        now = sim.clock()
+        if not progress.finished(now):
+            return f"{progress.percent(now)}%"
+        return "0%" if progress.error else "100%"
+
+    def set_snapshot_progress(snapshot: Any, value: str) -> None:
+        snapshot.__dict__["_ec2sim_percent"] = value
+
+    def snapshot_state_message(snapshot: Any) -> str | None:
+        progress = snapshot.__dict__.get(_COPY)
+        if progress is not None and progress.error and progress.finished(sim.clock()):
+            return str(progress.error)
+        message = snapshot.__dict__.get("state_message")
+        return None if message is None else str(message)
+
+    def set_snapshot_state_message(snapshot: Any, value: str | None) -> None:
+        snapshot.__dict__["state_message"] = value
+
+    base_volume_status: Any = Volume.__dict__["status"]
+
+    def volume_status(volume: Any) -> str:
+        progress = volume.__dict__.get(_COPY)
+        if progress is not None:
+            if progress.error and progress.finished(sim.clock()):
+                return "error"
+            if not progress.finished(sim.clock()):
+                return "creating"
+        return str(base_volume_status.fget(volume))
+
+    return [
+        (Snapshot, "status", property(snapshot_status, set_snapshot_status)),
+        (Snapshot, "progress", property(snapshot_progress, set_snapshot_progress)),
+        (Snapshot, "state_message", property(snapshot_state_message, set_snapshot_state_message)),
+        (Volume, "status", property(volume_status)),
+    ]
+
+
+def _tag_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """Tags: a dict lookup instead of a scan of every tag in the region, and EC2's tag limits."""
+    from moto.ec2.exceptions import TagLimitExceeded
+    from moto.ec2.models.elastic_block_store import Snapshot, Volume
+    from moto.ec2.responses._base_response import EC2BaseResponse
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    base_parse_tags = EC2BaseResponse._parse_tag_specification
+
+    def get_tags(resource: Any) -> list[dict[str, str]]:
+        tags = resource.ec2_backend.tags.get(resource.id)
+        if not tags:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource.id), "")
+        return [
+            {"resource_id": resource.id, "key": k, "value": v, "resource_type": kind}
+            for k, v in list(tags.items())
+        ]
+
+    def parse_tag_specification(
+        response: Any, expected_type: str | None = None
+    ) -> dict[str, dict[str, str]]:
+        parsed: dict[str, dict[str, str]] = base_parse_tags(response, expected_type)
+        for tags in parsed.values():
+            if len(tags) > MAX_TAGS:
+                raise TagLimitExceeded()
+            for key, value in tags.items():
+                if key.lower().startswith("aws:"):
+                    raise sim._error(
+                        "InvalidParameterValue",
+                        f"Value ( {key} ) for parameter key is invalid. "
+                        "Tag keys starting with 'aws:' are reserved for internal use",
+                    )
+                if len(key) > MAX_TAG_KEY or (value is not None and len(value) > MAX_TAG_VALUE):
+                    raise sim._error(
+                        "InvalidParameterValue",
+                        f"Tag key ( {key[:40]}… ) or its value is too long "
+                        f"(at most {MAX_TAG_KEY} / {MAX_TAG_VALUE} characters)",
+                    )
+        return parsed
+
+    return [
+        (Snapshot, "get_tags", get_tags),
+        (Volume, "get_tags", get_tags),
+        (EC2BaseResponse, "_parse_tag_specification", parse_tag_specification),
+    ]
+
+
+def _copy_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """CopySnapshot: standing refusals, the in-flight limit, then a pending copy; and the
+    time-based copy's CompletionDurationMinutes, which moto drops."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.elastic_block_store import EBSBackend
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    base_copy = EBSBackend.copy_snapshot
+    base_copy_response = ElasticBlockStore.copy_snapshot
+
+    def copy_snapshot(
+        backend: Any,
+        source_snapshot_id: str,
+        source_region: str,
+        description: str,
+        kms_key_id: str | None,
+    ) -> Any:
+        with sim._lock:
+            refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
+            if refusal is not None:
+                raise sim._error(refusal.code, refusal.message, refusal.status)
+            if sim._pending_in(backend) >= sim.copy_limit:
+                raise sim._error(
+                    "ResourceLimitExceeded",
+                    "Too many snapshot copies in progress. "
+                    f"The limit is {sim.copy_limit} for this destination region.",
+                )
+            source_backend = ec2_backends[backend.account_id][source_region]
+            source = source_backend.snapshots.get(source_snapshot_id)
+            if source is not None and source.status != "completed":
+                raise sim._error(
+                    "IncorrectState", f"Snapshot is in invalid state - {source.status}"
+                )
+            snapshot = base_copy(
+                backend, source_snapshot_id, source_region, description, kms_key_id
+            )
+            snapshot.volume = _ArbitraryVolume(int(snapshot.volume.size))
+            snapshot.__dict__["transfer_type"] = "standard"  # read by moto's serializer
+            error = sim._take_copy_error(source_snapshot_id)
+            key_region = _kms_region(kms_key_id) if kms_key_id else None
+            if error is None and key_region not in (None, backend.region_name):
+                error = KMS_KEY_NOT_ACCESSIBLE
+            now = sim.clock()
+            snapshot.__dict__[_COPY] = _Progress(
+                started=now,
+                duration=sim.copy_durations.get(source_snapshot_id, sim.copy_duration),
+                error=error,
+                visible_at=now + sim.invisible_for,
+            )
+            return snapshot
+
+    def copy_snapshot_response(response: Any) -> Any:
+        minutes = response._get_param("CompletionDurationMinutes")
+        if minutes is not None and (
+            not 15 <= int(minutes) <= COMPLETION_MINUTES_MAX or int(minutes) % 15
+        ):
+            raise sim._error(
+                "InvalidParameterValue",
+                f"CompletionDurationMinutes {minutes} is invalid: it must be a multiple "
+                f"of 15 between 15 and {COMPLETION_MINUTES_MAX}.",
+            )
+        answer = base_copy_response(response)
+        if minutes is not None:
+            copied: Any = answer.result  # moto's ActionResult of {"SnapshotId": …}
+            with sim._lock:
+                sim.completion_minutes[str(copied["SnapshotId"])] = int(minutes)
+                made = response.ec2_backend.snapshots.get(str(copied["SnapshotId"]))
+                if made is not None:  # DescribeSnapshots reports the promise back
+                    made.transfer_type = "time-based"
+                    made.completion_duration_minutes = int(minutes)
+        return answer
+
+    return [
+        (EBSBackend, "copy_snapshot", copy_snapshot),
+        (ElasticBlockStore, "copy_snapshot", copy_snapshot_response),
+    ]
+
+
+def _describe_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """DescribeSnapshots and DescribeVolumes: the visibility window and fast filters (backend
+    level), pagination and OwnerIds (response level: these are request parameters)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.models.elastic_block_store import EBSBackend
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+    from moto.ec2.utils import is_filter_matching
+
+    def describe_snapshots(
+        backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None
+    ) -> list[Any]:
+        now = sim.clock()
+        matches = [s for s in list(backend.snapshots.values()) if sim._visible(s, now)]
+        if snapshot_ids:
+            wanted = set(snapshot_ids)
+            matches = [s for s in matches if s.id in wanted]
+            missing = wanted - {s.id for s in matches}
+            if missing:
+                raise sim._error(
+                    "InvalidSnapshot.NotFound",
+                    f"The snapshot '{sorted(missing)[0]}' does not exist.",
+                )
+        if filters:
+            matches = _fast_filter(backend, filters, matches, is_filter_matching)
+        return matches
+
+    def describe_snapshots_response(response: Any) -> Any:
+        filters = response._filters_from_querystring()
+        snapshot_ids = response._get_param("SnapshotIds", [])
+        owner_ids = response._get_param("OwnerIds", [])
+        max_results = response._get_param("MaxResults")
+        next_token = response._get_param("NextToken")
+        if snapshot_ids and (max_results is not None or next_token):
+            raise sim._error(
+                "InvalidParameterCombination",
+                "The parameter snapshotSet cannot be used with the parameter maxResults",
+            )
+        backend = response.ec2_backend
+        snapshots = backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
+        if owner_ids:
+            owners = {backend.account_id if o == "self" else o for o in owner_ids}
+            snapshots = [s for s in snapshots if s.owner_id in owners]
+        page, token = _paginate(sim, snapshots, max_results, next_token)
+        result: dict[str, Any] = {"Snapshots": page}
+        if token:
+            result["NextToken"] = token
+        return ActionResult(result)
+
+    def describe_volumes_response(response: Any) -> Any:
+        filters = response._filters_from_querystring()
+        volume_ids = response._get_param("VolumeIds", [])
+        max_results = response._get_param("MaxResults")
+        next_token = response._get_param("NextToken")
+        if volume_ids and (max_results is not None or next_token):
+            raise sim._error(
+                "InvalidParameterCombination",
+                "The parameter volumeSet cannot be used with the parameter maxResults",
+            )
+        volumes = response.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
+        page, token = _paginate(sim, volumes, max_results, next_token)
+        result: dict[str, Any] = {"Volumes": page}
+        if token:
+            result["NextToken"] = token
+        return ActionResult(result)
+
+    return [
+        (EBSBackend, "describe_snapshots", describe_snapshots),
+        (ElasticBlockStore, "describe_snapshots", describe_snapshots_response),
+        (ElasticBlockStore, "describe_volumes", describe_volumes_response),
+    ]
+
+
+def _delete_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """DeleteSnapshot: other owners' snapshots, snapshots in use and locked ones are refused."""
+    from moto.ec2.exceptions import InvalidSnapshotInUse
+    from moto.ec2.models.elastic_block_store import EBSBackend
+
+    base_delete = EBSBackend.delete_snapshot
+
+    def delete_snapshot(backend: Any, snapshot_id: str) -> Any:
+        snapshot = backend.snapshots.get(snapshot_id)
+        if snapshot is not None:
+            if snapshot.owner_id != backend.account_id:
+                raise sim._error(
+                    "UnauthorizedOperation",
+                    "You are not authorized to perform this operation.",
+                    403,
+                )
+            ami_id = sim._in_use.get(snapshot_id)
+            if ami_id:
+                raise InvalidSnapshotInUse(snapshot_id, ami_id)
+            lock = snapshot.__dict__.get(_LOCK)
+            now = sim.wall_now()
+            if lock is not None and lock.blocks_delete(now):
+                raise sim._error(SNAPSHOT_LOCKED_CODE, locked_message(snapshot_id, lock, now))
+        return base_delete(backend, snapshot_id)
+
+    return [
+        (EBSBackend, "delete_snapshot", delete_snapshot),
+    ]
+
+
+def _lock_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """EBS snapshot lock: LockSnapshot, UnlockSnapshot and DescribeLockedSnapshots, which moto
+    does not have."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    def lock_snapshot_response(response: Any) -> Any:
+        response.error_on_dryrun()
+        snapshot = _owned_snapshot(sim, response)
+        request = LockRequest(
+            mode=response._get_param("LockMode"),
+            duration_days=_optional_int(response._get_param("LockDuration")),
+            expiration=_optional_time(response._get_param("ExpirationDate")),
+            cool_off_hours=_optional_int(response._get_param("CoolOffPeriod")),
+        )
+        now = sim.wall_now()
+        with sim._lock:
+            try:
+                lock = lock_snapshot(
+                    snapshot.__dict__.get(_LOCK),
+                    request,
+                    snapshot_id=snapshot.id,
+                    owner_id=snapshot.owner_id,
+                    now=now,
+                )
+            except LockError as error:
+                raise sim._error(error.code, error.message) from None
+            snapshot.__dict__[_LOCK] = lock
+        info = lock.describe(now)
+        info.pop("OwnerId")
+        return ActionResult(info)
+
+    def unlock_snapshot_response(response: Any) -> Any:
+        response.error_on_dryrun()
+        snapshot = _owned_snapshot(sim, response)
+        with sim._lock:
+            try:
+                unlock_snapshot(snapshot.__dict__.get(_LOCK), snapshot.id, sim.wall_now())
+            except LockError as error:
+                raise sim._error(error.code, error.message) from None
+            snapshot.__dict__.pop(_LOCK, None)
+        return ActionResult({"SnapshotId": snapshot.id})
+
+    def describe_locked_snapshots_response(response: Any) -> Any:
+        response.error_on_dryrun()
+        backend = response.ec2_backend
+        now = sim.wall_now()
+        locks = [
+            s.__dict__[_LOCK]
+            for s in list(backend.snapshots.values())
+            if _LOCK in s.__dict__ and s.owner_id == backend.account_id
+        ]
+        try:
+            chosen = filter_locks(
+                locks,
+                now,
+                snapshot_ids=list(response._get_param("SnapshotIds", []) or []),
+                filters=dict(response._filters_from_querystring() or {}),
+            )
+        except LockError as error:
+            raise sim._error(error.code, error.message) from None
+        page, token = _paginate(
+            sim,
+            [_ById(lock.snapshot_id, lock) for lock in chosen],
+            response._get_param("MaxResults"),
+            response._get_param("NextToken"),
+        )
+        result: dict[str, Any] = {"Snapshots": [item.value.describe(now) for item in page]}
+        if token:
+            result["NextToken"] = token
+        return ActionResult(result)
+
+    return [
+        (ElasticBlockStore, "lock_snapshot", lock_snapshot_response),
+        (ElasticBlockStore, "unlock_snapshot", unlock_snapshot_response),
+        (ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots_response),
+    ]
+
+
+def _volume_patches(sim: Ec2Simulator) -> list[_Replacement]:
+    """CreateVolume (ClientToken, IncorrectState, the AZ check, `creating` for a while) and the
+    `rbin` endpoint, for which moto's dispatcher has no backend."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    base_create_volume = ElasticBlockStore.create_volume
+    base_get_application = DomainDispatcherApplication.get_application
+
+    def get_application(dispatcher: Any, environ: dict[str, Any]) -> Any:
+        if is_rbin_request(environ):
+            return sim.rbin
+        return base_get_application(dispatcher, environ)
+
+    def create_volume_response(response: Any) -> Any:
+        response.error_on_dryrun()
+        backend = response.ec2_backend
+        token = response._get_param("ClientToken")
+        zone = response._get_param("AvailabilityZone")
+        snapshot_id = response._get_param("SnapshotId")
+        request = {k: v for k, v in dict(response.params).items() if k != "ClientToken"}
+        fingerprint = json.dumps(request, sort_keys=True, default=str)
+        with sim._lock:
+            tokens: dict[str, tuple[str, str]] = backend.__dict__.setdefault(_TOKENS, {})
+            if token and token in tokens:
+                seen_fingerprint, volume_id = tokens[token]
+                # AWS: a token whose volume was deleted, or sent with other parameters.
+                if seen_fingerprint != fingerprint or volume_id not in backend.volumes:
+                    raise sim._error(
+                        "IdempotentParameterMismatch",
+                        "The client token you have provided is associated with a resource "
+                        "that is already deleted or has different parameters.",
+                    )
+                return ActionResult(backend.volumes[volume_id])
+            if zone is not None and backend.get_zone_by_name(zone) is None:
+                raise sim._error("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+            if snapshot_id:
+                snapshot = backend.snapshots.get(snapshot_id)
+                if snapshot is not None and snapshot.status != "completed":
+                    raise sim._error(
+                        "IncorrectState", f"Snapshot is in invalid state - {snapshot.status}"
+                    )
+            result = base_create_volume(response)
+            volume: Any = result.result
+            volume.__dict__[_COPY] = _Progress(
+                started=sim.clock(),
+                duration=sim.volume_duration,
+                error="error" if sim._take_volume_error(snapshot_id) else None,
+            )
+            if token:
+                tokens[token] = (fingerprint, volume.id)
+            return result
+
+    return [
+        (ElasticBlockStore, "create_volume", create_volume_response),
+        (DomainDispatcherApplication, "get_application", get_application),
+    ]
+
+
+def _owned_snapshot(sim: Ec2Simulator, response: Any) -> Any:
+    """The request's SnapshotId, which must exist and belong to this account."""
+    snapshot_id = response._get_param("SnapshotId")
+    backend = response.ec2_backend
+    snapshot = backend.snapshots.get(snapshot_id)
+    if snapshot is None:
+        raise sim._error(
+            "InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist."
+        )
+    if snapshot.owner_id != backend.account_id:
+        raise sim._error(
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+            403,
+        )
+    return snapshot
+
+
+_PATCH_BUILDERS: tuple[Callable[[Ec2Simulator], list[_Replacement]], ...] = (
+    _request_patches,
+    _state_patches,
+    _tag_patches,
+    _copy_patches,
+    _describe_patches,
+    _delete_patches,
+    _lock_patches,
+    _volume_patches,
+)
