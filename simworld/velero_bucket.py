@@ -661,6 +661,15 @@ class VeleroBucket:
                 entry["completionTimestamp"] = _time(built.start + timedelta(minutes=1))
             if v >= (1, 15):
                 entry["result"] = "failed" if volume.method == FAILED else "succeeded"
+        entry.update(self._volume_info_snapshot(built, snap))
+        entry["pvInfo"] = {"reclaimPolicy": "Delete", "labels": None}
+        return entry
+
+    def _volume_info_snapshot(self, built: BuiltBackup, snap: BuiltSnapshot) -> dict[str, Any]:
+        """The volumeinfo entry's snapshot part: native, CSI, data mover or pod volume info,
+        with the fields each Velero version writes."""
+        v, volume = built.version, snap.volume
+        entry: dict[str, Any] = {}
         size = volume.size_gib << 30
         phase = {"Phase": "Completed"} if v >= (1, 15) else {}
         if volume.method in (NATIVE, FAILED):
@@ -714,7 +723,6 @@ class VeleroBucket:
                 "nodeName": "ip-10-0-1-23.eu-west-1.compute.internal",
                 **phase,
             }
-        entry["pvInfo"] = {"reclaimPolicy": "Delete", "labels": None}
         return entry
 
     def _volume_snapshot(self, built: BuiltBackup, snap: BuiltSnapshot) -> dict[str, Any]:
@@ -1084,23 +1092,10 @@ class SeededWorld:
     logs_only_backup: str
 
 
-def seed_realistic_world(
-    *,
-    bucket: str = "velero-backups",
-    prefix: str = "",
-    region: str = "eu-west-1",
-    days: int = 7,
-    now: datetime | None = None,
-    endpoint_url: str | None = None,
-    mode: str = "http",
-) -> SeededWorld:
-    """A week of schedule `daily` over four PVCs in three namespaces, native and CSI, with
-    one PartiallyFailed backup, one corrupt backup, one in flight, one interrupted upload,
-    a manual and an `hourly` backup, and the decoys Velero leaves around. For `make demo`."""
-    now = (now or datetime.now(UTC)).replace(microsecond=0)
-    world = VeleroBucket(bucket, prefix, region, endpoint_url=endpoint_url, mode=mode)
+def _demo_volumes(region: str) -> list[Volume]:
+    """The demo's four PVCs: native and CSI, gp2/gp3/io2, one in-tree PV (zone in a label)."""
     a, b = f"{region}a", f"{region}b"
-    volumes = [
+    return [
         Volume("shop", "postgres-data", 20, a, NATIVE, "gp3", storage_class="gp3"),
         Volume("shop", "redis-data", 5, b, CSI, "gp3", storage_class="gp3-csi"),
         Volume("billing", "ledger-db", 50, a, CSI, "io2", iops=4000, storage_class="io2"),
@@ -1116,6 +1111,14 @@ def seed_realistic_world(
             zone_in="label",
         ),
     ]
+
+
+def _seed_daily_week(
+    world: VeleroBucket, volumes: list[Volume], days: int, now: datetime
+) -> tuple[list[str], str]:
+    """`days` daily backups at 02:00:31, the one 3 days ago PartiallyFailed (its first volume's
+    snapshot failed), the one 5 days ago with a corrupt volumeinfo. Returns the names, oldest
+    first, and the corrupt one."""
     names: list[str] = []
     corrupt = ""
     for day in range(days, 0, -1):
@@ -1132,6 +1135,26 @@ def seed_realistic_world(
         if day == 5:
             corrupt = name
             world.corrupt_gzip(name, VOLUME_INFO)
+    return names, corrupt
+
+
+def seed_realistic_world(
+    *,
+    bucket: str = "velero-backups",
+    prefix: str = "",
+    region: str = "eu-west-1",
+    days: int = 7,
+    now: datetime | None = None,
+    endpoint_url: str | None = None,
+    mode: str = "http",
+) -> SeededWorld:
+    """A week of schedule `daily` over four PVCs in three namespaces, native and CSI, with
+    one PartiallyFailed backup, one corrupt backup, one in flight, one interrupted upload,
+    a manual and an `hourly` backup, and the decoys Velero leaves around. For `make demo`."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    world = VeleroBucket(bucket, prefix, region, endpoint_url=endpoint_url, mode=mode)
+    volumes = _demo_volumes(region)
+    names, corrupt = _seed_daily_week(world, volumes, days, now)
     in_flight_start = now - timedelta(minutes=10)
     in_flight = f"daily-{in_flight_start:%Y%m%d%H%M%S}"
     world.backup(
