@@ -646,6 +646,11 @@ def _decode_token(sim: Ec2Simulator, token: str) -> str:
     return after
 
 
+def _page_result(key: str, items: list[Any], token: str | None) -> dict[str, Any]:
+    """A Describe* answer: the page under `key`, and NextToken when there is a next page."""
+    return {key: items, "NextToken": token} if token else {key: items}
+
+
 def _paginate(
     sim: Ec2Simulator, items: list[Any], max_results: Any, next_token: str | None
 ) -> tuple[list[Any], str | None]:
@@ -1064,10 +1069,7 @@ def _describe_patches(sim: Ec2Simulator) -> list[_Replacement]:
             owners = {backend.account_id if o == "self" else o for o in owner_ids}
             snapshots = [s for s in snapshots if s.owner_id in owners]
         page, token = _paginate(sim, snapshots, max_results, next_token)
-        result: dict[str, Any] = {"Snapshots": page}
-        if token:
-            result["NextToken"] = token
-        return ActionResult(result)
+        return ActionResult(_page_result("Snapshots", page, token))
 
     def describe_volumes_response(response: Any) -> Any:
         filters = response._filters_from_querystring()
@@ -1081,10 +1083,7 @@ def _describe_patches(sim: Ec2Simulator) -> list[_Replacement]:
             )
         volumes = response.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
         page, token = _paginate(sim, volumes, max_results, next_token)
-        result: dict[str, Any] = {"Volumes": page}
-        if token:
-            result["NextToken"] = token
-        return ActionResult(result)
+        return ActionResult(_page_result("Volumes", page, token))
 
     return [
         (EBSBackend, "describe_snapshots", describe_snapshots),
@@ -1190,10 +1189,9 @@ def _lock_patches(sim: Ec2Simulator) -> list[_Replacement]:
             response._get_param("MaxResults"),
             response._get_param("NextToken"),
         )
-        result: dict[str, Any] = {"Snapshots": [item.value.describe(now) for item in page]}
-        if token:
-            result["NextToken"] = token
-        return ActionResult(result)
+        return ActionResult(
+            _page_result("Snapshots", [item.value.describe(now) for item in page], token)
+        )
 
     return [
         (ElasticBlockStore, "lock_snapshot", lock_snapshot_response),
