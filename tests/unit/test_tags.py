@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from snapd import tags
-from snapd.models import SnapshotMethod, SourceSnapshot
+from snapd.models import SnapshotMethod, SourceSnapshot, Volume
 
 SOURCE = SourceSnapshot(
     snapshot_id="snap-0123456789abcdef0",
@@ -16,19 +16,21 @@ SOURCE = SourceSnapshot(
     backup_time=datetime(2026, 11, 20, 2, 0, 0, tzinfo=UTC),
     phase="Completed",
     method=SnapshotMethod.CSI,
-    namespace="shop",
-    pvc="data-postgres-0",
-    pv="pvc-1234",
-    volume_id="vol-0abc",
-    availability_zone="eu-west-1b",
-    volume_type="gp3",
-    iops=4000,
-    throughput=250,
-    storage_class="gp3-encrypted",
-    fs_type="ext4",
-    csi_driver="ebs.csi.aws.com",
-    access_modes=("ReadWriteOnce",),
-    volume_mode="Filesystem",
+    volume=Volume(
+        namespace="shop",
+        pvc="data-postgres-0",
+        pv="pvc-1234",
+        volume_id="vol-0abc",
+        availability_zone="eu-west-1b",
+        volume_type="gp3",
+        iops=4000,
+        throughput=250,
+        storage_class="gp3-encrypted",
+        fs_type="ext4",
+        csi_driver="ebs.csi.aws.com",
+        access_modes=("ReadWriteOnce",),
+        volume_mode="Filesystem",
+    ),
 )
 
 
@@ -79,7 +81,9 @@ def test_fifty_tag_limit() -> None:
 
 def test_name_tag_cut_to_256() -> None:
     """A very long name is cut to EC2's limit instead of failing the copy."""
-    long_source = SOURCE.with_details(namespace="n" * 200, pvc="p" * 200)
+    long_source = SOURCE.with_details(
+        volume=SOURCE.volume.with_values(namespace="n" * 200, pvc="p" * 200)
+    )
     assert len(tags.build_copy_tags(long_source, "s", "r")["Name"]) == 256
 
 
@@ -90,8 +94,12 @@ def test_round_trip_to_replica() -> None:
         snapshot_id="snap-r", region="eu-central-1", state="completed", progress=100, tags=built
     )
     assert replica.backup_time == SOURCE.backup_time
-    assert (replica.namespace, replica.pvc, replica.pv) == ("shop", "data-postgres-0", "pvc-1234")
-    assert (replica.iops, replica.throughput, replica.access_modes) == (
+    assert (replica.volume.namespace, replica.volume.pvc, replica.volume.pv) == (
+        "shop",
+        "data-postgres-0",
+        "pvc-1234",
+    )
+    assert (replica.volume.iops, replica.volume.throughput, replica.volume.access_modes) == (
         4000,
         250,
         ("ReadWriteOnce",),
@@ -109,7 +117,7 @@ def test_malformed_tags_do_not_break_listing() -> None:
         tags={tags.BACKUP_TIME: "yesterday", tags.IOPS: "many"},
     )
     assert replica.backup_time is None
-    assert replica.iops is None
+    assert replica.volume.iops is None
 
 
 def test_stray_snapd_keys_not_carried() -> None:
