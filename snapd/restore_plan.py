@@ -1066,7 +1066,8 @@ def _dry_run_steps(plan: RestorePlan, state: Found, request: RestoreRequest) -> 
     replica = plan.replica
     lines = [
         f"# {plan.label} from backup {plan.backup}: replica {replica.snapshot_id} "
-        f"({replica.region}, {replica.volume.size_gib} GiB) → PVC {plan.target_label} in {plan.zone}"
+        f"({replica.region}, {replica.volume.size_gib} GiB) → PVC {plan.target_label} "
+        f"in {plan.zone}"
     ]
     if plan.zone_note:
         lines.append(f"#   {plan.zone_note}")
