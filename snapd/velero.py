@@ -24,14 +24,13 @@ import asyncio
 import dataclasses
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Protocol, TypeVar
 
 from snapd.config import format_duration
 from snapd.errors import AwsError, BackupReadError, PermanentError, first_error
 from snapd.models import (
-    NO_VOLUME,
     TERMINAL_PHASES,
     Backup,
     BackupScan,
@@ -106,26 +105,32 @@ def backup_gate(backup: Backup, copy_failed_backups: bool) -> Skip | None:
 
 @dataclass(slots=True)
 class _Draft:
-    """A SourceSnapshot being assembled; `fill` never overwrites a better source's value."""
+    """A SourceSnapshot being assembled: the `Volume` fields known so far, by name.
+
+    `fill` never overwrites a better source's value. A plain dict while sources are
+    applied (a frozen record rebuilt at each `fill` costs several times the CPU); `volume`
+    is the record of what is known.
+    """
 
     snapshot_id: str
     method: SnapshotMethod
-    volume: Volume = NO_VOLUME
+    known: dict[str, Any] = field(default_factory=dict)
 
     def fill(self, **values: Any) -> None:
         """Set each `Volume` field that is still unknown; sources are applied best first."""
-        unknown = {
-            name: value
-            for name, value in values.items()
-            if value not in (None, (), "") and getattr(self.volume, name) in (None, ())
-        }
-        if unknown:
-            self.volume = self.volume.with_values(**unknown)
+        for name, value in values.items():
+            if value not in (None, (), "") and self.known.get(name) in (None, ()):
+                self.known[name] = value
 
     def fill_claim(self, namespace: str | None, pvc: str | None) -> None:
         """Namespace and PVC come as a pair: never mix one source's namespace with another's."""
-        if self.volume.pvc is None and pvc:
-            self.volume = self.volume.with_values(namespace=namespace, pvc=pvc)
+        if self.known.get("pvc") is None and pvc:
+            self.known.update(namespace=namespace, pvc=pvc)
+
+    @property
+    def volume(self) -> Volume:
+        """The frozen record of what is known so far (built anew: read it once per use)."""
+        return Volume(**self.known)
 
 
 def build_scan(
@@ -283,18 +288,19 @@ def _collect_csi(
 
 def _find_pv(draft: _Draft, tarball: TarballResources) -> PersistentVolume | None:
     """The tarball PV of a snapshot: by PV name, by PVC binding or claimRef, by volume id."""
-    if draft.volume.pv and draft.volume.pv in tarball.pvs:
-        return tarball.pvs[draft.volume.pv]
-    if draft.volume.pvc:
-        claim = tarball.pvcs.get((draft.volume.namespace or "", draft.volume.pvc))
+    volume = draft.volume
+    if volume.pv and volume.pv in tarball.pvs:
+        return tarball.pvs[volume.pv]
+    if volume.pvc:
+        claim = tarball.pvcs.get((volume.namespace or "", volume.pvc))
         if claim and claim.volume_name and claim.volume_name in tarball.pvs:
             return tarball.pvs[claim.volume_name]
         for pv in tarball.pvs.values():
-            if (pv.claim_namespace, pv.claim_name) == (draft.volume.namespace, draft.volume.pvc):
+            if (pv.claim_namespace, pv.claim_name) == (volume.namespace, volume.pvc):
                 return pv
-    if draft.volume.volume_id:
+    if volume.volume_id:
         for pv in tarball.pvs.values():
-            if pv.volume_id == draft.volume.volume_id:
+            if pv.volume_id == volume.volume_id:
                 return pv
     return None
 
@@ -316,7 +322,8 @@ def _enrich(draft: _Draft, tarball: TarballResources) -> None:
         volume_mode=pv.volume_mode,
         size_gib=pv.size_gib,
     )
-    claim = tarball.pvcs.get((draft.volume.namespace or "", draft.volume.pvc or ""))
+    volume = draft.volume
+    claim = tarball.pvcs.get((volume.namespace or "", volume.pvc or ""))
     if claim is not None:
         draft.fill(
             storage_class=claim.storage_class,
