@@ -17,7 +17,7 @@ from typing import Any
 
 from simworld.ec2sim import Ec2Simulator
 from snapd import tags
-from snapd.models import SnapshotMethod, SourceSnapshot
+from snapd.models import SnapshotMethod, SourceSnapshot, Volume
 
 _PROGRESS = "_ec2sim_progress"  # the simulator's per-snapshot progress attribute
 
@@ -51,19 +51,21 @@ def make_source(
         backup_time=backup_time or datetime(2024, 5, 1, 2, 0, tzinfo=UTC),
         phase="Completed",
         method=SnapshotMethod.NATIVE,
-        namespace=namespace,
-        pvc=pvc,
-        pv=pv or f"pvc-{namespace}-{pvc}",
-        volume_id=volume_id,
-        availability_zone=availability_zone,
-        volume_type=volume_type,
-        iops=iops,
-        throughput=throughput,
-        storage_class=storage_class,
-        fs_type=fs_type,
-        access_modes=access_modes,
-        volume_mode=volume_mode,
-        size_gib=size_gib,
+        volume=Volume(
+            namespace=namespace,
+            pvc=pvc,
+            pv=pv or f"pvc-{namespace}-{pvc}",
+            volume_id=volume_id,
+            availability_zone=availability_zone,
+            volume_type=volume_type,
+            iops=iops,
+            throughput=throughput,
+            storage_class=storage_class,
+            fs_type=fs_type,
+            access_modes=access_modes,
+            volume_mode=volume_mode,
+            size_gib=size_gib,
+        ),
         state="completed",
         encrypted=False,
         source_tags=tuple(sorted((source_tags or {}).items())),
@@ -103,7 +105,7 @@ def seed_replica(
     snapshot_id = sim.add_snapshot(
         destination_region,
         tags=copy_tags,
-        size_gib=source.size_gib or 8,
+        size_gib=source.volume.size_gib or 8,
         encrypted=encrypted,
         kms_key_id=kms_key_id,
         description=f"snapd copy of {source.snapshot_id} ({source.backup})",

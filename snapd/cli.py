@@ -733,20 +733,24 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         if settings.lock_mode != "off":  # lock look-ups only with locking on
             found = await locks.read_locks(aws, region, [r.snapshot_id for r in replicas])
             replicas = locks.with_locks(replicas, found)
-    wanted = {
-        "backup": args.backup,
-        "namespace": args.namespace,
-        "pvc": args.pvc,
-        "schedule": args.schedule,
-    }
     selected = [
-        r for r in replicas if all(v is None or getattr(r, k) == v for k, v in wanted.items())
+        r
+        for r in replicas
+        if all(
+            wanted is None or wanted == value
+            for wanted, value in (
+                (args.backup, r.backup),
+                (args.namespace, r.volume.namespace),
+                (args.pvc, r.volume.pvc),
+                (args.schedule, r.schedule),
+            )
+        )
     ]
     selected.sort(
         key=lambda r: (
             r.backup_time or datetime.min.replace(tzinfo=UTC),
-            r.namespace or "",
-            r.pvc or "",
+            r.volume.namespace or "",
+            r.volume.pvc or "",
             r.snapshot_id,
         )
     )

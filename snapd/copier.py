@@ -265,7 +265,7 @@ class Copier:
             tracked = Tracked(
                 replica_id=replica.snapshot_id,
                 source_id=replica.source_snapshot_id,
-                label=_label(replica.namespace, replica.pvc, replica.backup),
+                label=_label(replica.volume.namespace, replica.volume.pvc, replica.backup),
                 started=self.clock(),
                 adopted=True,
                 progress=replica.progress,
@@ -409,7 +409,7 @@ class Copier:
         tracked = Tracked(
             replica_id=replica_id,
             source_id=source.snapshot_id,
-            label=_label(source.namespace, source.pvc, source.backup),
+            label=_label(source.volume.namespace, source.volume.pvc, source.backup),
             started=self.clock(),
             source=source,
         )
@@ -425,8 +425,8 @@ class Copier:
             snapshot_id=replica_id,
             source_snapshot_id=source.snapshot_id,
             backup=source.backup,
-            namespace=source.namespace,
-            pvc=source.pvc,
+            namespace=source.volume.namespace,
+            pvc=source.volume.pvc,
             in_flight=len(self.active),
             limit=self.limit,
         )
@@ -481,7 +481,7 @@ class Copier:
     def _retry_or_give_up(self, action: CopyAction, tries: int, reason: str) -> None:
         source = action.source
         if tries >= self.copy_retries:
-            label = _label(source.namespace, source.pvc, source.backup)
+            label = _label(source.volume.namespace, source.volume.pvc, source.backup)
             self.stats.failures[source.snapshot_id] = Failure(
                 source.snapshot_id, label, reason, self.clock()
             )
@@ -658,7 +658,10 @@ class Copier:
             f"limit {self.limit})"
         )
         return Unfinished(
-            source.snapshot_id, _label(source.namespace, source.pvc, source.backup), "queued", why
+            source.snapshot_id,
+            _label(source.volume.namespace, source.volume.pvc, source.backup),
+            "queued",
+            why,
         )
 
     def time_out(self) -> list[Unfinished]:

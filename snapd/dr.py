@@ -163,7 +163,8 @@ def choose(
         if any(s.snapshot_id not in usable for s in scan.snapshots):
             continue
         missing = sorted(
-            {s.availability_zone for s in scan.snapshots if s.availability_zone} - set(zones)
+            {s.volume.availability_zone for s in scan.snapshots if s.volume.availability_zone}
+            - set(zones)
         )
         if missing:
             errors.append(
@@ -180,7 +181,7 @@ def choose(
             zones=dict(zones),
             source_region=source_region,
             region=region,
-            volumes=frozenset(s.pv for s in scan.snapshots if s.pv),
+            volumes=frozenset(s.volume.pv for s in scan.snapshots if s.volume.pv),
         )
         candidates[scan.name] = Candidate(
             scan.name,

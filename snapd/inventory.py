@@ -203,7 +203,7 @@ async def add_source_details(
     Velero recorded wins; the volume fills in the rest.
     """
     snapshots = await describe_snapshots(aws, region, (s.snapshot_id for s in sources))
-    needs_volume = sorted({s.volume_id for s in sources if s.volume_id})
+    needs_volume = sorted({s.volume.volume_id for s in sources if s.volume.volume_id})
     volumes = await describe_volumes(aws, region, needs_volume) if needs_volume else {}
     return [_with_details(s, snapshots.get(s.snapshot_id), volumes) for s in sources]
 
@@ -215,25 +215,28 @@ def _with_details(
 ) -> SourceSnapshot:
     if snapshot is None:
         return source.with_details(state=MISSING)
-    volume_id = source.volume_id or _real_volume_id(snapshot.get("VolumeId"))
+    known = source.volume
+    volume_id = known.volume_id or _real_volume_id(snapshot.get("VolumeId"))
     volume = volumes.get(volume_id or "")
     source_tags = tags.from_tag_list(snapshot.get("Tags"))
-    details: dict[str, object] = {
-        "state": snapshot.get("State"),
-        "encrypted": bool(snapshot.get("Encrypted")),
-        "size_gib": source.size_gib or snapshot.get("VolumeSize"),
-        "source_tags": tuple(sorted(source_tags.items())),
+    filled: dict[str, object] = {
+        "size_gib": known.size_gib or snapshot.get("VolumeSize"),
         "volume_id": volume_id,
     }
-    details |= claim_from_tags(source, source_tags)
+    filled |= claim_from_tags(source, source_tags)
     if volume is not None:
-        details |= {
-            "availability_zone": source.availability_zone or volume.availability_zone,
-            "volume_type": source.volume_type or volume.volume_type,
-            "iops": source.iops or _volume_iops(volume),
-            "throughput": source.throughput or volume.throughput,
+        filled |= {
+            "availability_zone": known.availability_zone or volume.availability_zone,
+            "volume_type": known.volume_type or volume.volume_type,
+            "iops": known.iops or _volume_iops(volume),
+            "throughput": known.throughput or volume.throughput,
         }
-    return source.with_details(**details)
+    return source.with_details(
+        state=snapshot.get("State"),
+        encrypted=bool(snapshot.get("Encrypted")),
+        source_tags=tuple(sorted(source_tags.items())),
+        volume=known.with_values(**filled),
+    )
 
 
 #: Tags the EBS provisioners put on a volume, which Velero's AWS plugin copies onto a native
@@ -254,10 +257,10 @@ def claim_from_tags(source: SourceSnapshot, source_tags: dict[str, str]) -> dict
         return {}
     found: dict[str, object] = {}
     namespace, pvc = source_tags.get(CREATED_FOR_NAMESPACE), source_tags.get(CREATED_FOR_PVC)
-    if not source.pvc and namespace and pvc:
+    if not source.volume.pvc and namespace and pvc:
         found |= {"namespace": namespace, "pvc": pvc}
     pv = source_tags.get(CREATED_FOR_PV) or source_tags.get("velero.io/pv")
-    if not source.pv and pv:
+    if not source.volume.pv and pv:
         found["pv"] = pv
     return found
 

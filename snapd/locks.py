@@ -143,8 +143,8 @@ async def _lock(
     context = {
         "snapshot_id": replica.snapshot_id,
         "backup": replica.backup,
-        "namespace": replica.namespace,
-        "pvc": replica.pvc,
+        "namespace": replica.volume.namespace,
+        "pvc": replica.volume.pvc,
         "mode": action.mode,
         "until": tags.format_time(action.expires),
         "reason": action.reason,

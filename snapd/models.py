@@ -54,23 +54,21 @@ class Backup:
 
 
 @dataclass(frozen=True, slots=True)
-class SourceSnapshot:
-    """An EBS snapshot in the source region that a Velero backup of a watched schedule owns.
+class Volume:
+    """One volume's restore attributes: where it belonged and how to rebuild it.
 
-    The first block comes from the bucket. `state`, `encrypted`, `size_gib` and `tags` are
-    filled from DescribeSnapshots by `inventory.add_source_details`; `state` is None until
-    then, and "missing" when EC2 no longer knows the snapshot.
+    The one record of them (docs/architecture.md#one-record-per-volume): discovery builds it
+    from Velero's files (and EC2 fills what they lack), `tags` writes it onto a replica and
+    reads it back field by field through one table (`tags.VOLUME_TAGS`), and planning, the
+    DR location and restore use it as it is. What belongs to one snapshot rather than to the
+    volume (its id, state, backup, times, lock, encryption) stays on `SourceSnapshot` and
+    `Replica`. Every field is optional: None (or `()`) means nobody recorded it.
     """
 
-    snapshot_id: str
-    backup: str
-    schedule: str
-    backup_time: datetime
-    phase: str
-    method: SnapshotMethod
     namespace: str | None = None
     pvc: str | None = None
     pv: str | None = None
+    #: The source volume (`vol-…`) the snapshot was taken of.
     volume_id: str | None = None
     availability_zone: str | None = None
     volume_type: str | None = None
@@ -81,7 +79,41 @@ class SourceSnapshot:
     csi_driver: str | None = None
     access_modes: tuple[str, ...] = ()
     volume_mode: str | None = None
+    #: GiB; not a tag: EC2 records it on every snapshot (VolumeSize).
     size_gib: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown;
+        None when nothing identifies the volume (see `volume_key`)."""
+        return volume_key(self.namespace, self.pvc, self.pv, self.volume_id)
+
+    def with_values(self, **changes: Any) -> Volume:
+        """A copy with `changes` applied (field names of this record); it stays frozen."""
+        return dataclasses.replace(self, **changes)
+
+
+#: A volume nothing is known about.
+NO_VOLUME = Volume()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSnapshot:
+    """An EBS snapshot in the source region that a Velero backup of a watched schedule owns.
+
+    The first block and `volume` come from the bucket. `state`, `encrypted`, `tags` (and
+    what `volume` lacks, such as its size) are filled from DescribeSnapshots by
+    `inventory.add_source_details`; `state` is None until then, and "missing" when EC2 no
+    longer knows the snapshot.
+    """
+
+    snapshot_id: str
+    backup: str
+    schedule: str
+    backup_time: datetime
+    phase: str
+    method: SnapshotMethod
+    volume: Volume = NO_VOLUME
     # From DescribeSnapshots in the source region.
     state: str | None = None
     encrypted: bool | None = None
@@ -89,18 +121,18 @@ class SourceSnapshot:
 
     @property
     def volume_key(self) -> tuple[str, str] | None:
-        """(namespace, PVC) that retention groups by; PV or volume id when the PVC is unknown;
-        None when nothing identifies the volume (see `volume_key`)."""
-        return volume_key(self.namespace, self.pvc, self.pv, self.volume_id)
+        """(namespace, PVC) that retention groups by (`Volume.key`)."""
+        return self.volume.key
 
     def with_details(self, **changes: Any) -> SourceSnapshot:
-        """A copy with details added (EC2 state, volume type…); the record itself stays frozen."""
+        """A copy with details added (EC2 state, volume…); the record itself stays frozen."""
         return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)
 class Replica:
-    """snapd's copy of a source snapshot in the destination region, read back from its tags."""
+    """snapd's copy of a source snapshot in the destination region, read back from its tags
+    (`tags.build_replica`); `volume` is the source's record, its size the copy's own."""
 
     snapshot_id: str
     region: str
@@ -109,23 +141,10 @@ class Replica:
     scope: str
     source_snapshot_id: str | None
     source_region: str | None = None
-    source_volume_id: str | None = None
     backup: str | None = None
     schedule: str | None = None
     backup_time: datetime | None = None
-    namespace: str | None = None
-    pvc: str | None = None
-    pv: str | None = None
-    availability_zone: str | None = None
-    volume_type: str | None = None
-    iops: int | None = None
-    throughput: int | None = None
-    storage_class: str | None = None
-    fs_type: str | None = None
-    csi_driver: str | None = None
-    access_modes: tuple[str, ...] = ()
-    volume_mode: str | None = None
-    size_gib: int | None = None
+    volume: Volume = NO_VOLUME
     encrypted: bool = False
     kms_key_id: str | None = None
     start_time: datetime | None = None
@@ -140,8 +159,8 @@ class Replica:
 
     @property
     def volume_key(self) -> tuple[str, str] | None:
-        """(namespace, PVC) that retention groups by; see `SourceSnapshot.volume_key`."""
-        return volume_key(self.namespace, self.pvc, self.pv, self.source_volume_id)
+        """(namespace, PVC) that retention groups by; see `Volume.key`."""
+        return self.volume.key
 
     @property
     def identity(self) -> tuple[str, str, str, str, datetime] | None:
@@ -153,8 +172,8 @@ class Replica:
         return (
             self.source_snapshot_id,
             self.backup,
-            self.namespace or "",
-            self.pvc or "",
+            self.volume.namespace or "",
+            self.volume.pvc or "",
             self.backup_time,
         )
 

@@ -242,7 +242,7 @@ def source_region_hint(sources: Sequence[SourceSnapshot], source_region: str | N
         {
             region
             for s in missing
-            if (region := region_of_zone(s.availability_zone)) and region != source_region
+            if (region := region_of_zone(s.volume.availability_zone)) and region != source_region
         }
     )
     if not elsewhere:

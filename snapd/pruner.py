@@ -101,8 +101,8 @@ async def _delete(
         "snapshot_id": replica.snapshot_id,
         "source_snapshot_id": replica.source_snapshot_id,
         "backup": replica.backup,
-        "namespace": replica.namespace,
-        "pvc": replica.pvc,
+        "namespace": replica.volume.namespace,
+        "pvc": replica.volume.pvc,
         "kind": action.kind.value,
     }
     if replica.scope != scope or replica.region != region:

@@ -378,33 +378,33 @@ def select_replicas(replicas: Sequence[Replica], request: RestoreRequest) -> Sel
         )
     pool = of_backup
     if request.namespace:
-        pool = [r for r in of_backup if r.namespace == request.namespace]
+        pool = [r for r in of_backup if r.volume.namespace == request.namespace]
         if not pool:
-            namespaces = sorted({r.namespace or "-" for r in of_backup})
+            namespaces = sorted({r.volume.namespace or "-" for r in of_backup})
             raise ConfigError(
                 f"backup {backup!r} has no replica in namespace {request.namespace!r}; "
                 f"its namespaces: {_listing(namespaces)}"
             )
     if request.restore_all:
-        named = [r for r in pool if r.pvc and r.namespace]
+        named = [r for r in pool if r.volume.pvc and r.volume.namespace]
         refused = [
             Refusal(
-                f"{r.namespace or '-'}/{r.pv or r.source_volume_id or r.snapshot_id}",
+                f"{r.volume.namespace or '-'}/{r.volume.pv or r.volume.volume_id or r.snapshot_id}",
                 f"replica {r.snapshot_id} records no namespace/PVC, so no claim can be made for it",
             )
             for r in pool
-            if not (r.pvc and r.namespace)
+            if not (r.volume.pvc and r.volume.namespace)
         ]
     else:
-        named = [r for r in pool if r.pvc == request.pvc and r.namespace]
+        named = [r for r in pool if r.volume.pvc == request.pvc and r.volume.namespace]
         if not named:
-            pvcs = sorted({f"{r.namespace or '-'}/{r.pvc or '-'}" for r in pool})
+            pvcs = sorted({f"{r.volume.namespace or '-'}/{r.volume.pvc or '-'}" for r in pool})
             where = f" in namespace {request.namespace!r}" if request.namespace else ""
             raise ConfigError(
                 f"backup {backup!r} has no replica of PVC {request.pvc!r}{where}; "
                 f"its PVCs: {_listing(pvcs)}"
             )
-        namespaces = sorted({r.namespace or "" for r in named})
+        namespaces = sorted({r.volume.namespace or "" for r in named})
         if len(namespaces) > 1:
             raise ConfigError(
                 f"PVC {request.pvc!r} of backup {backup!r} exists in several namespaces: "
@@ -413,7 +413,7 @@ def select_replicas(replicas: Sequence[Replica], request: RestoreRequest) -> Sel
         refused = []
     groups: dict[tuple[str, str], list[Replica]] = defaultdict(list)
     for replica in named:
-        groups[replica.namespace or "", replica.pvc or ""].append(replica)
+        groups[replica.volume.namespace or "", replica.volume.pvc or ""].append(replica)
     chosen: list[Replica] = []
     for (namespace, pvc), members in sorted(groups.items()):
         replica = _pick(members)
@@ -618,12 +618,12 @@ def build_volume_params(
 
 def _check_volume_settings(replica: Replica) -> None:
     """io1/io2 need IOPS; a replica that records the type but not the IOPS cannot be rebuilt."""
-    if replica.volume_type in IOPS_REQUIRED and not replica.iops:
+    if replica.volume.volume_type in IOPS_REQUIRED and not replica.volume.iops:
         raise ValueError(
-            f"the recorded volume type {replica.volume_type} needs IOPS, which the replica "
+            f"the recorded volume type {replica.volume.volume_type} needs IOPS, which the replica "
             "does not record"
         )
-    if not replica.size_gib:
+    if not replica.volume.size_gib:
         raise ValueError("the replica reports no volume size")
 
 
@@ -641,12 +641,12 @@ def plan_restores(
     refused: list[Refusal] = []
     problems: list[str] = []
     for replica in replicas:
-        namespace, pvc = replica.namespace or "", replica.pvc or ""
+        namespace, pvc = replica.volume.namespace or "", replica.volume.pvc or ""
         label = f"{namespace}/{pvc}"
         try:
             zone, note = choose_zone(
                 request.target_region,
-                replica.availability_zone,
+                replica.volume.availability_zone,
                 request.availability_zone,
                 zones,
             )
@@ -687,10 +687,10 @@ def plan_restores(
                 copy_back=request.copy_back,
                 pv_name=kube.build_pv_name(target_namespace, target_pvc, request.backup),
                 key=key,
-                size_gib=int(replica.size_gib or 0),
-                volume_type=replica.volume_type,
-                iops=replica.iops,
-                throughput=replica.throughput,
+                size_gib=int(replica.volume.size_gib or 0),
+                volume_type=replica.volume.volume_type,
+                iops=replica.volume.iops,
+                throughput=replica.volume.throughput,
                 encrypted=replica.encrypted,
                 kms_key_id=request.kms_key_id,
             )
@@ -739,10 +739,10 @@ def build_manifests(
         source_namespace=plan.source_namespace,
         source_pvc=plan.source_pvc,
         scope=scope,
-        storage_class=replica.storage_class,
-        fs_type=replica.fs_type,
-        access_modes=replica.access_modes or ("ReadWriteOnce",),
-        volume_mode=replica.volume_mode,
+        storage_class=replica.volume.storage_class,
+        fs_type=replica.volume.fs_type,
+        access_modes=replica.volume.access_modes or ("ReadWriteOnce",),
+        volume_mode=replica.volume.volume_mode,
         annotations={RESTORE_OF: replica.snapshot_id},
     )
     identity = kube.restore_labels(
@@ -753,9 +753,9 @@ def build_manifests(
         namespace=plan.target_namespace,
         volume_name=plan.pv_name,
         size_gib=size,
-        storage_class=replica.storage_class,
-        access_modes=replica.access_modes or ("ReadWriteOnce",),
-        volume_mode=replica.volume_mode,
+        storage_class=replica.volume.storage_class,
+        access_modes=replica.volume.access_modes or ("ReadWriteOnce",),
+        volume_mode=replica.volume.volume_mode,
         labels=identity,
         annotations={**identity, RESTORE_OF: replica.snapshot_id},
     )
@@ -1066,7 +1066,8 @@ def _dry_run_steps(plan: RestorePlan, state: Found, request: RestoreRequest) -> 
     replica = plan.replica
     lines = [
         f"# {plan.label} from backup {plan.backup}: replica {replica.snapshot_id} "
-        f"({replica.region}, {replica.size_gib} GiB) → PVC {plan.target_label} in {plan.zone}"
+        f"({replica.region}, {replica.volume.size_gib} GiB) → PVC {plan.target_label} "
+        f"in {plan.zone}"
     ]
     if plan.zone_note:
         lines.append(f"#   {plan.zone_note}")

@@ -467,11 +467,11 @@ def recovery_points(replicas: list[Replica], now: datetime) -> dict[tuple[str, s
     """
     points: dict[tuple[str, str], float] = {}
     for replica in replicas:
-        if not (replica.completed and replica.pvc and replica.backup_time):
+        if not (replica.completed and replica.volume.pvc and replica.backup_time):
             continue
         if planner.in_future(replica.backup_time, now):
             continue
-        key = (replica.namespace or "", replica.pvc)
+        key = (replica.volume.namespace or "", replica.volume.pvc)
         points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
     return points
 
@@ -881,8 +881,8 @@ def overdue_copies(replicas: list[Replica], now: datetime) -> list[dict[str, Any
             "snapshot_id": r.snapshot_id,
             "source_snapshot_id": r.source_snapshot_id,
             "backup": r.backup,
-            "namespace": r.namespace,
-            "pvc": r.pvc,
+            "namespace": r.volume.namespace,
+            "pvc": r.volume.pvc,
             "progress": r.progress,
             "completion_minutes": r.completion_minutes,
             "promised_by": format_time(r.promised_by) if r.promised_by else None,

@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ from snapd.models import (
     Skip,
     SnapshotMethod,
     SourceSnapshot,
+    Volume,
 )
 from snapd.velero_files import (
     BACKUP_FILE,
@@ -104,35 +105,32 @@ def backup_gate(backup: Backup, copy_failed_backups: bool) -> Skip | None:
 
 @dataclass(slots=True)
 class _Draft:
-    """A SourceSnapshot being assembled; `fill` never overwrites a better source's value."""
+    """A SourceSnapshot being assembled: the `Volume` fields known so far, by name.
+
+    `fill` never overwrites a better source's value. A plain dict while sources are
+    applied (a frozen record rebuilt at each `fill` costs several times the CPU); `volume`
+    is the record of what is known.
+    """
 
     snapshot_id: str
     method: SnapshotMethod
-    namespace: str | None = None
-    pvc: str | None = None
-    pv: str | None = None
-    volume_id: str | None = None
-    availability_zone: str | None = None
-    volume_type: str | None = None
-    iops: int | None = None
-    storage_class: str | None = None
-    fs_type: str | None = None
-    csi_driver: str | None = None
-    access_modes: tuple[str, ...] = ()
-    volume_mode: str | None = None
-    size_gib: int | None = None
+    known: dict[str, Any] = field(default_factory=dict)
 
     def fill(self, **values: Any) -> None:
-        """Set each field that is still unknown; sources are applied best first."""
+        """Set each `Volume` field that is still unknown; sources are applied best first."""
         for name, value in values.items():
-            if value in (None, (), "") or getattr(self, name) not in (None, ()):
-                continue
-            setattr(self, name, value)
+            if value not in (None, (), "") and self.known.get(name) in (None, ()):
+                self.known[name] = value
 
     def fill_claim(self, namespace: str | None, pvc: str | None) -> None:
         """Namespace and PVC come as a pair: never mix one source's namespace with another's."""
-        if self.pvc is None and pvc:
-            self.namespace, self.pvc = namespace, pvc
+        if self.known.get("pvc") is None and pvc:
+            self.known.update(namespace=namespace, pvc=pvc)
+
+    @property
+    def volume(self) -> Volume:
+        """The frozen record of what is known so far (built anew: read it once per use)."""
+        return Volume(**self.known)
 
 
 def build_scan(
@@ -290,18 +288,19 @@ def _collect_csi(
 
 def _find_pv(draft: _Draft, tarball: TarballResources) -> PersistentVolume | None:
     """The tarball PV of a snapshot: by PV name, by PVC binding or claimRef, by volume id."""
-    if draft.pv and draft.pv in tarball.pvs:
-        return tarball.pvs[draft.pv]
-    if draft.pvc:
-        claim = tarball.pvcs.get((draft.namespace or "", draft.pvc))
+    volume = draft.volume
+    if volume.pv and volume.pv in tarball.pvs:
+        return tarball.pvs[volume.pv]
+    if volume.pvc:
+        claim = tarball.pvcs.get((volume.namespace or "", volume.pvc))
         if claim and claim.volume_name and claim.volume_name in tarball.pvs:
             return tarball.pvs[claim.volume_name]
         for pv in tarball.pvs.values():
-            if (pv.claim_namespace, pv.claim_name) == (draft.namespace, draft.pvc):
+            if (pv.claim_namespace, pv.claim_name) == (volume.namespace, volume.pvc):
                 return pv
-    if draft.volume_id:
+    if volume.volume_id:
         for pv in tarball.pvs.values():
-            if pv.volume_id == draft.volume_id:
+            if pv.volume_id == volume.volume_id:
                 return pv
     return None
 
@@ -323,7 +322,8 @@ def _enrich(draft: _Draft, tarball: TarballResources) -> None:
         volume_mode=pv.volume_mode,
         size_gib=pv.size_gib,
     )
-    claim = tarball.pvcs.get((draft.namespace or "", draft.pvc or ""))
+    volume = draft.volume
+    claim = tarball.pvcs.get((volume.namespace or "", volume.pvc or ""))
     if claim is not None:
         draft.fill(
             storage_class=claim.storage_class,
@@ -440,7 +440,7 @@ def _tarball_warnings(
         or (files.tarball is None and any(TARBALL in m for m in missing))
     ):
         return ()
-    unnamed = sum(1 for d in drafts.values() if not d.pvc)
+    unnamed = sum(1 for d in drafts.values() if not d.volume.pvc)
     consequence = (
         f"its {len(drafts)} snapshot(s) are still handled like any other (copied unless "
         "listed under skipped), tagged with the PVC and PV that volumeinfo, the snapshot "
@@ -464,19 +464,7 @@ def _source_snapshot(draft: _Draft, backup: Backup, backup_time: datetime) -> So
         backup_time=backup_time,
         phase=backup.phase,
         method=draft.method,
-        namespace=draft.namespace,
-        pvc=draft.pvc,
-        pv=draft.pv,
-        volume_id=draft.volume_id,
-        availability_zone=draft.availability_zone,
-        volume_type=draft.volume_type,
-        iops=draft.iops,
-        storage_class=draft.storage_class,
-        fs_type=draft.fs_type,
-        csi_driver=draft.csi_driver,
-        access_modes=draft.access_modes,
-        volume_mode=draft.volume_mode,
-        size_gib=draft.size_gib,
+        volume=draft.volume,
     )
 
 

@@ -13,7 +13,7 @@ from snapd import inventory, tags
 from snapd.aws import AwsClients
 from snapd.copier import SETTLED_MEMORY, Copier, Tracked
 from snapd.metrics import Metrics
-from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot
+from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot, Volume
 
 SRC, DST, SCOPE = "eu-west-1", "eu-central-1", "bucket"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -35,8 +35,7 @@ def seed_sources(sim: Ec2Simulator, count: int, **extra_tags: str) -> list[Sourc
                 backup_time=NOW - timedelta(hours=i),
                 phase="Completed",
                 method=SnapshotMethod.NATIVE,
-                namespace="app",
-                pvc=f"data-{i}",
+                volume=Volume(namespace="app", pvc=f"data-{i}"),
                 state="completed",
                 source_tags=tuple(extra_tags.items()),
             )

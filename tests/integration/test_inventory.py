@@ -12,7 +12,7 @@ from simworld.moto_server import MotoWorld
 from snapd import inventory, tags
 from snapd.aws import AwsClients
 from snapd.errors import PermanentError
-from snapd.models import SnapshotMethod, SourceSnapshot
+from snapd.models import SnapshotMethod, SourceSnapshot, Volume
 
 SRC, DST = "eu-west-1", "eu-central-1"
 
@@ -25,9 +25,7 @@ def source(snapshot_id: str, volume_id: str | None = None) -> SourceSnapshot:
         backup_time=datetime(2026, 11, 1, tzinfo=UTC),
         phase="Completed",
         method=SnapshotMethod.CSI,
-        namespace="app",
-        pvc="data",
-        volume_id=volume_id,
+        volume=Volume(namespace="app", pvc="data", volume_id=volume_id),
     )
 
 
@@ -62,9 +60,13 @@ async def test_csi_volume_details_from_describe_volumes(
     )
     assert ec2sim.calls["DescribeVolumes"] == 1
     first, second = detailed
-    assert (first.volume_type, first.iops, first.throughput) == ("gp3", 4000, 250)
-    assert first.availability_zone == f"{SRC}b"
-    assert second.volume_type is None  # its volume is gone: nothing invented
+    assert (first.volume.volume_type, first.volume.iops, first.volume.throughput) == (
+        "gp3",
+        4000,
+        250,
+    )
+    assert first.volume.availability_zone == f"{SRC}b"
+    assert second.volume.volume_type is None  # its volume is gone: nothing invented
 
 
 async def test_replicas_of_our_scope_only_across_pages(

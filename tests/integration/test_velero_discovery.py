@@ -231,44 +231,62 @@ class TestEveryCase:
         """Each snapshot carries backup, PVC, volume and PV details from the right files."""
         bucket, _ = every
         result = await discover(VeleroReader(), session_aws)
-        by_backup = {(s.backup, s.pvc): s for s in result.snapshots}
+        by_backup = {(s.backup, s.volume.pvc): s for s in result.snapshots}
 
         legacy = by_backup[("daily-20240601020000", "old")]  # v1.9 native, in-tree PV
         built = bucket.backups["daily-20240601020000"].snapshots[0]
         assert legacy.method is SnapshotMethod.NATIVE
-        assert (legacy.namespace, legacy.pv, legacy.volume_id) == (
+        assert (legacy.volume.namespace, legacy.volume.pv, legacy.volume.volume_id) == (
             "legacy",
             built.volume.pv_name,
             built.volume_id,
         )
-        assert (legacy.availability_zone, legacy.volume_type, legacy.iops) == (
+        assert (legacy.volume.availability_zone, legacy.volume.volume_type, legacy.volume.iops) == (
             "eu-west-1c",
             "gp2",
             None,
         )
-        assert (legacy.fs_type, legacy.csi_driver, legacy.size_gib) == ("ext4", None, 8)
+        assert (legacy.volume.fs_type, legacy.volume.csi_driver, legacy.volume.size_gib) == (
+            "ext4",
+            None,
+            8,
+        )
         assert (legacy.schedule, legacy.phase, legacy.backup_time) == ("daily", "Completed", day(0))
 
         db = by_backup[("daily-20240605020000", "db")]
-        assert (db.volume_type, db.iops, db.storage_class, db.size_gib) == ("io2", 4000, "io2", 20)
+        assert (
+            db.volume.volume_type,
+            db.volume.iops,
+            db.volume.storage_class,
+            db.volume.size_gib,
+        ) == ("io2", 4000, "io2", 20)
 
         for backup in ("daily-20240605020000", "daily-20240606020000", "daily-20240607020000"):
             cache = by_backup[(backup, "cache")]
             built = next(s for s in bucket.backups[backup].snapshots if s.volume.pvc == "cache")
             assert cache.method is SnapshotMethod.CSI
-            assert (cache.namespace, cache.volume_id, cache.availability_zone) == (
+            assert (
+                cache.volume.namespace,
+                cache.volume.volume_id,
+                cache.volume.availability_zone,
+            ) == (
                 "shop",
                 built.volume_id,
                 "eu-west-1b",
             )
-            assert (cache.storage_class, cache.fs_type, cache.csi_driver, cache.size_gib) == (
+            assert (
+                cache.volume.storage_class,
+                cache.volume.fs_type,
+                cache.volume.csi_driver,
+                cache.volume.size_gib,
+            ) == (
                 "gp3-csi",
                 "xfs",
                 "ebs.csi.aws.com",
                 5,
             )
-            assert cache.access_modes == ("ReadWriteOnce",)
-            assert cache.volume_mode == "Filesystem"
+            assert cache.volume.access_modes == ("ReadWriteOnce",)
+            assert cache.volume.volume_mode == "Filesystem"
 
         partial = by_backup[("daily-20240602020000", "db")]
         assert partial.phase == "PartiallyFailed"
@@ -401,7 +419,7 @@ async def test_tarball_problem_still_copies(aws: AwsClients, damage: str) -> Non
     assert sorted(s.snapshot_id for s in result.snapshots) == sorted(
         bucket.backups[name].snapshot_ids
     )
-    assert {s.pvc for s in result.snapshots} == {"db", "c"}
+    assert {s.volume.pvc for s in result.snapshots} == {"db", "c"}
     assert result.errors == ()
     assert result.unreadable_backups == 0
     (warning,) = result.warnings

@@ -24,6 +24,7 @@ from snapd.models import (
     Skip,
     SnapshotMethod,
     SourceSnapshot,
+    Volume,
 )
 from snapd.render import yaml_stream
 
@@ -39,10 +40,7 @@ def snap(sid: str, backup: str = "daily-1", zone: str = "eu-west-1a") -> SourceS
         backup_time=T0,
         phase="Completed",
         method=SnapshotMethod.NATIVE,
-        namespace="shop",
-        pvc=f"pvc-{sid}",
-        pv=f"pv-{sid}",
-        availability_zone=zone,
+        volume=Volume(namespace="shop", pvc=f"pvc-{sid}", pv=f"pv-{sid}", availability_zone=zone),
     )
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from snapd.locking import MIN_LOCK, LockPolicy, lock_actions, unlocked
-from snapd.models import Discovery, Policy, PruneKind, Replica
+from snapd.models import Discovery, Policy, PruneKind, Replica, Volume
 from snapd.planner import plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -34,10 +34,9 @@ def rep(
         progress=100,
         scope="bucket",
         source_snapshot_id=source or f"snap-src-{rid}",
-        backup=f"daily-{source or rid}",  # duplicates agree on their backup too
+        backup=f"daily-{source or rid}",
         backup_time=NOW - timedelta(days=age_days),
-        namespace="app",
-        pvc=pvc,
+        volume=Volume(namespace="app", pvc=pvc),
         lock_state=lock,
         lock_expires=NOW + lock_left if lock_left is not None else None,
         start_time=start,

@@ -15,6 +15,7 @@ from snapd.models import (
     Skip,
     SnapshotMethod,
     SourceSnapshot,
+    Volume,
 )
 from snapd.planner import order_copies, plan
 
@@ -41,8 +42,7 @@ def src(
         backup_time=day(age),
         phase="Completed",
         method=SnapshotMethod.NATIVE,
-        namespace=ns,
-        pvc=pvc,
+        volume=Volume(namespace=ns, pvc=pvc),
         state=state,
     )
 
@@ -66,8 +66,7 @@ def rep(
         source_snapshot_id=source,
         backup=backup or f"daily-{source}",
         backup_time=day(age),
-        namespace=ns,
-        pvc=pvc,
+        volume=Volume(namespace=ns, pvc=pvc),
         start_time=start,
     )
 

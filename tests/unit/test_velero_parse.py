@@ -157,7 +157,7 @@ def build(
 
 
 def by_pvc(snapshots: list[SourceSnapshot]) -> dict[str | None, SourceSnapshot]:
-    return {s.pvc: s for s in snapshots}
+    return {s.volume.pvc: s for s in snapshots}
 
 
 # -- velero-backup.json ------------------------------------------------------------------------
@@ -555,7 +555,7 @@ def test_csi_snapshots_map_to_their_pvc_despite_fake_ref(version: str, reset: bo
     expected = {
         s.snapshot_id: (s.volume.namespace, s.volume.pvc) for s in bucket.backups[name].snapshots
     }
-    assert {s.snapshot_id: (s.namespace, s.pvc) for s in scan.snapshots} == expected
+    assert {s.snapshot_id: (s.volume.namespace, s.volume.pvc) for s in scan.snapshots} == expected
     assert all(s.method is SnapshotMethod.CSI for s in scan.snapshots)
     assert not scan.errors
 
@@ -818,28 +818,44 @@ def test_every_version_yields_native_and_csi_with_details(version: str) -> None:
     assert not scan.skipped
     found = by_pvc(snapshots)
     db, cache = found["db"], found["cache"]
-    assert (db.method, db.namespace, db.availability_zone, db.volume_type, db.iops) == (
+    assert (
+        db.method,
+        db.volume.namespace,
+        db.volume.availability_zone,
+        db.volume.volume_type,
+        db.volume.iops,
+    ) == (
         SnapshotMethod.NATIVE,
         "shop",
         "eu-west-1a",
         "io2",
         4000,
     )
-    assert db.volume_id == built.snapshots[0].volume_id
-    assert (db.storage_class, db.fs_type, db.size_gib, db.access_modes) == (
+    assert db.volume.volume_id == built.snapshots[0].volume_id
+    assert (
+        db.volume.storage_class,
+        db.volume.fs_type,
+        db.volume.size_gib,
+        db.volume.access_modes,
+    ) == (
         "io2",
         "ext4",
         20,
         ("ReadWriteOnce",),
     )
-    assert (cache.method, cache.availability_zone, cache.fs_type, cache.size_gib) == (
+    assert (
+        cache.method,
+        cache.volume.availability_zone,
+        cache.volume.fs_type,
+        cache.volume.size_gib,
+    ) == (
         SnapshotMethod.CSI,
         "eu-west-1b",
         "xfs",
         5,
     )
-    assert cache.volume_id == built.snapshots[1].volume_id
-    assert cache.csi_driver == "ebs.csi.aws.com"
+    assert cache.volume.volume_id == built.snapshots[1].volume_id
+    assert cache.volume.csi_driver == "ebs.csi.aws.com"
     assert (cache.backup, cache.schedule, cache.backup_time, cache.phase) == (
         "daily-20240615020031",
         "daily",
@@ -855,7 +871,7 @@ def test_volume_info_incomplete_natives_still_yielded() -> None:
     assert sorted(s.snapshot_id for s in snapshots) == sorted(
         bucket.backups["daily-20240615020031"].snapshot_ids
     )
-    assert by_pvc(snapshots)["lost"].namespace == "shop"  # mapped through the tarball PV
+    assert by_pvc(snapshots)["lost"].volume.namespace == "shop"  # mapped through the tarball PV
     assert not scan.errors
 
 
@@ -869,13 +885,16 @@ def test_volume_info_incomplete_csi_found_in_tarball() -> None:
     assert sorted(s.snapshot_id for s in snapshots) == sorted(
         bucket.backups["daily-20240615020031"].snapshot_ids
     )
-    assert by_pvc(snapshots)["lost"].availability_zone == "eu-west-1a"
+    assert by_pvc(snapshots)["lost"].volume.availability_zone == "eu-west-1a"
 
 
 def test_v117_volume_info_only_csi_gets_volume_id_from_tarball() -> None:
     """volumeinfo has no volume id; the tarball PV supplies it."""
     bucket, snapshots, _ = build("1.17", [Volume("shop", "db", method=CSI)])
-    assert snapshots[0].volume_id == bucket.backups["daily-20240615020031"].snapshots[0].volume_id
+    assert (
+        snapshots[0].volume.volume_id
+        == bucket.backups["daily-20240615020031"].snapshots[0].volume_id
+    )
 
 
 def test_tarball_vscs_of_other_backups_are_not_ours() -> None:
@@ -906,7 +925,7 @@ def test_partially_failed_reports_failed_entry_once() -> None:
     """A failed native snapshot is one skip with the PVC named, and nothing to copy."""
     volumes = [Volume("shop", "db"), Volume("shop", "broken", method=FAILED)]
     _, snapshots, scan = build("1.15", volumes, phase="PartiallyFailed")
-    assert [s.pvc for s in snapshots] == ["db"]
+    assert [s.volume.pvc for s in snapshots] == ["db"]
     assert [s.reason for s in scan.skipped] == [
         "Velero recorded a failed native snapshot of PVC shop/broken; nothing to copy"
     ]
@@ -995,7 +1014,7 @@ def test_unusable_tarball_still_copies_with_a_warning() -> None:
     files = replace(files, tarball_problem="daily-20240615020031.tar.gz: truncated or corrupt")
     scan = build_scan(backup, files, schedules=("daily",), copy_failed_backups=False)
     assert len(scan.snapshots) == 2
-    assert {s.pvc for s in scan.snapshots} == {"db", "cache"}  # volumeinfo mapped them
+    assert {s.volume.pvc for s in scan.snapshots} == {"db", "cache"}  # volumeinfo mapped them
     assert scan.errors == ()
     (warning,) = scan.warnings
     assert "truncated or corrupt" in warning.error
