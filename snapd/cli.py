@@ -21,7 +21,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from snapd import __version__
 from snapd.completion import SHELLS
@@ -36,7 +36,6 @@ from snapd.config import (
     settings_view,
 )
 from snapd.errors import AwsError, ConfigError, SnapdError, UsageError
-from snapd.manifests import validate_dns1123_label, validate_dns1123_subdomain
 from snapd.requests import (
     DrManifestsRequest,
     ListRequest,
@@ -44,13 +43,16 @@ from snapd.requests import (
     StatusRequest,
     SyncRequest,
 )
-from snapd.restore_plan import RestoreRequest, parse_completion_minutes
+
+if TYPE_CHECKING:
+    # Loaded when a restore is asked for (tags, models and YAML are not needed before).
+    from snapd.restore_plan import RestoreRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 #: What a command line becomes: one typed request per command.
-Request = (
-    RunRequest | SyncRequest | ListRequest | StatusRequest | RestoreRequest | DrManifestsRequest
+Request: TypeAlias = (
+    "RunRequest | SyncRequest | ListRequest | StatusRequest | RestoreRequest | DrManifestsRequest"
 )
 
 
@@ -155,6 +157,42 @@ def _command(
     return parser
 
 
+# --------------------------------------------------------------------------- flag shapes
+# The flags several commands share, one shape each, so their spelling, metavar and help
+# read the same everywhere (and completion offers them the same way).
+
+
+def _add_output(parser: _Parser, default: str, *others: str) -> None:
+    """`-o/--output FORMAT`: the first format is the default."""
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=(default, *others),
+        default=default,
+        help=f"output format (default: {default})",
+    )
+
+
+def _add_namespace(parser: _Parser, help_text: str) -> None:
+    """`-n/--namespace NAMESPACE`, kubectl's spelling."""
+    parser.add_argument("-n", "--namespace", metavar="NAMESPACE", help=help_text)
+
+
+def _add_context(parser: _Parser, help_text: str) -> None:
+    """`--context CONTEXT`: a kubeconfig context, kubectl's spelling."""
+    parser.add_argument("--context", metavar="CONTEXT", help=help_text)
+
+
+def _add_name(parser: _Parser, flag: str, help_text: str) -> None:
+    """`--FLAG NAME`: a filter on one name (backup, PVC, schedule)."""
+    parser.add_argument(flag, metavar="NAME", help=help_text)
+
+
+def _add_switch(parser: _Parser, flag: str, help_text: str) -> None:
+    """`--FLAG`: off unless given (`--dry-run`, `--force`, `--all`)."""
+    parser.add_argument(flag, action="store_true", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every subcommand, its flags, and the settings flags."""
     common = _settings_options()
@@ -199,13 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         examples="  snapd settings\n  snapd settings --config snapd.yaml -o yaml",
     )
-    settings.add_argument(
-        "-o",
-        "--output",
-        choices=("table", "json", "yaml"),
-        default="table",
-        help="output format (default: table)",
-    )
+    _add_output(settings, "table", "json", "yaml")
     _command(
         commands,
         "version",
@@ -249,27 +281,15 @@ def _add_sync(commands: Any, common: _Parser) -> None:
             "  snapd sync --timeout 2h -o yaml"
         ),
     )
-    sync.add_argument(
-        "--dry-run", action="store_true", help="discover and plan only; change nothing"
-    )
-    sync.add_argument(
-        "--force",
-        action="store_true",
-        help="prune even when the prune guard would hold the pass back",
-    )
+    _add_switch(sync, "--dry-run", "discover and plan only; change nothing")
+    _add_switch(sync, "--force", "prune even when the prune guard would hold the pass back")
     sync.add_argument(
         "--timeout",
         default="12h",
         metavar="DURATION",
         help="longest wait for the copies, e.g. 90m, 2h (default: 12h)",
     )
-    sync.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json", "yaml"),
-        default="text",
-        help="output format (default: text)",
-    )
+    _add_output(sync, "text", "json", "yaml")
 
 
 def _add_list(commands: Any, common: _Parser) -> None:
@@ -289,19 +309,11 @@ def _add_list(commands: Any, common: _Parser) -> None:
             "  snapd list --pvc db -o json | jq -r '.[].snapshot_id'"
         ),
     )
-    lister.add_argument(
-        "-o",
-        "--output",
-        choices=("table", "wide", "json", "yaml"),
-        default="table",
-        help="output format (default: table)",
-    )
-    lister.add_argument("--backup", metavar="NAME", help="only replicas of this Velero backup")
-    lister.add_argument(
-        "-n", "--namespace", metavar="NAMESPACE", help="only PVCs of this namespace"
-    )
-    lister.add_argument("--pvc", metavar="NAME", help="only replicas of this PVC")
-    lister.add_argument("--schedule", metavar="NAME", help="only replicas of this Velero schedule")
+    _add_output(lister, "table", "wide", "json", "yaml")
+    _add_name(lister, "--backup", "only replicas of this Velero backup")
+    _add_namespace(lister, "only PVCs of this namespace")
+    _add_name(lister, "--pvc", "only replicas of this PVC")
+    _add_name(lister, "--schedule", "only replicas of this Velero schedule")
 
 
 def _add_status(commands: Any, common: _Parser) -> None:
@@ -318,16 +330,8 @@ def _add_status(commands: Any, common: _Parser) -> None:
         ),
         examples="  snapd status\n  snapd status -n shop\n  snapd status -o json | jq '.pvcs'",
     )
-    status.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json", "yaml"),
-        default="text",
-        help="output format (default: text)",
-    )
-    status.add_argument(
-        "-n", "--namespace", metavar="NAMESPACE", help="only PVCs of this namespace"
-    )
+    _add_output(status, "text", "json", "yaml")
+    _add_namespace(status, "only PVCs of this namespace")
 
 
 def _add_dr_manifests(commands: Any, common: _Parser) -> None:
@@ -384,12 +388,9 @@ def _add_restore(commands: Any, common: _Parser) -> None:
     restore.add_argument(
         "pvc", nargs="?", metavar="PVC", help="PVC to restore (omit it with --all)"
     )
-    restore.add_argument("--all", action="store_true", help="every PVC of the backup")
-    restore.add_argument(
-        "-n",
-        "--namespace",
-        metavar="NAMESPACE",
-        help="namespace of the PVC (needed when several namespaces have a PVC of that name)",
+    _add_switch(restore, "--all", "every PVC of the backup")
+    _add_namespace(
+        restore, "namespace of the PVC (needed when several namespaces have a PVC of that name)"
     )
     restore.add_argument(
         "--target-region",
@@ -408,10 +409,10 @@ def _add_restore(commands: Any, common: _Parser) -> None:
         metavar="NAMESPACE",
         help="namespace of the PVC to create (default: the original)",
     )
-    restore.add_argument(
+    _add_name(
+        restore,
         "--target-pvc",
-        metavar="NAME",
-        help="name of the PVC to create (default: the original; use another to restore beside it)",
+        "name of the PVC to create (default: the original; use another to restore beside it)",
     )
     restore.add_argument(
         "--kms-key-id", metavar="KEY", help="KMS key for the copy-back (default: AWS's default key)"
@@ -421,16 +422,12 @@ def _add_restore(commands: Any, common: _Parser) -> None:
         metavar="DURATION",
         help="time-based copy-back: 15m to 48h in 15-minute steps (default: a standard copy)",
     )
-    restore.add_argument(
+    _add_switch(
+        restore,
         "--keep-snapshot",
-        action="store_true",
-        help="keep the copy-back snapshot once the volume exists (default: delete it)",
+        "keep the copy-back snapshot once the volume exists (default: delete it)",
     )
-    restore.add_argument(
-        "--context",
-        metavar="CONTEXT",
-        help="kubeconfig context to create the PV in (default: the current context)",
-    )
+    _add_context(restore, "kubeconfig context to create the PV in (default: the current context)")
     restore.add_argument(
         "--pvc-file",
         "--output",
@@ -440,12 +437,8 @@ def _add_restore(commands: Any, common: _Parser) -> None:
         help="where to write the proposed PVC (default: pvc.yaml; never overwritten "
         "without --force)",
     )
-    restore.add_argument("--force", action="store_true", help="overwrite the PVC file")
-    restore.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would be made, and the manifests; change nothing",
-    )
+    _add_switch(restore, "--force", "overwrite the PVC file")
+    _add_switch(restore, "--dry-run", "print what would be made, and the manifests; change nothing")
 
 
 @dataclass(frozen=True)
@@ -593,6 +586,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run_command(request: Request, settings: Settings) -> int:
     """The command's handler, imported now: only what this command needs is loaded."""
+    from snapd.restore_plan import RestoreRequest
+
     if isinstance(request, RunRequest):
         from snapd.service import run_daemon
 
@@ -657,6 +652,9 @@ def restore_request(args: argparse.Namespace, settings: Settings) -> RestoreRequ
     Names are checked here, before they become tag filters, file names or Kubernetes
     objects (docs/contract.md#safety-rules, "Names are checked").
     """
+    from snapd.manifests import validate_dns1123_label, validate_dns1123_subdomain
+    from snapd.restore_plan import RestoreRequest, parse_completion_minutes
+
     source = settings.source_region or ""
     destination = settings.destination_region or ""
     backup = validate_dns1123_subdomain(str(args.backup), "backup name")
