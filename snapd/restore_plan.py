@@ -2,8 +2,10 @@
 
 Everything here decides and nothing here does: no AWS, no Kubernetes, no files — so
 `--dry-run` and the tests see every decision of a restore without touching anything
-(`restore.py` is the half that acts on them). Every problem with the command line or the
-names it uses is a `ConfigError` (exit 2) raised here, before anything is changed.
+(`restore.py` is the half that acts on them). It starts from the `RestoreRequest` the CLI
+built (names checked there, with `manifests.py`'s checks); every problem with the names it
+is asked for is a `ConfigError` (exit 2) raised here, before anything is changed. What a
+restore prints is made in `render.py`.
 
 Re-running is safe because of what is decided here: the volume is found again by
 `snapd.io/restore-key` (`build_restore_key`: a hash of scope, backup, namespace, PVC, target,
