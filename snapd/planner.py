@@ -377,3 +377,20 @@ def order_copies(copies: Sequence[CopyAction]) -> list[CopyAction]:
         for _, group in sorted(by_volume.items())
     ]
     return [copy for row in zip_longest(*lanes) for copy in row if copy is not None]
+
+
+def recovery_points(replicas: Iterable[Replica], now: datetime) -> dict[tuple[str, str], float]:
+    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC).
+
+    A backup time in the future (`in_future`) is no recovery point: it would read
+    as fresh and silence `SnapdRecoveryPointTooOld`; the plan's `warnings` name it.
+    """
+    points: dict[tuple[str, str], float] = {}
+    for replica in replicas:
+        if not (replica.completed and replica.volume.pvc and replica.backup_time):
+            continue
+        if in_future(replica.backup_time, now):
+            continue
+        key = (replica.volume.namespace or "", replica.volume.pvc)
+        points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
+    return points

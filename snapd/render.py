@@ -1,8 +1,11 @@
-"""Turning records into what a command prints: the plan, the replica list, the status.
+"""Everything a command prints: plans, tables, JSON/YAML, progress lines and summaries.
 
-Pure: records in, strings or JSON-ready dicts out. stdout carries only these; logs go to
-stderr. Tables never cut backup, namespace or PVC names (the contract), so columns are
-sized to their longest value.
+Pure: records in, strings or JSON-ready dicts out — no stream is written here, the
+commands write what these return (stdout carries only their output; progress and warnings
+go to stderr). One place, so a format change is one edit and the CLI tests pin it. Tables
+never cut backup, namespace or PVC names (the contract), so columns are sized to their
+longest value. Records owned by upper layers (a sync's outcome, a cycle's result) are read
+through the small protocols below, so this module imports no I/O layer.
 """
 
 from __future__ import annotations
@@ -10,13 +13,126 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import Any, Protocol
 
 import yaml
 
-from snapd.models import CopyAction, KeptAction, Plan, PruneAction, Replica
+from snapd.config import Settings, format_duration
+from snapd.locking import unlocked
+from snapd.models import (
+    GOOD_PHASES,
+    CopyAction,
+    Discovery,
+    DiscoveryError,
+    KeptAction,
+    Plan,
+    PruneAction,
+    Replica,
+)
+from snapd.planner import in_future, recovery_points
+from snapd.restore_plan import (
+    IOPS_TYPES,
+    PLACEHOLDER_VOLUME,
+    THROUGHPUT_TYPES,
+    Found,
+    Outcome,
+    Refusal,
+    RestorePlan,
+    RestoreRequest,
+    VolumeRecord,
+    beside_name,
+    blocker,
+    build_client_token,
+    build_manifests,
+)
 from snapd.tags import format_time
+
+
+class SettingsWarningView(Protocol):
+    """A settings warning as the service reports it."""
+
+    def as_dict(self) -> Mapping[str, str | None]: ...
+
+
+class CycleView(Protocol):
+    """What `status` reads of a planned cycle (`service.CycleResult`)."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def discovery(self) -> Discovery: ...
+    @property
+    def replicas(self) -> Sequence[Replica]: ...
+    @property
+    def warnings(self) -> Sequence[SettingsWarningView]: ...
+    @property
+    def locks_known(self) -> bool: ...
+
+
+class CopyView(Protocol):
+    """A copy in flight as the copier tracks it (`copier.Tracked`)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def progress(self) -> int: ...
+
+
+class UnfinishedView(Protocol):
+    """A source a sync left without a completed replica (`copier.Unfinished`)."""
+
+    @property
+    def source_id(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def replica_id(self) -> str | None: ...
+
+
+class PruneView(Protocol):
+    """What a prune pass did (`pruner.PruneReport`)."""
+
+    @property
+    def deleted(self) -> Sequence[str]: ...
+    @property
+    def failed(self) -> Mapping[str, str]: ...
+    @property
+    def held_back(self) -> int: ...
+    @property
+    def locked(self) -> Mapping[str, str]: ...
+
+
+class SyncView(Protocol):
+    """What `sync` reports of its run (`service.SyncOutcome`)."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def copies_started(self) -> int: ...
+    @property
+    def copies_completed(self) -> int: ...
+    @property
+    def unprotected(self) -> Sequence[UnfinishedView]: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def prune(self) -> PruneView | None: ...
+    @property
+    def failed(self) -> Sequence[str]: ...
+    @property
+    def dr_failed(self) -> Mapping[str, str]: ...
+    @property
+    def dr_published(self) -> Sequence[str]: ...
+    @property
+    def dr_removed(self) -> Mapping[str, str]: ...
+    @property
+    def ok(self) -> bool: ...
 
 
 def _time(value: datetime | None) -> str | None:
@@ -413,3 +529,586 @@ def _locks_lines(status: Mapping[str, Any]) -> list[str]:
         f"lock mode {locks['mode']}   {counts}",
         f"Recycle Bin rule covers replicas: {bin_text}",
     ]
+
+
+# --------------------------------------------------------------------------- snapd sync
+
+
+def plan_output(
+    plan: Plan, warnings: Sequence[Mapping[str, Any]], fmt: str, destination_region: str
+) -> str:
+    """`sync --dry-run`: the plan and the settings warnings, as text, JSON or YAML."""
+    if fmt in ("json", "yaml"):
+        document = {**plan_json(plan), "settings_warnings": list(warnings)}
+        return structured(document, fmt)
+    text = plan_text(plan, destination_region=destination_region)
+    return text + "".join(f"{line}\n" for line in warning_lines(warnings))
+
+
+def sync_output(outcome: SyncView, warnings: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    """`sync`: what it did, as text, JSON (the plan, the warnings and the result) or YAML."""
+    if fmt in ("json", "yaml"):
+        document = {
+            **plan_json(outcome.plan),
+            "settings_warnings": list(warnings),
+            "result": sync_result_json(outcome),
+        }
+        return structured(document, fmt)
+    lines = warning_lines(warnings)
+    return "\n".join(lines) + ("\n" if lines else "") + sync_result_text(outcome)
+
+
+def sync_result_json(outcome: SyncView) -> dict[str, Any]:
+    """The `result` object of `sync -o json`."""
+    report = outcome.prune
+    return {
+        "copies_started": outcome.copies_started,
+        "copies_completed": outcome.copies_completed,
+        "copies_failed": outcome.failed,
+        "copies_timed_out": [
+            u.replica_id for u in outcome.unprotected if outcome.timed_out and u.state == "pending"
+        ],
+        "unprotected": [
+            {
+                "source_snapshot_id": u.source_id,
+                "label": u.label,
+                "state": u.state,
+                "replica_id": u.replica_id,
+                "reason": u.reason,
+            }
+            for u in outcome.unprotected
+        ],
+        "pruned": report.deleted if report else [],
+        "prune_failed": report.failed if report else {},
+        "prune_held_back": report.held_back if report else 0,
+        "prune_refused_locked": report.locked if report else {},
+        "dr_published": outcome.dr_published,
+        "dr_removed": outcome.dr_removed,
+        "dr_failed": outcome.dr_failed,
+        "ok": outcome.ok,
+    }
+
+
+def sync_result_text(outcome: SyncView) -> str:
+    """`sync`'s summary for people: copies, what is not protected, prunes, the DR location."""
+    report = outcome.prune
+    lines = [f"copies: {outcome.copies_completed} completed of {outcome.copies_started} started"]
+    if outcome.timed_out:
+        lines.append("--timeout reached before every copy completed")
+    lines += [f"not protected: {u.label} ({u.source_id}): {u.reason}" for u in outcome.unprotected]
+    if outcome.timed_out:
+        lines.append("prune skipped: copies were still pending")
+    if report is not None:
+        lines.append(f"pruned: {len(report.deleted)}")
+        lines += [f"prune failed: {sid}: {reason}" for sid, reason in report.failed.items()]
+        lines += [f"prune refused, locked: {sid}: {why}" for sid, why in report.locked.items()]
+        if outcome.plan.kept:
+            lines.append(f"kept under a lock: {len(outcome.plan.kept)} (pruned once it expires)")
+        if report.held_back:
+            lines.append(
+                f"prune held back: {report.held_back} replicas would be deleted, more than "
+                "prune_max_fraction allows; check retention settings and Velero, then rerun "
+                "with --force"
+            )
+    if outcome.dr_published or outcome.dr_removed or outcome.dr_failed:
+        lines.append(
+            f"DR location: {len(outcome.dr_published)} published, {len(outcome.dr_removed)} removed"
+        )
+    lines += [f"DR write failed: {name}: {reason}" for name, reason in outcome.dr_failed.items()]
+    return "\n".join(lines) + "\n"
+
+
+def copy_progress_line(done: int, total: int, event: str, copy: CopyView) -> str:
+    """One stderr line of `sync`'s copy progress: `[done/total] event label [n%]`."""
+    detail = f" {copy.progress}%" if event == "progress" else ""
+    return f"[{done}/{total}] {event} {copy.label}{detail}\n"
+
+
+# --------------------------------------------------------------------------- snapd status
+
+
+def status_report(
+    result: CycleView,
+    settings: Settings,
+    now: datetime,
+    *,
+    recycle_bin_protected: bool | None = None,
+    dr_status: dict[str, Any] | None = None,
+    dr_errors: tuple[DiscoveryError, ...] = (),
+) -> dict[str, Any]:
+    """The contract's `status -o json` object: per schedule, per PVC, in flight, backlog."""
+    completed_sources = {
+        r.source_snapshot_id for r in result.replicas if r.completed and r.source_snapshot_id
+    }
+    schedules = []
+    for name in settings.schedules:
+        good = [
+            b
+            for b in result.discovery.backups
+            if b.schedule == name
+            and b.phase in GOOD_PHASES
+            and b.start_time
+            and not in_future(b.start_time, now)
+        ]
+        newest = max(good, key=lambda b: b.start_time or now, default=None)
+        volumes = [s for s in result.discovery.snapshots if newest and s.backup == newest.name]
+        schedules.append(
+            {
+                "name": name,
+                "newest_backup": newest.name if newest else None,
+                "newest_backup_time": format_time(newest.start_time)
+                if newest and newest.start_time
+                else None,
+                "volumes": len(volumes),
+                "replicated": sum(1 for s in volumes if s.snapshot_id in completed_sources),
+                "backups": sum(1 for b in result.discovery.backups if b.schedule == name),
+            }
+        )
+    pvcs = []
+    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas, now).items()):
+        point = datetime.fromtimestamp(stamp, UTC)
+        pvcs.append(
+            {
+                "namespace": namespace,
+                "pvc": pvc,
+                "recovery_point": format_time(point),
+                "age_seconds": int((now - point).total_seconds()),
+            }
+        )
+    return {
+        "scope": settings.scope,
+        "source_region": settings.source_region,
+        "destination_region": settings.destination_region,
+        "locks": lock_status(result, settings),
+        "recycle_bin_protected": recycle_bin_protected,
+        "schedules": schedules,
+        "pvcs": pvcs,
+        "in_flight": sum(1 for r in result.replicas if r.pending),
+        "backlog": len(result.plan.copies),
+        "copy_completion_duration": format_duration(settings.copy_completion_duration)
+        if settings.copy_completion_duration
+        else None,
+        "overdue_copies": overdue_copies(result.replicas, now),
+        "unreadable_backups": result.discovery.unreadable_backups,
+        "errors": [
+            {"backup": e.backup, "error": e.error} for e in (*result.plan.errors, *dr_errors)
+        ],
+        "warnings": [
+            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
+            for w in result.plan.warnings
+        ],
+        "settings_warnings": [w.as_dict() for w in result.warnings],
+        "dr": dr_status,
+    }
+
+
+def lock_status(result: CycleView, settings: Settings) -> dict[str, Any]:
+    """`status`' lock counts: completed replicas locked, unlocked, and unlocked but due one.
+
+    With locking off, or when the locks could not be read, the counts are null (unknown).
+    """
+    completed = [r for r in result.replicas if r.completed]
+    known = settings.lock_mode != "off" and result.locks_known
+    return {
+        "mode": settings.lock_mode,
+        "locked": sum(1 for r in completed if r.locked) if known else None,
+        "unlocked": sum(1 for r in completed if not r.locked) if known else None,
+        "should_be_locked": len(unlocked(result.replicas, result.plan)) if known else None,
+        "kept_by_lock": len(result.plan.kept),
+    }
+
+
+def overdue_copies(replicas: Iterable[Replica], now: datetime) -> list[dict[str, Any]]:
+    """Time-based copies still pending past their promise, most overdue first."""
+    late = sorted(
+        (r for r in replicas if r.overdue(now) and r.promised_by),
+        key=lambda r: r.promised_by or now,
+    )
+    return [
+        {
+            "snapshot_id": r.snapshot_id,
+            "source_snapshot_id": r.source_snapshot_id,
+            "backup": r.backup,
+            "namespace": r.volume.namespace,
+            "pvc": r.volume.pvc,
+            "progress": r.progress,
+            "completion_minutes": r.completion_minutes,
+            "promised_by": format_time(r.promised_by) if r.promised_by else None,
+            "overdue_seconds": int((now - r.promised_by).total_seconds()) if r.promised_by else 0,
+        }
+        for r in late
+    ]
+
+
+# --------------------------------------------------------------------------- snapd dr-manifests
+
+
+def dr_manifests_alone(dr_root: str | None) -> str:
+    """`dr-manifests`' stderr note when nothing is published yet."""
+    return (
+        f"snapd dr-manifests: no published backup in {dr_root} yet; "
+        "the BackupStorageLocation alone is printed\n"
+    )
+
+
+# --------------------------------------------------------------------------- snapd restore
+
+
+def build_next_steps(
+    outcomes: Sequence[Outcome],
+    output: PurePath,
+    backup: str,
+    pvc_exists: Mapping[str, bool | None],
+) -> list[str]:
+    """The operator's next steps with real names: replace the PVC, or restore beside it."""
+    done = [o for o in outcomes if o.ok]
+    if not done:
+        return []
+    file = str(output)
+    lines = [f"Next steps ({file} holds the PVC{'s' if len(done) > 1 else ''} to create):"]
+    targets = [o.plan for o in done]
+    bound = [
+        o.plan.target_label
+        for o in done
+        if ((o.found.pvc or {}).get("spec") or {}).get("volumeName") == o.plan.pv_name
+    ]
+    if bound and len(bound) == len(done):
+        return [f"PVC {', '.join(bound)} already bound to the restored PV: nothing left to do."]
+    lines.append("  To replace the existing PVC with the restored data:")
+    lines.append("    1. stop the pods that use it (scale their Deployment/StatefulSet to 0)")
+    lines += [
+        f"    2. kubectl delete pvc {p.target_pvc} -n {p.target_namespace}"
+        if i == 0
+        else f"       kubectl delete pvc {p.target_pvc} -n {p.target_namespace}"
+        for i, p in enumerate(targets)
+    ]
+    lines += [
+        f"    3. wait until `kubectl get pvc {p.target_pvc} -n {p.target_namespace}` "
+        "no longer finds it"
+        if i == 0
+        else f"       and `kubectl get pvc {p.target_pvc} -n {p.target_namespace}`"
+        for i, p in enumerate(targets)
+    ]
+    lines.append(f"    4. kubectl create -f {file}")
+    lines.append("    5. start the pods again")
+    missing = [p.target_label for p in targets if pvc_exists.get(p.target_label) is False]
+    if missing:
+        lines.append(f"     (PVC {', '.join(missing)} does not exist now: step 4 alone is enough)")
+    no_namespace = sorted(
+        {o.plan.target_namespace for o in done if o.found.namespace_exists is False}
+    )
+    if no_namespace:
+        lines.append(
+            f"     (namespace {', '.join(no_namespace)} does not exist yet: before step 4, "
+            + "; ".join(f"kubectl create namespace {n}" for n in no_namespace)
+            + ")"
+        )
+    for outcome in done:
+        spec = ((outcome.found.bound_pv or {}).get("spec")) or {}
+        name = (outcome.found.bound_pv or {}).get("metadata", {}).get("name")
+        if name and spec.get("persistentVolumeReclaimPolicy") == "Delete":
+            lines.append(
+                f"     Careful: PVC {outcome.plan.target_label} is bound to PV {name} whose "
+                "reclaim policy is Delete — deleting the PVC deletes its EBS volume. To keep "
+                f"it: kubectl patch pv {name} -p "
+                '\'{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}\''
+            )
+    originals = [p for p in targets if not p.beside]
+    if originals:
+        lines.append("  To restore beside it instead (the existing PVC stays as it is):")
+        if len(originals) == 1:
+            p = originals[0]
+            name = beside_name(p.source_pvc)
+            beside = f"{name}.yaml"
+            lines.append(
+                f"    snapd restore {backup} {p.source_pvc} -n {p.source_namespace} "
+                f"--target-pvc {name} [--target-namespace NAMESPACE] --output {beside}"
+            )
+        else:
+            beside = "pvc-restored.yaml"
+            lines.append(
+                f"    snapd restore {backup} --all --target-namespace NAMESPACE --output {beside}"
+            )
+        lines.append(f"    kubectl create -f {beside}")
+    return lines
+
+
+def render_pvc_file(outcomes: Sequence[Outcome], scope: str) -> str:
+    """pvc.yaml: one PVC document per restored PVC, with a comment saying where they came from."""
+    docs = [build_manifests(o.plan, _volume_id(o), scope, _size(o))[1] for o in outcomes]
+    backup = outcomes[0].plan.backup if outcomes else ""
+    header = (
+        f"# PersistentVolumeClaims proposed by `snapd restore` of backup {backup}.\n"
+        "# Each binds its restored PersistentVolume (spec.volumeName); create with\n"
+        "# `kubectl create -f` once the PVC of the same name is gone.\n"
+    )
+    return header + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+
+
+def _volume_id(outcome: Outcome) -> str:
+    return outcome.volume.volume_id if outcome.volume else PLACEHOLDER_VOLUME
+
+
+def _size(outcome: Outcome) -> int | None:
+    return outcome.volume.size_gib if outcome.volume else None
+
+
+def _describe_volume(plan: RestorePlan) -> str:
+    """The volume a real run would ask CreateVolume for."""
+    parts = [plan.volume_type or "EC2's default type (gp2)", f"{plan.size_gib} GiB"]
+    if plan.volume_type in IOPS_TYPES and plan.iops:
+        parts.append(f"{plan.iops} IOPS")
+    if plan.volume_type in THROUGHPUT_TYPES and plan.throughput:
+        parts.append(f"{plan.throughput} MiB/s")
+    if plan.kms_key_id:
+        parts.append(f"encrypted with {plan.kms_key_id}")
+    elif plan.encrypted:
+        parts.append("encrypted")
+    return ", ".join(parts)
+
+
+def _describe_actual(volume: VolumeRecord) -> str:
+    """The volume as EC2 shows it (a reused one may differ from what this run would ask)."""
+    parts = [volume.volume_type or "unknown type", f"{volume.size_gib} GiB"]
+    if volume.volume_type in IOPS_TYPES and volume.iops:
+        parts.append(f"{volume.iops} IOPS")
+    if volume.volume_type in THROUGHPUT_TYPES and volume.throughput:
+        parts.append(f"{volume.throughput} MiB/s")
+    if volume.encrypted:
+        parts.append(f"encrypted with {volume.kms_key_id}" if volume.kms_key_id else "encrypted")
+    else:
+        parts.append("not encrypted")
+    return ", ".join(parts)
+
+
+def _dry_run_steps(plan: RestorePlan, state: Found, request: RestoreRequest) -> list[str]:
+    """The numbered steps a real run would take for one PVC, given what already exists."""
+    replica = plan.replica
+    lines = [
+        f"# {plan.label} from backup {plan.backup}: replica {replica.snapshot_id} "
+        f"({replica.region}, {replica.volume.size_gib} GiB) → PVC {plan.target_label} "
+        f"in {plan.zone}"
+    ]
+    if plan.zone_note:
+        lines.append(f"#   {plan.zone_note}")
+    steps: list[str] = []
+    volume = state.volume
+    snapshot = replica.snapshot_id
+    if plan.copy_back and volume is None:
+        usable = [c for c in state.copy_backs if c.state in ("completed", "pending")]
+        if usable:
+            snapshot = usable[0].snapshot_id
+            steps.append(
+                f"reuse copy-back {snapshot} in {plan.region} "
+                f"({usable[0].state}, {usable[0].progress}%)"
+            )
+        else:
+            timed = (
+                f", CompletionDurationMinutes={request.completion_minutes}"
+                if request.completion_minutes
+                else ""
+            )
+            steps.append(
+                f"CopySnapshot {replica.snapshot_id} from {replica.region} back to "
+                f"{plan.region}{timed}; wait until completed"
+            )
+            snapshot = "the copy-back"
+    if volume is not None:
+        steps.append(f"reuse volume {volume.volume_id} ({volume.state})")
+    else:
+        token = build_client_token(plan.key, state.failed_volumes)
+        steps.append(
+            f"CreateVolume from {snapshot} in {plan.zone}: {_describe_volume(plan)}; "
+            f"ClientToken {token}; wait until available"
+        )
+    conflict = blocker(plan, state, request)
+    if conflict:
+        steps.append(f"would fail: {conflict}")
+    elif state.pv is not None:
+        steps.append(f"PersistentVolume {plan.pv_name} exists: nothing to do")
+    else:
+        steps.append(f"create PersistentVolume {plan.pv_name} (claimRef {plan.target_label})")
+    if plan.copy_back:
+        leftovers = ", ".join(c.snapshot_id for c in state.copy_backs)
+        what = f"the copy-backs of this restore ({leftovers})" if leftovers else "the copy-back"
+        steps.append(
+            "once the PV exists, "
+            + (f"keep {what} (--keep-snapshot)" if request.keep_snapshot else f"delete {what}")
+        )
+    lines += [f"#   {number}. {step}" for number, step in enumerate(steps, 1)]
+    if not state.kube_checked:
+        lines.append("#      (Kubernetes not reachable: existing PVs were not checked)")
+    return lines
+
+
+def render_dry_run(
+    plans: Sequence[RestorePlan],
+    found: Mapping[str, Found],
+    request: RestoreRequest,
+    refused: Sequence[Refusal],
+    *,
+    output_exists: bool,
+) -> str:
+    """What a real run would do, as YAML comments, then the PV and PVC manifests (YAML).
+
+    The whole text is a valid multi-document YAML stream, so it can be read back.
+    `output_exists`: whether the PVC file is there now (the caller looked).
+    """
+    lines = ["# snapd restore --dry-run: nothing is changed in AWS, Kubernetes or on disk"]
+    docs: list[dict[str, Any]] = []
+    for plan in plans:
+        state = found.get(plan.key, Found())
+        lines += _dry_run_steps(plan, state, request)
+        volume_id = state.volume.volume_id if state.volume else PLACEHOLDER_VOLUME
+        docs += build_manifests(plan, volume_id, request.scope)
+    lines += [f"# would fail: {r.label}: {r.reason}" for r in refused]
+    if any(found.get(p.key, Found()).volume is None for p in plans):
+        lines.append(
+            f"# {PLACEHOLDER_VOLUME} below is a placeholder: a real run puts the id of the "
+            "volume it creates there"
+        )
+    if plans:
+        if output_exists and not request.force:
+            lines.append(
+                f"# {request.output} exists: a real run leaves it alone if everything is "
+                "already restored, and otherwise refuses without --force"
+            )
+        else:
+            lines.append(f"# a real run writes {request.output} with the PVC documents below")
+    text = "\n".join(lines) + "\n"
+    if docs:
+        text += yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+    return text
+
+
+def summarize(outcome: Outcome) -> list[str]:
+    """The stdout lines about one PVC: what was made or found, with names."""
+    plan = outcome.plan
+    if not outcome.ok:
+        return [f"failed {plan.label}: {outcome.error}"]
+    head = "already restored" if outcome.already else "restored"
+    lines = [f"{head} {plan.label} from backup {plan.backup} → PVC {plan.target_label}"]
+    if plan.zone_note:
+        lines.append(f"  {plan.zone_note}")
+    if plan.copy_back:
+        left = {snapshot_id for snapshot_id, _ in outcome.left_behind}
+        if outcome.copy_back_kept:
+            state = "kept (--keep-snapshot)"
+        elif outcome.copy_back_id in left:
+            state = "NOT deleted (see the warning)"
+        else:
+            state = "deleted"
+        lines.append(f"  copy-back  {outcome.copy_back_id or '-'} in {plan.region}, {state}")
+        lines += [
+            f"  left behind: copy-back {snapshot_id} in {plan.region} ({why}); delete it with "
+            f"`aws ec2 delete-snapshot --region {plan.region} --snapshot-id {snapshot_id}`"
+            for snapshot_id, why in outcome.left_behind
+        ]
+    else:
+        lines.append(f"  snapshot   {plan.replica.snapshot_id} in {plan.region} (no copy)")
+    volume = outcome.volume
+    if volume is not None:
+        lines.append(
+            f"  volume     {volume.volume_id} in {volume.zone}: {_describe_actual(volume)}"
+            f" ({volume.state})"
+        )
+    lines.append(f"  PV         {plan.pv_name} → claim {plan.target_label}")
+    return lines
+
+
+def restore_report(
+    outcomes: Sequence[Outcome],
+    refused: Sequence[Refusal],
+    request: RestoreRequest,
+    *,
+    target: str,
+    wrote: bool,
+    stale_file: str | None,
+) -> tuple[str, str]:
+    """A real restore's report: (stdout, stderr).
+
+    stdout: where the PVs went, each PVC's summary, the PVC file, the next steps. stderr:
+    one line per failed or refused PVC and per copy-back left behind, and a warning when
+    the existing PVC file is another restore's (`stale_file`: why; then no next steps).
+    """
+    done = [o for o in outcomes if o.ok]
+    lines: list[str] = [f"PersistentVolumes in {target}"]
+    for outcome in outcomes:
+        lines += summarize(outcome)
+    lines += [f"failed {r.label}: {r.reason}" for r in refused]
+    if done:
+        if wrote:
+            lines.append(
+                f"wrote {request.output}: PVC {', '.join(o.plan.target_label for o in done)}"
+            )
+        elif stale_file is None:
+            lines.append(
+                f"{request.output} exists and binds these PVs, left untouched (--force rewrites it)"
+            )
+        else:
+            lines.append(
+                f"{request.output} exists but is not this restore's: {stale_file}; it was "
+                "left untouched — write this restore's PVCs with --force or --output FILE"
+            )
+        exists = {
+            o.plan.target_label: (o.found.pvc is not None if o.found.kube_checked else None)
+            for o in done
+        }
+        if stale_file is None:
+            lines += build_next_steps(done, request.output, request.backup, exists)
+    errors = [restore_line(f"{o.plan.label}: {o.error}") for o in outcomes if not o.ok]
+    errors += [restore_line(f"{r.label}: {r.reason}") for r in refused]
+    for outcome in done:
+        errors += [
+            restore_line(
+                f"warning: {outcome.plan.label}: copy-back {snapshot_id} in "
+                f"{outcome.plan.region} is left behind ({why}); the restore itself is done. "
+                f"Delete it with `aws ec2 delete-snapshot --region {outcome.plan.region} "
+                f"--snapshot-id {snapshot_id}` (or keep it on purpose with --keep-snapshot)"
+            )
+            for snapshot_id, why in outcome.left_behind
+        ]
+    if stale_file is not None:
+        # The restore is done (exit 0 as for any completed re-run); only the file is not
+        # offered: `kubectl create -f` on it would create another restore's PVC.
+        errors.append(
+            restore_line(
+                f"warning: {request.output} exists but is not this restore's "
+                f"({stale_file}); do not create it — run again with --force to rewrite it or "
+                "--output FILE to write another"
+            )
+        )
+    return "\n".join(lines) + "\n", "".join(errors)
+
+
+def restore_line(message: str) -> str:
+    """One stderr line of `snapd restore` (a refusal, a warning, a notice)."""
+    return f"snapd restore: {message}\n"
+
+
+def dry_run_output(
+    plans: Sequence[RestorePlan],
+    found: Mapping[str, Found],
+    request: RestoreRequest,
+    refused: Sequence[Refusal],
+    *,
+    target: str,
+    output_exists: bool,
+) -> str:
+    """`restore --dry-run`'s stdout: where the PVs would go, then `render_dry_run`."""
+    return f"# PersistentVolumes would go to {target}\n" + render_dry_run(
+        plans, found, request, refused, output_exists=output_exists
+    )
+
+
+def copy_back_progress_line(label: str, replica: Replica) -> str:
+    """One stderr line each time a copy-back's state or EC2 `Progress` moves."""
+    return f"copy-back {replica.snapshot_id} of {label}: {replica.state} {replica.progress}%\n"
+
+
+def copy_slots_taken_line(label: str, region: str, delay: float) -> str:
+    """The stderr line while every copy slot of the target region is taken."""
+    return (
+        f"copy-back of {label}: every copy slot in {region} is taken; "
+        f"trying again in {delay:.0f}s\n"
+    )

@@ -20,7 +20,6 @@ CopySnapshot of its own (the copier's is reused), or write anything in `--dry-ru
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -37,9 +36,8 @@ from typing import Any, TextIO
 
 import structlog
 
-from snapd import copier, inventory, kube
+from snapd import copier, inventory, kube, manifests, render
 from snapd.aws import AwsClients
-from snapd.config import Settings
 from snapd.errors import (
     AwsError,
     ConfigError,
@@ -60,19 +58,14 @@ from snapd.restore_plan import (
     build_copy_back_description,
     build_copy_back_tags,
     build_manifests,
-    build_next_steps,
     build_volume_params,
-    parse_request,
     pick_volume,
     plan_restores,
     pv_conflict,
     pv_volume_id,
     pvc_file_problem,
-    render_dry_run,
-    render_pvc_file,
     rival_pvs,
     select_replicas,
-    summarize,
 )
 from snapd.tags import (
     CLUSTER,
@@ -284,11 +277,8 @@ class ProgressPrinter:
         if self.last.get(replica.snapshot_id) == now:
             return
         self.last[replica.snapshot_id] = now
-        print(
-            f"copy-back {replica.snapshot_id} of {label}: {replica.state} {replica.progress}%",
-            file=self.stream,
-            flush=True,
-        )
+        self.stream.write(render.copy_back_progress_line(label, replica))
+        self.stream.flush()
 
 
 @dataclass
@@ -434,12 +424,8 @@ class Restorer:
                 attempt += 1
                 delay = min(MAX_SLOT_BACKOFF, self.request.poll_interval * 2.0**attempt)
                 delay *= self.rng.uniform(0.5, 1.0)
-                print(
-                    f"copy-back of {plan.label}: every copy slot in {plan.region} is taken; "
-                    f"trying again in {delay:.0f}s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                sys.stderr.write(render.copy_slots_taken_line(plan.label, plan.region, delay))
+                sys.stderr.flush()
                 await asyncio.sleep(delay)
                 continue
             log.info(
@@ -589,7 +575,7 @@ async def discover(
     async def restored_pvs() -> list[dict[str, Any]]:
         if client is None or not plans:
             return []
-        return await client.list_pvs(kube.label_selector({kube.MANAGED_BY: "snapd"}))
+        return await client.list_pvs(manifests.label_selector({manifests.MANAGED_BY: "snapd"}))
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -650,7 +636,7 @@ async def _connect(request: RestoreRequest) -> kube.KubeClient | None:
     except KubeError as error:
         if not request.dry_run:
             raise
-        print(f"snapd restore: {error}; PVs are not checked", file=sys.stderr)
+        sys.stderr.write(render.restore_line(f"{error}; PVs are not checked"))
         return None
     return client
 
@@ -691,15 +677,14 @@ async def _kube_connecting(
                 await client.close()
 
 
-async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_restore(request: RestoreRequest) -> int:
     """`snapd restore`: exit 0 done (or already restored), 1 a PVC failed, 2 usage error."""
-    request = parse_request(args, settings)
     async with AwsClients() as aws, _kube_connecting(request) as connecting:
         replicas, zones = await _replicas_and_zones(aws, request)
         selection = select_replicas(replicas, request)
         if not request.restore_all and selection.refused:
             refusal = selection.refused[0]
-            print(f"snapd restore: {refusal.label}: {refusal.reason}", file=sys.stderr)
+            sys.stderr.write(render.restore_line(f"{refusal.label}: {refusal.reason}"))
             return 1
         plans, unbuildable = plan_restores(selection.replicas, request, zones)
         refused = [*selection.refused, *unbuildable]
@@ -707,11 +692,16 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         target = kube_target(client)
         if not request.dry_run and client is not None:
             # Said before anything is made: a PV in the wrong cluster is the costliest mistake.
-            print(f"snapd restore: PersistentVolumes go to {target}", file=sys.stderr, flush=True)
+            sys.stderr.write(render.restore_line(f"PersistentVolumes go to {target}"))
+            sys.stderr.flush()
         found = await discover(aws, client, plans, request)
         if request.dry_run or client is None:
-            sys.stdout.write(f"# PersistentVolumes would go to {target}\n")
-            sys.stdout.write(render_dry_run(plans, found, request, refused))
+            output_exists = await asyncio.to_thread(Path(request.output).exists)
+            sys.stdout.write(
+                render.dry_run_output(
+                    plans, found, request, refused, target=target, output_exists=output_exists
+                )
+            )
             conflicts = [p for p in plans if blocker(p, found[p.key], request)]
             return 1 if refused or conflicts else 0
         return await _run(
@@ -751,7 +741,7 @@ async def _run(
         if not (found[p.key].usable_volume and found[p.key].pv is not None)
         and not blocker(p, found[p.key], request)
     ]
-    output_exists = request.output.exists()
+    output_exists = await asyncio.to_thread(Path(request.output).exists)
     if needs_work and output_exists and not request.force:
         raise ConfigError(
             f"{request.output} exists; it is never overwritten without --force "
@@ -769,60 +759,21 @@ async def _run(
         await waiters.close()
     outcomes = [task.result() for task in tasks]
     done = [o for o in outcomes if o.ok]
-    lines: list[str] = [f"PersistentVolumes in {target}"]
-    for outcome in outcomes:
-        lines += summarize(outcome)
-    lines += [f"failed {r.label}: {r.reason}" for r in refused]
     stale_file: str | None = None
+    wrote = False
     if done:
         if output_exists and not request.force:
-            stale_file = await _existing_pvc_file_problem(request.output, done)
-            if stale_file is None:
-                lines.append(
-                    f"{request.output} exists and binds these PVs, left untouched "
-                    "(--force rewrites it)"
-                )
-            else:
-                lines.append(
-                    f"{request.output} exists but is not this restore's: {stale_file}; it was "
-                    "left untouched — write this restore's PVCs with --force or --output FILE"
-                )
+            stale_file = await _existing_pvc_file_problem(Path(request.output), done)
         else:
-            text = render_pvc_file(done, request.scope)
-            await asyncio.to_thread(write_pvc_file, request.output, text, force=request.force)
-            lines.append(
-                f"wrote {request.output}: PVC {', '.join(o.plan.target_label for o in done)}"
-            )
-        exists = {
-            o.plan.target_label: (o.found.pvc is not None if o.found.kube_checked else None)
-            for o in done
-        }
-        if stale_file is None:
-            lines += build_next_steps(done, request.output, request.backup, exists)
-    sys.stdout.write("\n".join(lines) + "\n")
+            text = render.render_pvc_file(done, request.scope)
+            await asyncio.to_thread(write_pvc_file, Path(request.output), text, force=request.force)
+            wrote = True
+    report, warnings = render.restore_report(
+        outcomes, refused, request, target=target, wrote=wrote, stale_file=stale_file
+    )
+    sys.stdout.write(report)
+    sys.stderr.write(warnings)
     failures = [o for o in outcomes if not o.ok]
-    for outcome in failures:
-        print(f"snapd restore: {outcome.plan.label}: {outcome.error}", file=sys.stderr)
-    for refusal in refused:
-        print(f"snapd restore: {refusal.label}: {refusal.reason}", file=sys.stderr)
-    for outcome in done:
-        for snapshot_id, why in outcome.left_behind:
-            print(
-                f"snapd restore: warning: {outcome.plan.label}: copy-back {snapshot_id} in "
-                f"{outcome.plan.region} is left behind ({why}); the restore itself is done. "
-                f"Delete it with `aws ec2 delete-snapshot --region {outcome.plan.region} "
-                f"--snapshot-id {snapshot_id}` (or keep it on purpose with --keep-snapshot)",
-                file=sys.stderr,
-            )
-    if stale_file is not None:
-        # The restore is done (exit 0 as for any completed re-run); only the file is not
-        # offered: `kubectl create -f` on it would create another restore's PVC.
-        print(
-            f"snapd restore: warning: {request.output} exists but is not this restore's "
-            f"({stale_file}); do not create it — run again with --force to rewrite it or "
-            "--output FILE to write another",
-            file=sys.stderr,
-        )
     return 1 if failures or refused else 0
 
 

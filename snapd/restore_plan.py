@@ -2,8 +2,10 @@
 
 Everything here decides and nothing here does: no AWS, no Kubernetes, no files — so
 `--dry-run` and the tests see every decision of a restore without touching anything
-(`restore.py` is the half that acts on them). Every problem with the command line or the
-names it uses is a `ConfigError` (exit 2) raised here, before anything is changed.
+(`restore.py` is the half that acts on them). It starts from the `RestoreRequest` the CLI
+built (names checked there, with `manifests.py`'s checks); every problem with the names it
+is asked for is a `ConfigError` (exit 2) raised here, before anything is changed. What a
+restore prints is made in `render.py`.
 
 Re-running is safe because of what is decided here: the volume is found again by
 `snapd.io/restore-key` (`build_restore_key`: a hash of scope, backup, namespace, PVC, target,
@@ -23,20 +25,19 @@ the pruner would delete. The volume names its scope in `snapd.io/restore-scope`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import yaml
 
-from snapd import kube
-from snapd.config import Settings, parse_duration
+from snapd import manifests
+from snapd.config import parse_duration
 from snapd.errors import (
     ConfigError,
 )
@@ -88,7 +89,7 @@ class RestoreRequest:
     completion_minutes: int | None
     keep_snapshot: bool
     context: str | None
-    output: Path
+    output: PurePath
     force: bool
     dry_run: bool
     scope: str
@@ -238,76 +239,6 @@ def parse_completion_minutes(text: str | None) -> int | None:
             "from 15m to 48h (e.g. 15m, 1h30m, 48h)"
         )
     return int(minutes)
-
-
-def parse_request(args: argparse.Namespace, settings: Settings) -> RestoreRequest:
-    """The `restore` command line and settings, validated (ConfigError → exit 2).
-
-    Names are checked here, before they become tag filters, file names or Kubernetes
-    objects (docs/contract.md#safety-rules, "Names are checked").
-    """
-    source = settings.source_region or ""
-    destination = settings.destination_region or ""
-    backup = kube.validate_dns1123_subdomain(str(args.backup), "backup name")
-    pvc = getattr(args, "pvc", None)
-    restore_all = bool(getattr(args, "all", False))
-    target_pvc = getattr(args, "target_pvc", None)
-    if restore_all and pvc:
-        raise ConfigError("give a PVC name or --all, not both")
-    if not restore_all and not pvc:
-        raise ConfigError("give the PVC to restore, or --all for every PVC of the backup")
-    if restore_all and target_pvc:
-        raise ConfigError("--target-pvc names one PVC; it cannot be used with --all")
-    if pvc:
-        kube.validate_dns1123_subdomain(pvc, "PVC name")
-    namespace = getattr(args, "namespace", None)
-    if namespace:
-        kube.validate_dns1123_label(namespace, "namespace")
-    target_namespace = getattr(args, "target_namespace", None)
-    if target_namespace:
-        kube.validate_dns1123_label(target_namespace, "target namespace")
-    if target_pvc:
-        kube.validate_dns1123_subdomain(target_pvc, "target PVC name")
-    target_region = getattr(args, "target_region", None) or source
-    if target_region not in (source, destination):
-        raise ConfigError(
-            f"invalid --target-region {target_region!r}: a restore goes to the source region "
-            f"{source} (the replica is copied back) or to the destination region "
-            f"{destination} (no copy)"
-        )
-    zone = getattr(args, "availability_zone", None)
-    if zone is not None and not zone.startswith(target_region):
-        raise ConfigError(
-            f"invalid --availability-zone {zone!r}: it is not a zone of the target region "
-            f"{target_region}"
-        )
-    output = Path(getattr(args, "output", None) or "pvc.yaml")
-    if not output.parent.is_dir():
-        raise ConfigError(f"invalid --output {output}: directory {output.parent} does not exist")
-    if output.is_dir():
-        raise ConfigError(f"invalid --output {output}: it is a directory")
-    return RestoreRequest(
-        backup=backup,
-        pvc=pvc,
-        namespace=namespace,
-        restore_all=restore_all,
-        target_region=target_region,
-        availability_zone=zone,
-        target_namespace=target_namespace,
-        target_pvc=target_pvc,
-        kms_key_id=getattr(args, "kms_key_id", None) or None,
-        completion_minutes=parse_completion_minutes(getattr(args, "completion_duration", None)),
-        keep_snapshot=bool(getattr(args, "keep_snapshot", False)),
-        context=getattr(args, "context", None),
-        output=output,
-        force=bool(getattr(args, "force", False)),
-        dry_run=bool(getattr(args, "dry_run", False)),
-        scope=settings.scope or "",
-        source_region=source,
-        destination_region=destination,
-        poll_interval=settings.poll_interval.total_seconds(),
-        concurrency=settings.max_in_flight,
-    )
 
 
 def _listing(items: Iterable[str]) -> str:
@@ -685,7 +616,7 @@ def plan_restores(
                 zone=zone,
                 zone_note=note,
                 copy_back=request.copy_back,
-                pv_name=kube.build_pv_name(target_namespace, target_pvc, request.backup),
+                pv_name=manifests.build_pv_name(target_namespace, target_pvc, request.backup),
                 key=key,
                 size_gib=int(replica.volume.size_gib or 0),
                 volume_type=replica.volume.volume_type,
@@ -728,7 +659,7 @@ def build_manifests(
     """The PV of the restored volume and the proposed PVC that binds it (ValueError if bad)."""
     replica = plan.replica
     size = size_gib or plan.size_gib
-    pv = kube.build_pv(
+    pv = manifests.build_pv(
         name=plan.pv_name,
         volume_id=volume_id,
         size_gib=size,
@@ -745,10 +676,10 @@ def build_manifests(
         volume_mode=replica.volume.volume_mode,
         annotations={RESTORE_OF: replica.snapshot_id},
     )
-    identity = kube.restore_labels(
+    identity = manifests.restore_labels(
         backup=plan.backup, namespace=plan.source_namespace, pvc=plan.source_pvc
     )
-    pvc = kube.build_pvc(
+    pvc = manifests.build_pvc(
         name=plan.target_pvc,
         namespace=plan.target_namespace,
         volume_name=plan.pv_name,
@@ -895,82 +826,6 @@ def blocker(plan: RestorePlan, found: Found, request: RestoreRequest) -> str | N
     )
 
 
-def build_next_steps(
-    outcomes: Sequence[Outcome], output: Path, backup: str, pvc_exists: Mapping[str, bool | None]
-) -> list[str]:
-    """The operator's next steps with real names: replace the PVC, or restore beside it."""
-    done = [o for o in outcomes if o.ok]
-    if not done:
-        return []
-    file = str(output)
-    lines = [f"Next steps ({file} holds the PVC{'s' if len(done) > 1 else ''} to create):"]
-    targets = [o.plan for o in done]
-    bound = [
-        o.plan.target_label
-        for o in done
-        if ((o.found.pvc or {}).get("spec") or {}).get("volumeName") == o.plan.pv_name
-    ]
-    if bound and len(bound) == len(done):
-        return [f"PVC {', '.join(bound)} already bound to the restored PV: nothing left to do."]
-    lines.append("  To replace the existing PVC with the restored data:")
-    lines.append("    1. stop the pods that use it (scale their Deployment/StatefulSet to 0)")
-    lines += [
-        f"    2. kubectl delete pvc {p.target_pvc} -n {p.target_namespace}"
-        if i == 0
-        else f"       kubectl delete pvc {p.target_pvc} -n {p.target_namespace}"
-        for i, p in enumerate(targets)
-    ]
-    lines += [
-        f"    3. wait until `kubectl get pvc {p.target_pvc} -n {p.target_namespace}` "
-        "no longer finds it"
-        if i == 0
-        else f"       and `kubectl get pvc {p.target_pvc} -n {p.target_namespace}`"
-        for i, p in enumerate(targets)
-    ]
-    lines.append(f"    4. kubectl create -f {file}")
-    lines.append("    5. start the pods again")
-    missing = [p.target_label for p in targets if pvc_exists.get(p.target_label) is False]
-    if missing:
-        lines.append(f"     (PVC {', '.join(missing)} does not exist now: step 4 alone is enough)")
-    no_namespace = sorted(
-        {o.plan.target_namespace for o in done if o.found.namespace_exists is False}
-    )
-    if no_namespace:
-        lines.append(
-            f"     (namespace {', '.join(no_namespace)} does not exist yet: before step 4, "
-            + "; ".join(f"kubectl create namespace {n}" for n in no_namespace)
-            + ")"
-        )
-    for outcome in done:
-        spec = ((outcome.found.bound_pv or {}).get("spec")) or {}
-        name = (outcome.found.bound_pv or {}).get("metadata", {}).get("name")
-        if name and spec.get("persistentVolumeReclaimPolicy") == "Delete":
-            lines.append(
-                f"     Careful: PVC {outcome.plan.target_label} is bound to PV {name} whose "
-                "reclaim policy is Delete — deleting the PVC deletes its EBS volume. To keep "
-                f"it: kubectl patch pv {name} -p "
-                '\'{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}\''
-            )
-    originals = [p for p in targets if not p.beside]
-    if originals:
-        lines.append("  To restore beside it instead (the existing PVC stays as it is):")
-        if len(originals) == 1:
-            p = originals[0]
-            name = beside_name(p.source_pvc)
-            beside = f"{name}.yaml"
-            lines.append(
-                f"    snapd restore {backup} {p.source_pvc} -n {p.source_namespace} "
-                f"--target-pvc {name} [--target-namespace NAMESPACE] --output {beside}"
-            )
-        else:
-            beside = "pvc-restored.yaml"
-            lines.append(
-                f"    snapd restore {backup} --all --target-namespace NAMESPACE --output {beside}"
-            )
-        lines.append(f"    kubectl create -f {beside}")
-    return lines
-
-
 def beside_name(pvc: str) -> str:
     """A valid PVC name for restoring beside `pvc`: `<pvc>-restored`, cut to fit 253.
 
@@ -982,18 +837,6 @@ def beside_name(pvc: str) -> str:
         suffix = "-restored-2"
         name = f"{pvc[: 253 - len(suffix)].rstrip('-.')}{suffix}"
     return name
-
-
-def render_pvc_file(outcomes: Sequence[Outcome], scope: str) -> str:
-    """pvc.yaml: one PVC document per restored PVC, with a comment saying where they came from."""
-    docs = [build_manifests(o.plan, _volume_id(o), scope, _size(o))[1] for o in outcomes]
-    backup = outcomes[0].plan.backup if outcomes else ""
-    header = (
-        f"# PersistentVolumeClaims proposed by `snapd restore` of backup {backup}.\n"
-        "# Each binds its restored PersistentVolume (spec.volumeName); create with\n"
-        "# `kubectl create -f` once the PVC of the same name is gone.\n"
-    )
-    return header + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
 
 
 def pvc_file_problem(text: str, outcomes: Sequence[Outcome]) -> str | None:
@@ -1025,139 +868,6 @@ def pvc_file_problem(text: str, outcomes: Sequence[Outcome]) -> str | None:
     return "; ".join(wrong) or None
 
 
-def _volume_id(outcome: Outcome) -> str:
-    return outcome.volume.volume_id if outcome.volume else PLACEHOLDER_VOLUME
-
-
-def _size(outcome: Outcome) -> int | None:
-    return outcome.volume.size_gib if outcome.volume else None
-
-
-def _describe_volume(plan: RestorePlan) -> str:
-    """The volume a real run would ask CreateVolume for."""
-    parts = [plan.volume_type or "EC2's default type (gp2)", f"{plan.size_gib} GiB"]
-    if plan.volume_type in IOPS_TYPES and plan.iops:
-        parts.append(f"{plan.iops} IOPS")
-    if plan.volume_type in THROUGHPUT_TYPES and plan.throughput:
-        parts.append(f"{plan.throughput} MiB/s")
-    if plan.kms_key_id:
-        parts.append(f"encrypted with {plan.kms_key_id}")
-    elif plan.encrypted:
-        parts.append("encrypted")
-    return ", ".join(parts)
-
-
-def _describe_actual(volume: VolumeRecord) -> str:
-    """The volume as EC2 shows it (a reused one may differ from what this run would ask)."""
-    parts = [volume.volume_type or "unknown type", f"{volume.size_gib} GiB"]
-    if volume.volume_type in IOPS_TYPES and volume.iops:
-        parts.append(f"{volume.iops} IOPS")
-    if volume.volume_type in THROUGHPUT_TYPES and volume.throughput:
-        parts.append(f"{volume.throughput} MiB/s")
-    if volume.encrypted:
-        parts.append(f"encrypted with {volume.kms_key_id}" if volume.kms_key_id else "encrypted")
-    else:
-        parts.append("not encrypted")
-    return ", ".join(parts)
-
-
-def _dry_run_steps(plan: RestorePlan, state: Found, request: RestoreRequest) -> list[str]:
-    """The numbered steps a real run would take for one PVC, given what already exists."""
-    replica = plan.replica
-    lines = [
-        f"# {plan.label} from backup {plan.backup}: replica {replica.snapshot_id} "
-        f"({replica.region}, {replica.volume.size_gib} GiB) → PVC {plan.target_label} "
-        f"in {plan.zone}"
-    ]
-    if plan.zone_note:
-        lines.append(f"#   {plan.zone_note}")
-    steps: list[str] = []
-    volume = state.volume
-    snapshot = replica.snapshot_id
-    if plan.copy_back and volume is None:
-        usable = [c for c in state.copy_backs if c.state in ("completed", "pending")]
-        if usable:
-            snapshot = usable[0].snapshot_id
-            steps.append(
-                f"reuse copy-back {snapshot} in {plan.region} "
-                f"({usable[0].state}, {usable[0].progress}%)"
-            )
-        else:
-            timed = (
-                f", CompletionDurationMinutes={request.completion_minutes}"
-                if request.completion_minutes
-                else ""
-            )
-            steps.append(
-                f"CopySnapshot {replica.snapshot_id} from {replica.region} back to "
-                f"{plan.region}{timed}; wait until completed"
-            )
-            snapshot = "the copy-back"
-    if volume is not None:
-        steps.append(f"reuse volume {volume.volume_id} ({volume.state})")
-    else:
-        token = build_client_token(plan.key, state.failed_volumes)
-        steps.append(
-            f"CreateVolume from {snapshot} in {plan.zone}: {_describe_volume(plan)}; "
-            f"ClientToken {token}; wait until available"
-        )
-    conflict = blocker(plan, state, request)
-    if conflict:
-        steps.append(f"would fail: {conflict}")
-    elif state.pv is not None:
-        steps.append(f"PersistentVolume {plan.pv_name} exists: nothing to do")
-    else:
-        steps.append(f"create PersistentVolume {plan.pv_name} (claimRef {plan.target_label})")
-    if plan.copy_back:
-        leftovers = ", ".join(c.snapshot_id for c in state.copy_backs)
-        what = f"the copy-backs of this restore ({leftovers})" if leftovers else "the copy-back"
-        steps.append(
-            "once the PV exists, "
-            + (f"keep {what} (--keep-snapshot)" if request.keep_snapshot else f"delete {what}")
-        )
-    lines += [f"#   {number}. {step}" for number, step in enumerate(steps, 1)]
-    if not state.kube_checked:
-        lines.append("#      (Kubernetes not reachable: existing PVs were not checked)")
-    return lines
-
-
-def render_dry_run(
-    plans: Sequence[RestorePlan],
-    found: Mapping[str, Found],
-    request: RestoreRequest,
-    refused: Sequence[Refusal],
-) -> str:
-    """What a real run would do, as YAML comments, then the PV and PVC manifests (YAML).
-
-    The whole text is a valid multi-document YAML stream, so it can be read back.
-    """
-    lines = ["# snapd restore --dry-run: nothing is changed in AWS, Kubernetes or on disk"]
-    docs: list[dict[str, Any]] = []
-    for plan in plans:
-        state = found.get(plan.key, Found())
-        lines += _dry_run_steps(plan, state, request)
-        volume_id = state.volume.volume_id if state.volume else PLACEHOLDER_VOLUME
-        docs += build_manifests(plan, volume_id, request.scope)
-    lines += [f"# would fail: {r.label}: {r.reason}" for r in refused]
-    if any(found.get(p.key, Found()).volume is None for p in plans):
-        lines.append(
-            f"# {PLACEHOLDER_VOLUME} below is a placeholder: a real run puts the id of the "
-            "volume it creates there"
-        )
-    if plans:
-        if request.output.exists() and not request.force:
-            lines.append(
-                f"# {request.output} exists: a real run leaves it alone if everything is "
-                "already restored, and otherwise refuses without --force"
-            )
-        else:
-            lines.append(f"# a real run writes {request.output} with the PVC documents below")
-    text = "\n".join(lines) + "\n"
-    if docs:
-        text += yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
-    return text
-
-
 def pick_volume(volumes: Sequence[VolumeRecord]) -> tuple[VolumeRecord | None, int]:
     """The volume to reuse (ready before creating, then oldest) and how many ended in error."""
     floor = datetime.min.replace(tzinfo=UTC)
@@ -1167,38 +877,3 @@ def pick_volume(volumes: Sequence[VolumeRecord]) -> tuple[VolumeRecord | None, i
     )
     failed = sum(1 for v in volumes if v.state == "error")
     return (live[0] if live else None), failed
-
-
-def summarize(outcome: Outcome) -> list[str]:
-    """The stdout lines about one PVC: what was made or found, with names."""
-    plan = outcome.plan
-    if not outcome.ok:
-        return [f"failed {plan.label}: {outcome.error}"]
-    head = "already restored" if outcome.already else "restored"
-    lines = [f"{head} {plan.label} from backup {plan.backup} → PVC {plan.target_label}"]
-    if plan.zone_note:
-        lines.append(f"  {plan.zone_note}")
-    if plan.copy_back:
-        left = {snapshot_id for snapshot_id, _ in outcome.left_behind}
-        if outcome.copy_back_kept:
-            state = "kept (--keep-snapshot)"
-        elif outcome.copy_back_id in left:
-            state = "NOT deleted (see the warning)"
-        else:
-            state = "deleted"
-        lines.append(f"  copy-back  {outcome.copy_back_id or '-'} in {plan.region}, {state}")
-        lines += [
-            f"  left behind: copy-back {snapshot_id} in {plan.region} ({why}); delete it with "
-            f"`aws ec2 delete-snapshot --region {plan.region} --snapshot-id {snapshot_id}`"
-            for snapshot_id, why in outcome.left_behind
-        ]
-    else:
-        lines.append(f"  snapshot   {plan.replica.snapshot_id} in {plan.region} (no copy)")
-    volume = outcome.volume
-    if volume is not None:
-        lines.append(
-            f"  volume     {volume.volume_id} in {volume.zone}: {_describe_actual(volume)}"
-            f" ({volume.state})"
-        )
-    lines.append(f"  PV         {plan.pv_name} → claim {plan.target_label}")
-    return lines

@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from snapd import __version__, dr, inventory, kube, leader, locking, locks, planner, velero
+from snapd import __version__, dr, inventory, locking, locks, planner, velero
 from snapd.aws import AwsClients
-from snapd.config import Settings, format_duration
+from snapd.config import Settings
 from snapd.copier import Copier, CopyEvents, Unfinished
 from snapd.errors import (
     AwsError,
@@ -35,9 +35,11 @@ from snapd.errors import (
 )
 from snapd.logs import settings_field
 from snapd.metrics import Health, Metrics, MetricsServer, serve_http
-from snapd.models import GOOD_PHASES, Discovery, DiscoveryError, Plan, Policy, Replica
+from snapd.models import GOOD_PHASES, Discovery, Plan, Policy, Replica
 from snapd.pruner import PruneReport, prune
-from snapd.tags import format_time
+
+if TYPE_CHECKING:
+    from snapd import kube, leader
 
 log = structlog.get_logger("snapd.service")
 
@@ -316,7 +318,7 @@ class Engine:
                 source_region=self.source_region,
             )
             warnings = self.settings_warnings(discovery)
-        self.metrics.set_recovery_points(recovery_points(replicas, self.now()))
+        self.metrics.set_recovery_points(planner.recovery_points(replicas, self.now()))
         self.report_problems(plan)
         return CycleResult(plan, discovery, replicas, warnings, locks_known=locks_known)
 
@@ -459,23 +461,6 @@ def _bucket_error(error: AwsError, bucket: str, region: str) -> AwsError:
     return type(error)(error.operation, error.code, f"{error.message} ({hint})")
 
 
-def recovery_points(replicas: list[Replica], now: datetime) -> dict[tuple[str, str], float]:
-    """Backup time (Unix seconds) of the newest completed replica per (namespace, PVC).
-
-    A backup time in the future (`planner.in_future`) is no recovery point: it would read
-    as fresh and silence `SnapdRecoveryPointTooOld`; the plan's `warnings` name it.
-    """
-    points: dict[tuple[str, str], float] = {}
-    for replica in replicas:
-        if not (replica.completed and replica.volume.pvc and replica.backup_time):
-            continue
-        if planner.in_future(replica.backup_time, now):
-            continue
-        key = (replica.volume.namespace or "", replica.volume.pvc)
-        points[key] = max(points.get(key, 0.0), replica.backup_time.timestamp())
-    return points
-
-
 # --------------------------------------------------------------------------- snapd sync
 
 
@@ -576,6 +561,9 @@ async def sync_holding_lease(engine: Engine, *, force: bool, wait_seconds: float
     settings = engine.settings
     if not settings.leader_election:
         return await sync_once(engine, force=force, wait_seconds=wait_seconds)
+    # Imported here: kubernetes_asyncio is slow to import and needed only for the Lease.
+    from snapd import kube, leader
+
     async with await kube.connect() as client:
         elector = await leader.acquire_once(
             client,
@@ -637,6 +625,8 @@ async def run_daemon(settings: Settings) -> None:
         if engine.locks.enabled:
             await engine.recycle_bin.check()
         if settings.leader_election:
+            from snapd import leader  # with the Lease only: see sync_holding_lease
+
             async with await _connect_for_election() as client:
                 elector = leader.LeaderElector(
                     client,
@@ -666,6 +656,8 @@ async def _serve(metrics: Metrics, port: int, health: Health) -> MetricsServer:
 
 async def _connect_for_election() -> kube.KubeClient:
     """Kubernetes access for the Lease; without it leader election is misconfigured (exit 2)."""
+    from snapd import kube  # with the Lease only: see sync_holding_lease
+
     try:
         return await kube.connect()
     except KubeError as error:
@@ -774,119 +766,3 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
         return
-
-
-# --------------------------------------------------------------------------- snapd status
-
-
-def status_report(
-    result: CycleResult,
-    settings: Settings,
-    now: datetime,
-    *,
-    recycle_bin_protected: bool | None = None,
-    dr_status: dict[str, Any] | None = None,
-    dr_errors: tuple[DiscoveryError, ...] = (),
-) -> dict[str, Any]:
-    """The contract's `status -o json` object: per schedule, per PVC, in flight, backlog."""
-    completed_sources = {
-        r.source_snapshot_id for r in result.replicas if r.completed and r.source_snapshot_id
-    }
-    schedules = []
-    for name in settings.schedules:
-        good = [
-            b
-            for b in result.discovery.backups
-            if b.schedule == name
-            and b.phase in GOOD_PHASES
-            and b.start_time
-            and not planner.in_future(b.start_time, now)
-        ]
-        newest = max(good, key=lambda b: b.start_time or now, default=None)
-        volumes = [s for s in result.discovery.snapshots if newest and s.backup == newest.name]
-        schedules.append(
-            {
-                "name": name,
-                "newest_backup": newest.name if newest else None,
-                "newest_backup_time": format_time(newest.start_time)
-                if newest and newest.start_time
-                else None,
-                "volumes": len(volumes),
-                "replicated": sum(1 for s in volumes if s.snapshot_id in completed_sources),
-                "backups": sum(1 for b in result.discovery.backups if b.schedule == name),
-            }
-        )
-    pvcs = []
-    for (namespace, pvc), stamp in sorted(recovery_points(result.replicas, now).items()):
-        point = datetime.fromtimestamp(stamp, UTC)
-        pvcs.append(
-            {
-                "namespace": namespace,
-                "pvc": pvc,
-                "recovery_point": format_time(point),
-                "age_seconds": int((now - point).total_seconds()),
-            }
-        )
-    return {
-        "scope": settings.scope,
-        "source_region": settings.source_region,
-        "destination_region": settings.destination_region,
-        "locks": lock_status(result, settings),
-        "recycle_bin_protected": recycle_bin_protected,
-        "schedules": schedules,
-        "pvcs": pvcs,
-        "in_flight": sum(1 for r in result.replicas if r.pending),
-        "backlog": len(result.plan.copies),
-        "copy_completion_duration": format_duration(settings.copy_completion_duration)
-        if settings.copy_completion_duration
-        else None,
-        "overdue_copies": overdue_copies(result.replicas, now),
-        "unreadable_backups": result.discovery.unreadable_backups,
-        "errors": [
-            {"backup": e.backup, "error": e.error} for e in (*result.plan.errors, *dr_errors)
-        ],
-        "warnings": [
-            {"backup": w.backup, "error": w.error, "source_snapshot_id": w.source_snapshot_id}
-            for w in result.plan.warnings
-        ],
-        "settings_warnings": [w.as_dict() for w in result.warnings],
-        "dr": dr_status,
-    }
-
-
-def lock_status(result: CycleResult, settings: Settings) -> dict[str, Any]:
-    """`status`' lock counts: completed replicas locked, unlocked, and unlocked but due one.
-
-    With locking off, or when the locks could not be read, the counts are null (unknown).
-    """
-    completed = [r for r in result.replicas if r.completed]
-    known = settings.lock_mode != "off" and result.locks_known
-    return {
-        "mode": settings.lock_mode,
-        "locked": sum(1 for r in completed if r.locked) if known else None,
-        "unlocked": sum(1 for r in completed if not r.locked) if known else None,
-        "should_be_locked": len(locking.unlocked(result.replicas, result.plan)) if known else None,
-        "kept_by_lock": len(result.plan.kept),
-    }
-
-
-def overdue_copies(replicas: list[Replica], now: datetime) -> list[dict[str, Any]]:
-    """Time-based copies still pending past their promise, most overdue first."""
-    late = sorted(
-        (r for r in replicas if r.overdue(now) and r.promised_by),
-        key=lambda r: r.promised_by or now,
-    )
-    return [
-        {
-            "snapshot_id": r.snapshot_id,
-            "source_snapshot_id": r.source_snapshot_id,
-            "backup": r.backup,
-            "namespace": r.volume.namespace,
-            "pvc": r.volume.pvc,
-            "progress": r.progress,
-            "completion_minutes": r.completion_minutes,
-            "promised_by": format_time(r.promised_by) if r.promised_by else None,
-            "overdue_seconds": int((now - r.promised_by).total_seconds()) if r.promised_by else 0,
-        }
-        for r in late
-    ]

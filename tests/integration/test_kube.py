@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from simworld.fake_kube import CONTEXT, UNREACHABLE_CONTEXT, FakeKube
-from snapd import kube
+from snapd import kube, manifests
 from snapd.errors import ConfigError, KubeError
 
 K8S_VERSION = "1.30"
@@ -42,7 +42,7 @@ def pv_manifest(name: str = "snapd-restore-a", **overrides: Any) -> dict[str, An
         "volume_mode": "Filesystem",
     }
     arguments.update(overrides)
-    return kube.build_pv(**arguments)
+    return manifests.build_pv(**arguments)
 
 
 # --------------------------------------------------------------------------- connecting
@@ -291,10 +291,10 @@ async def test_restore_selector_finds_pvs_with_hashed_label_values(
     long_backup = "nightly-" + "x" * 80
     await kube_client.create_pv(pv_manifest("pv-long", backup=long_backup))
     await kube_client.create_pv(pv_manifest("pv-short", backup="short"))
-    wanted = kube.restore_labels(
+    wanted = manifests.restore_labels(
         backup=long_backup, namespace="shop", pvc="data-db-0", scope="velero-bucket/cluster-a"
     )
-    found = await kube_client.list_pvs(kube.label_selector(wanted))
+    found = await kube_client.list_pvs(manifests.label_selector(wanted))
     assert [pv["metadata"]["name"] for pv in found] == ["pv-long"]
     assert found[0]["metadata"]["annotations"]["snapd.io/backup"] == long_backup
     assert len(found[0]["metadata"]["labels"]["snapd.io/backup"]) <= 63
@@ -335,7 +335,7 @@ async def test_server_errors_become_kube_errors_with_status(
 
 async def test_pvc_create_get_and_list(kube_client: kube.KubeClient) -> None:
     """A proposed PVC can be created, read back and listed in its namespace only."""
-    pvc = kube.build_pvc(
+    pvc = manifests.build_pvc(
         name="data-db-0", namespace="shop", volume_name="snapd-restore-a", size_gib=10
     )
     created = await kube_client.create_pvc(pvc)
@@ -428,7 +428,7 @@ def test_build_pv_refuses_inputs_kubernetes_would_reject(
 
 def test_build_pvc_is_valid_and_binds_the_pv() -> None:
     """The proposed PVC passes the schema and names the PV, class, size and modes."""
-    pvc = kube.build_pvc(
+    pvc = manifests.build_pvc(
         name="data-db-0",
         namespace="shop",
         volume_name="snapd-restore-a",
@@ -455,13 +455,13 @@ def test_build_pvc_is_valid_and_binds_the_pv() -> None:
 
 def test_build_pv_name_is_stable_and_valid() -> None:
     """The same restore gets the same PV name; another backup another; always ≤253."""
-    first = kube.build_pv_name("shop", "data-db-0", "daily-1")
-    assert first == kube.build_pv_name("shop", "data-db-0", "daily-1")
-    assert first != kube.build_pv_name("shop", "data-db-0", "daily-2")
+    first = manifests.build_pv_name("shop", "data-db-0", "daily-1")
+    assert first == manifests.build_pv_name("shop", "data-db-0", "daily-1")
+    assert first != manifests.build_pv_name("shop", "data-db-0", "daily-2")
     assert first.startswith("snapd-shop-data-db-0-")
-    long_name = kube.build_pv_name("n" * 63, "p" * 253, "b" * 253)
+    long_name = manifests.build_pv_name("n" * 63, "p" * 253, "b" * 253)
     assert len(long_name) <= 253
-    kube.validate_dns1123_subdomain(long_name, "PV name")
+    manifests.validate_dns1123_subdomain(long_name, "PV name")
 
 
 @pytest.mark.parametrize(
@@ -478,9 +478,9 @@ def test_build_pv_name_is_stable_and_valid() -> None:
 )
 def test_label_value_keeps_valid_values_and_hashes_the_rest(value: str, kept: bool) -> None:
     """Valid label values stay as they are; others become ≤63 valid chars, deterministically."""
-    result = kube.label_value(value)
+    result = manifests.label_value(value)
     assert (result == value) is kept
-    assert result == kube.label_value(value)
+    assert result == manifests.label_value(value)
     assert len(result) <= 63
     manifest = pv_manifest(backup=value)
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
@@ -505,8 +505,8 @@ def test_label_value_keeps_valid_values_and_hashes_the_rest(value: str, kept: bo
 def test_name_validation(name: str, label_ok: bool, subdomain_ok: bool) -> None:
     """DNS-1123 labels and subdomains are accepted; anything else is a ConfigError naming it."""
     for check, ok in (
-        (kube.validate_dns1123_label, label_ok),
-        (kube.validate_dns1123_subdomain, subdomain_ok),
+        (manifests.validate_dns1123_label, label_ok),
+        (manifests.validate_dns1123_subdomain, subdomain_ok),
     ):
         if ok:
             assert check(name, "PVC name") == name

@@ -29,9 +29,9 @@ from simworld.fake_kube import FakeKube
 from simworld.moto_server import MotoWorld
 from simworld.replicas import SeededReplica, make_source, seed_replica
 from simworld.velero_bucket import NATIVE, VeleroBucket, Volume
-from snapd import kube, restore_plan
+from snapd import manifests, restore_plan
 from snapd import tags as tags_mod
-from snapd.cli import build_parser
+from snapd.cli import build_parser, restore_request
 from snapd.config import Settings
 from snapd.errors import ConfigError
 from snapd.models import Replica
@@ -388,9 +388,9 @@ def test_a_pv_of_the_target_name_pointing_elsewhere_is_exit_1_before_any_change(
 ) -> None:
     """A PV named like ours but on another volume: exit 1, nothing copied or created."""
     world.seed("shop", "data-db-0")
-    name = kube.build_pv_name("shop", "data-db-0", BACKUP)
+    name = manifests.build_pv_name("shop", "data-db-0", BACKUP)
     world.kube.put(
-        kube.build_pv(
+        manifests.build_pv(
             name=name,
             volume_id="vol-0ffffffffffffffff",
             size_gib=20,
@@ -640,7 +640,7 @@ def test_names_as_long_as_kubernetes_allows_restore(world: World, namespace: str
     [line] = [x for x in result.stdout.splitlines() if "--target-pvc" in x]
     beside = line.split("--target-pvc ")[1].split()[0]
     assert beside != pvc
-    kube.validate_dns1123_subdomain(beside, "beside name")
+    manifests.validate_dns1123_subdomain(beside, "beside name")
     assert world.snapshots(SRC) == []
 
 
@@ -892,7 +892,7 @@ def request_of(*argv: str, tmp_path: Path | None = None) -> restore_plan.Restore
     args: argparse.Namespace = build_parser().parse_args(["restore", *argv])
     if tmp_path is not None:
         args.output = str(tmp_path / "pvc.yaml")
-    return restore_plan.parse_request(args, settings())
+    return restore_request(args, settings())
 
 
 @pytest.mark.parametrize(
@@ -1088,7 +1088,7 @@ def test_select_prefers_a_completed_replica_among_duplicates() -> None:
 def test_beside_name_is_a_valid_other_name(pvc: str) -> None:
     """`<pvc>-restored`, cut to 253 without a trailing '-'/'.', never the source itself."""
     name = restore_plan.beside_name(pvc)
-    kube.validate_dns1123_subdomain(name, "beside name")
+    manifests.validate_dns1123_subdomain(name, "beside name")
     assert name != pvc
     assert name.endswith(("-restored", "-restored-2"))
 

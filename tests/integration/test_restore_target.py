@@ -8,7 +8,7 @@ from __future__ import annotations
 import yaml
 
 from simworld.fake_kube import CONTEXT
-from snapd import kube
+from snapd import manifests
 from tests.integration.test_restore import BACKUP, World
 
 OTHER_BACKUP = "daily-20240502020000"
@@ -80,7 +80,7 @@ def test_a_pv_bound_to_the_pvc_before_does_not_block_a_restore(world: World) -> 
     """A PV whose claim was bound (claimRef with a uid: the PVC's current or former volume)
     is no rival: the replace-the-PVC procedure goes on."""
     world.seed("shop", "data-db-0")
-    bound = kube.build_pv(
+    bound = manifests.build_pv(
         name="pvc-0123",
         volume_id="vol-0aaaaaaaaaaaaaaaa",
         size_gib=20,

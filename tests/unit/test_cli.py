@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,44 @@ def test_usage_error_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1
+
+
+#: Libraries that take most of a second to import; a command that does not talk to AWS
+#: or Kubernetes must not load them (the e2e tests start the CLI hundreds of times).
+HEAVY = ("aioboto3", "aiobotocore", "botocore", "kubernetes_asyncio")
+
+_LOADED = """
+import contextlib, io, sys
+from snapd.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main(sys.argv[1:])
+print(",".join(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[0].split(",")))))
+"""
+
+
+def heavy_imports(*argv: str) -> set[str]:
+    """The heavy libraries loaded once `snapd ARGV` has run (in a fresh interpreter)."""
+    code = _LOADED.replace("sys.argv[0]", repr(",".join(HEAVY)))
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True, timeout=60
+    )
+    return {name for name in result.stdout.strip().split(",") if name}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("version",), ("--help",), ("sync", "--help"), ("completion", "bash"), ("settings",)],
+    ids=["version", "help", "command-help", "completion", "settings"],
+)
+def test_local_commands_load_neither_aws_nor_kubernetes(argv: tuple[str, ...]) -> None:
+    """`version`, `--help`, `completion` and `settings` start without the AWS/Kubernetes SDKs."""
+    assert heavy_imports(*argv) == set()
+
+
+def test_aws_commands_load_no_kubernetes_client() -> None:
+    """`sync`, `list`, `status` and `dr-manifests` run from `snapd.commands`: no Kubernetes."""
+    code = "import sys, snapd.commands; print('kubernetes_asyncio' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
