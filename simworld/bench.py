@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import pstats
 import random
 import re
 import signal
@@ -601,6 +602,8 @@ class DiscoveryConfig:
     watched_fraction: float = 0.1
     sync_interval: float = 2.0
     run_timeout: float = 900.0
+    #: Profile one more cold cycle at the smallest size (`profile_run`).
+    profile: bool = True
 
 
 def _bench_bucket_class() -> type[Any]:
@@ -761,13 +764,16 @@ class _Daemon:
         return [e for e in self.events if e.get("event") == name]
 
 
-def _watch_daemon(env: dict[str, str], cycles: int, timeout: float) -> _Daemon:
+def _watch_daemon(
+    env: dict[str, str], cycles: int, timeout: float, command: Sequence[str] = ()
+) -> _Daemon:
     """Run `snapd run` until it logged `cycles` cycle.completed lines (or timeout), then
-    SIGTERM it; its stderr is read line by line and its /proc sampled every 50 ms."""
+    SIGTERM it; its stderr is read line by line and its /proc sampled every 50 ms.
+    `command` replaces the plain `snapd` executable (the profiled run wraps it)."""
     daemon = _Daemon(spawned=time.time())
     done = threading.Event()
     process = subprocess.Popen(
-        [*_snapd_command(), "run"],
+        [*(command or _snapd_command()), "run"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -849,6 +855,99 @@ def discovery_run(
             **tally(requests.between(begin, end)),
         }
     return result
+
+
+def profile_run(world: MotoWorld, config: DiscoveryConfig, backups: int) -> dict[str, Any]:
+    """A separate `snapd run` under cProfile, stopped after its cold cycle: where its CPU goes.
+
+    Kept apart from the measured run, since profiling slows every Python call. cProfile sees
+    the main thread only (the event loop: aiobotocore, parsing of small files, logging);
+    `process_cpu_seconds` beside `profiled_seconds` shows what the worker threads add.
+    """
+    with tempfile.TemporaryDirectory(prefix="snapd-profile-") as tmp:
+        out = Path(tmp) / "cold.prof"
+        command = [sys.executable, "-c", _PROFILED_SNAPD, str(out)]
+        daemon = _watch_daemon(_daemon_env(world, config), 1, config.run_timeout, command)
+        if not out.exists():
+            return {"backups": backups, "error": f"no profile (exit {daemon.exit_code})"}
+        stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    summary = summarize_profile(stats, PROFILE_FRAMES)
+    cpu = [s.cpu for s in daemon.samples]
+    return {
+        "backups": backups,
+        "process_cpu_seconds": round(max(cpu, default=0.0), 3),
+        **summary,
+    }
+
+
+#: `python -c` program: `snapd <args>` under cProfile timed by the main thread's CPU clock
+#: (`python -m cProfile` times wall clock, which charges the waits for moto to `epoll`),
+#: the stats written to argv[1] however the daemon exits (SIGTERM ends it with a status).
+_PROFILED_SNAPD = """
+import cProfile, sys, time
+out = sys.argv.pop(1)
+sys.argv[0] = "snapd"
+profiler = cProfile.Profile(time.thread_time)
+try:
+    from snapd.cli import main
+    profiler.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats(out)
+"""
+#: Rows of the profile kept in results.json and shown in RESULTS.md.
+PROFILE_FRAMES = 12
+_SITE = re.compile(r".*/(?:site|dist)-packages/")
+_STDLIB = re.compile(r".*/lib/python3\.\d+/")
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+
+def frame_label(key: tuple[str, int, str]) -> str:
+    """`botocore/parsers.py:_parse_shape` for a Python function, the C function's own name
+    for a built-in (`<method 'read' of '_ssl._SSLSocket' objects>`)."""
+    filename, _, function = key
+    if filename == "~":
+        return function
+    path = _STDLIB.sub("", _SITE.sub("", filename.removeprefix(_ROOT)))
+    return f"{path}:{function}"
+
+
+def frame_package(key: tuple[str, int, str]) -> str:
+    """The top-level package a Python frame belongs to (`botocore`, `asyncio`, `snapd`);
+    `C` for a built-in."""
+    if key[0] == "~":
+        return "C"
+    label = frame_label(key)
+    head = label.split(":", 1)[0].split("/", 1)[0]
+    return head.removesuffix(".py")
+
+
+def summarize_profile(stats: dict[Any, Any], frames: int) -> dict[str, Any]:
+    """Self time by package, each built-in's time charged to the packages that called it,
+    and the `frames` functions with the most self time, from `pstats.Stats.stats`."""
+    total = sum(row[2] for row in stats.values())
+    packages: Counter[str] = Counter()
+    for key, (_, _, self_time, _, callers) in stats.items():
+        if frame_package(key) != "C" or not callers:
+            packages[frame_package(key)] += self_time
+            continue
+        for caller, (_, _, via, _) in callers.items():
+            packages[frame_package(caller)] += via
+    top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:frames]
+    return {
+        "profiled_seconds": round(total, 3),
+        "by_package": {name: round(t, 3) for name, t in packages.most_common(frames)},
+        "top_self": [
+            {
+                "frame": frame_label(key),
+                "calls": row[1],
+                "self_seconds": round(row[2], 3),
+                "cumulative_seconds": round(row[3], 3),
+            }
+            for key, row in top
+        ],
+    }
 
 
 def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[Figure]:
@@ -1220,6 +1319,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path, bo
     parser.add_argument("--out", default="bench", help="output directory (default bench/)")
     parser.add_argument("--no-markdown", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the profiled cold cycle of the discovery part",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="run nothing: rewrite RESULTS.md from the results.json already in --out",
@@ -1233,6 +1337,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path, bo
     if args.sizes:
         config.discovery.sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
     config.discovery.watched_fraction = args.watched_fraction
+    config.discovery.profile = not args.no_profile
     if args.copies:
         config.copy.count = args.copies
     if args.copy_seconds:
@@ -1336,6 +1441,7 @@ def _discovery_part(
     sim.copy_limit = 0  # see _daemon_env: the copier stays out of the discovery figures
     grown = DiscoveryWorld(config.watched_fraction)
     runs = []
+    profile: dict[str, Any] | None = None
     for size in sorted(config.sizes):
         _say(f"discovery: seeding {size:,} backups…")
         grown.grow_to(size)
@@ -1356,7 +1462,10 @@ def _discovery_part(
             )
         else:
             _say(f"  no cold + warm cycle (exit {run['exit_code']}): {run['errors_logged']}")
-    results["parts"]["discovery"] = {"config": asdict(config), "runs": runs}
+        if config.profile and profile is None:
+            _say("  profiling one more cold cycle (cProfile)…")
+            profile = profile_run(world, config, size)
+    results["parts"]["discovery"] = {"config": asdict(config), "runs": runs, "profile": profile}
     world.reset()
     return discovery_figures(runs, config.watched_fraction)
 
