@@ -191,13 +191,13 @@ class RelevantParameters:
         return getattr(self._provider, name)
 
 
-def _tune_client(client: Any, loader: Any, service: str) -> None:
-    """Per-client tuning done once at creation (see the module docstring)."""
+def _tune_client(client: Any, unread: Callable[[], Collection[str]]) -> None:
+    """Per-client tuning done once at creation (see the module docstring); `unread` gives
+    the endpoint parameters no rule of the client's service reads."""
     resolver: Any = getattr(client, "_ruleset_resolver", None)
     provider = getattr(resolver, "_provider", None)
     if provider is not None and not isinstance(provider, RelevantParameters):
-        ruleset = loader.load_service_model(service, "endpoint-rule-set-1")
-        resolver._provider = RelevantParameters(provider, unread_parameters(ruleset))
+        resolver._provider = RelevantParameters(provider, unread())
     _cache_user_agent(client)
 
 
@@ -246,6 +246,7 @@ class AwsClients:
             timestamp_parser=fast_timestamp
         )
         self._loader = botocore_session.get_component("data_loader")
+        self._unread: dict[str, frozenset[str]] = {}
         self._config = Config(
             retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
@@ -276,9 +277,16 @@ class AwsClients:
         if key not in self._clients:
             factory = self._session.client(service, region_name=region, config=self._config)
             client = await self._stack.enter_async_context(factory)
-            _tune_client(client, self._loader, service)
+            _tune_client(client, lambda: self._unread_parameters(service))
             self._clients[key] = client
         return self._clients[key]
+
+    def _unread_parameters(self, service: str) -> frozenset[str]:
+        """`unread_parameters` of a service's endpoint rules, worked out once per service."""
+        if service not in self._unread:
+            ruleset = self._loader.load_service_model(service, "endpoint-rule-set-1")
+            self._unread[service] = unread_parameters(ruleset)
+        return self._unread[service]
 
     async def call(
         self,
