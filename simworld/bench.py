@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import pstats
 import random
 import re
 import signal
@@ -80,6 +81,11 @@ SLOT_USE = 0.90
 CALLS_PER_COPY = 3.0
 WARM_SHARE = 0.05
 PEAK_RSS_MB = 300.0
+#: snapd's CPU per S3 request on a cold discovery cycle (every size), and its CPU for the
+#: whole cold cycle at `COLD_CPU_SIZE` backups.
+CPU_PER_S3_REQUEST_MS = 2.0
+COLD_CPU_SECONDS = 60.0
+COLD_CPU_SIZE = 10_000
 #: Growth exponent of snapd's own CPU per cycle from the smallest to the largest size:
 #: 1.0 is linear. A little slack for noise.
 GROWTH_EXPONENT = 1.10
@@ -601,6 +607,8 @@ class DiscoveryConfig:
     watched_fraction: float = 0.1
     sync_interval: float = 2.0
     run_timeout: float = 900.0
+    #: Profile one more cold cycle at the smallest size (`profile_run`).
+    profile: bool = True
 
 
 def _bench_bucket_class() -> type[Any]:
@@ -761,13 +769,16 @@ class _Daemon:
         return [e for e in self.events if e.get("event") == name]
 
 
-def _watch_daemon(env: dict[str, str], cycles: int, timeout: float) -> _Daemon:
+def _watch_daemon(
+    env: dict[str, str], cycles: int, timeout: float, command: Sequence[str] = ()
+) -> _Daemon:
     """Run `snapd run` until it logged `cycles` cycle.completed lines (or timeout), then
-    SIGTERM it; its stderr is read line by line and its /proc sampled every 50 ms."""
+    SIGTERM it; its stderr is read line by line and its /proc sampled every 50 ms.
+    `command` replaces the plain `snapd` executable (the profiled run wraps it)."""
     daemon = _Daemon(spawned=time.time())
     done = threading.Event()
     process = subprocess.Popen(
-        [*_snapd_command(), "run"],
+        [*(command or _snapd_command()), "run"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -851,6 +862,149 @@ def discovery_run(
     return result
 
 
+def profile_run(world: MotoWorld, config: DiscoveryConfig, backups: int) -> dict[str, Any]:
+    """A separate `snapd run` under cProfile, stopped after its cold cycle: where its CPU goes.
+
+    Kept apart from the measured run, since profiling slows every Python call. cProfile sees
+    the main thread only (the event loop: aiobotocore, parsing of small files, logging);
+    `process_cpu_seconds` beside `profiled_seconds` shows what the worker threads add.
+    """
+    with tempfile.TemporaryDirectory(prefix="snapd-profile-") as tmp:
+        out = Path(tmp) / "cold.prof"
+        command = [sys.executable, "-c", _PROFILED_SNAPD, str(out)]
+        daemon = _watch_daemon(_daemon_env(world, config), 1, config.run_timeout, command)
+        if not out.exists():
+            return {"backups": backups, "error": f"no profile (exit {daemon.exit_code})"}
+        stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    summary = summarize_profile(stats, PROFILE_FRAMES)
+    cpu = [s.cpu for s in daemon.samples]
+    return {
+        "backups": backups,
+        "process_cpu_seconds": round(max(cpu, default=0.0), 3),
+        **summary,
+    }
+
+
+#: `python -c` program: `snapd <args>` under cProfile timed by the main thread's CPU clock
+#: (`python -m cProfile` times wall clock, which charges the waits for moto to `epoll`),
+#: the stats written to argv[1] however the daemon exits (SIGTERM ends it with a status).
+_PROFILED_SNAPD = """
+import cProfile, sys, time
+out = sys.argv.pop(1)
+sys.argv[0] = "snapd"
+profiler = cProfile.Profile(time.thread_time)
+try:
+    from snapd.cli import main
+    profiler.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats(out)
+"""
+#: Where a request's CPU goes: each phase is the cumulative time of these frames (they do
+#: not nest in one another, except timestamps inside response parsing).
+PROFILE_PHASES: dict[str, tuple[str, ...]] = {
+    "aiobotocore, whole calls": ("aiobotocore/client.py:_make_api_call",),
+    "response parsing": ("aiobotocore/parsers.py:parse",),
+    "of which timestamps": ("botocore/utils.py:parse_timestamp", "snapd/aws.py:fast_timestamp"),
+    "endpoint resolution": ("aiobotocore/client.py:_resolve_endpoint_ruleset",),
+    "signing": ("aiobotocore/signers.py:sign",),
+    "User-Agent string": ("botocore/useragent.py:to_string",),
+    "HTTP send (aiohttp)": ("aiobotocore/httpsession.py:send",),
+    "snapd: Velero file parsing": (
+        "snapd/velero_files.py:parse_backup_document",
+        "snapd/velero.py:_off_loop_if_large",
+    ),
+    "logging": ("structlog/_native.py:meth",),
+}
+#: `profile_run` before the AWS client tuning (snapd/aws.py, docs/aws-cpu.md), at commit
+#: 12ec31d over the same 1,000-backup world: RESULTS.md shows it beside the current profile.
+PROFILE_BEFORE: dict[str, Any] = {
+    "commit": "12ec31d",
+    "backups": 1000,
+    "profiled_seconds": 45.87,
+    "phases": {
+        "aiobotocore, whole calls": 40.682,
+        "response parsing": 16.105,
+        "of which timestamps": 10.61,
+        "endpoint resolution": 8.311,
+        "signing": 3.425,
+        "User-Agent string": 2.996,
+        "HTTP send (aiohttp)": 4.404,
+        "snapd: Velero file parsing": 1.476,
+        "logging": 0.007,
+    },
+    "top_self": [
+        {"frame": "dateutil/parser/_parser.py:get_token", "calls": 160093, "self_seconds": 1.67},
+        {"frame": "<built-in method builtins.isinstance>", "calls": 1266187, "self_seconds": 1.361},
+        {"frame": "<method 'get' of 'dict' objects>", "calls": 1198123, "self_seconds": 1.231},
+        {"frame": "<method 'join' of 'str' objects>", "calls": 160776, "self_seconds": 1.057},
+        {"frame": "botocore/useragent.py:<genexpr>", "calls": 860194, "self_seconds": 0.856},
+        {"frame": "botocore/parsers.py:_handle_structure", "calls": 13646, "self_seconds": 0.834},
+    ],
+}
+#: Rows of the profile kept in results.json and shown in RESULTS.md.
+PROFILE_FRAMES = 12
+_SITE = re.compile(r".*/(?:site|dist)-packages/")
+_STDLIB = re.compile(r".*/lib/python3\.\d+/")
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+
+def frame_label(key: tuple[str, int, str]) -> str:
+    """`botocore/parsers.py:_parse_shape` for a Python function, the C function's own name
+    for a built-in (`<method 'read' of '_ssl._SSLSocket' objects>`)."""
+    filename, _, function = key
+    if filename == "~":
+        return function
+    path = _STDLIB.sub("", _SITE.sub("", filename.removeprefix(_ROOT)))
+    return f"{path}:{function}"
+
+
+def frame_package(key: tuple[str, int, str]) -> str:
+    """The top-level package a Python frame belongs to (`botocore`, `asyncio`, `snapd`);
+    `C` for a built-in."""
+    if key[0] == "~":
+        return "C"
+    label = frame_label(key)
+    head = label.split(":", 1)[0].split("/", 1)[0]
+    return head.removesuffix(".py")
+
+
+def summarize_profile(stats: dict[Any, Any], frames: int) -> dict[str, Any]:
+    """Self time by package, each built-in's time charged to the packages that called it,
+    and the `frames` functions with the most self time, from `pstats.Stats.stats`."""
+    total = sum(row[2] for row in stats.values())
+    packages: Counter[str] = Counter()
+    for key, (_, _, self_time, _, callers) in stats.items():
+        if frame_package(key) != "C" or not callers:
+            packages[frame_package(key)] += self_time
+            continue
+        for caller, (_, _, via, _) in callers.items():
+            packages[frame_package(caller)] += via
+    top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:frames]
+    cumulative: Counter[str] = Counter()
+    for key, row in stats.items():  # same-named functions of a file may nest: keep the outer
+        label = frame_label(key)
+        cumulative[label] = max(cumulative[label], row[3])
+    return {
+        "profiled_seconds": round(total, 3),
+        "phases": {
+            phase: round(sum(cumulative[label] for label in labels), 3)
+            for phase, labels in PROFILE_PHASES.items()
+        },
+        "by_package": {name: round(t, 3) for name, t in packages.most_common(frames)},
+        "top_self": [
+            {
+                "frame": frame_label(key),
+                "calls": row[1],
+                "self_seconds": round(row[2], 3),
+                "cumulative_seconds": round(row[3], 3),
+            }
+            for key, row in top
+        ],
+    }
+
+
 def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[Figure]:
     """Per size: cold and warm cycle, requests, CPU on both sides, RSS; then the growth.
 
@@ -895,7 +1049,14 @@ def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[F
                 "cold: snapd CPU",
                 cold["snapd_cpu_seconds"],
                 "s",
-                note=f"{1000 * cold['snapd_cpu_seconds'] / max(1, s3_requests):.1f} ms/S3 request",
+                target=COLD_CPU_SECONDS if n >= COLD_CPU_SIZE else None,
+            ),
+            Figure(
+                section,
+                "cold: snapd CPU per S3 request",
+                1000 * cold["snapd_cpu_seconds"] / max(1, s3_requests),
+                "ms",
+                target=CPU_PER_S3_REQUEST_MS,
             ),
             Figure(
                 section,
@@ -1220,6 +1381,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path, bo
     parser.add_argument("--out", default="bench", help="output directory (default bench/)")
     parser.add_argument("--no-markdown", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the profiled cold cycle of the discovery part",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="run nothing: rewrite RESULTS.md from the results.json already in --out",
@@ -1233,6 +1399,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path, bo
     if args.sizes:
         config.discovery.sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
     config.discovery.watched_fraction = args.watched_fraction
+    config.discovery.profile = not args.no_profile
     if args.copies:
         config.copy.count = args.copies
     if args.copy_seconds:
@@ -1336,6 +1503,7 @@ def _discovery_part(
     sim.copy_limit = 0  # see _daemon_env: the copier stays out of the discovery figures
     grown = DiscoveryWorld(config.watched_fraction)
     runs = []
+    profile: dict[str, Any] | None = None
     for size in sorted(config.sizes):
         _say(f"discovery: seeding {size:,} backups…")
         grown.grow_to(size)
@@ -1356,7 +1524,10 @@ def _discovery_part(
             )
         else:
             _say(f"  no cold + warm cycle (exit {run['exit_code']}): {run['errors_logged']}")
-    results["parts"]["discovery"] = {"config": asdict(config), "runs": runs}
+        if config.profile and profile is None:
+            _say("  profiling one more cold cycle (cProfile)…")
+            profile = profile_run(world, config, size)
+    results["parts"]["discovery"] = {"config": asdict(config), "runs": runs, "profile": profile}
     world.reset()
     return discovery_figures(runs, config.watched_fraction)
 
@@ -1407,6 +1578,8 @@ _HEADLINE = (
     "warm cycle",
     "warm: ListObjectsV2",
     "warm: GetObject",
+    "cold: snapd CPU",
+    "cold: snapd CPU per S3 request",
     "peak RSS (VmHWM)",
     "time beyond simulated AWS time",
 )
@@ -1580,6 +1753,7 @@ def _notes(results: dict[str, Any], largest: dict[str, Any] | None) -> list[str]
             "(exponent in the table); the wall time grows faster only because moto's per-request "
             "cost does. Peak RSS barely moves: the cache holds one small record per backup.",
         ]
+    notes += profile_notes(results.get("parts", {}).get("discovery", {}).get("profile"))
     restores = _run_of(results, "restore")
     if restores:
         one = restores[0]
@@ -1610,6 +1784,46 @@ def _notes(results: dict[str, Any], largest: dict[str, Any] | None) -> list[str]
         "(the watched share is `--watched-fraction`).",
     ]
     return notes
+
+
+def _shares(profile: dict[str, Any]) -> dict[str, float]:
+    total = max(1e-9, float(profile.get("profiled_seconds") or 0))
+    return {phase: t / total for phase, t in (profile.get("phases") or {}).items()}
+
+
+def _frames(profile: dict[str, Any], count: int = 6) -> str:
+    return "; ".join(
+        f"`{row['frame']}` {row['self_seconds']:.2f} s ({row['calls']:,} calls)"
+        for row in (profile.get("top_self") or [])[:count]
+    )
+
+
+def profile_notes(profile: dict[str, Any] | None) -> list[str]:
+    """Where the cold cycle's CPU goes, now and before the AWS client tuning."""
+    if not profile or "phases" not in profile:
+        return []
+    now, before = _shares(profile), _shares(PROFILE_BEFORE)
+    phases = ", ".join(
+        f"{phase} {before.get(phase, 0):.0%} → {share:.0%}" for phase, share in now.items()
+    )
+    return [
+        f"- **Where the cold cycle's CPU goes ({profile['backups']:,} backups).** One more "
+        "`snapd run` under cProfile, timed by the main thread's CPU clock and stopped after "
+        "its first cycle (so the event loop's start, the cold cycle and the start of the "
+        "first prune pass; the worker threads that parse tarballs are not in it): "
+        f"{profile['profiled_seconds']:.1f} s profiled of {profile['process_cpu_seconds']:.1f}"
+        " s of process CPU (profiling slows every call several times; the shares are what "
+        f"count). Share of the profiled CPU, before the AWS client tuning (commit "
+        f"{PROFILE_BEFORE['commit']}) → now: {phases}. Before, botocore parsed every "
+        "`LastModified` with dateutil, evaluated the whole S3 endpoint ruleset for every new "
+        "object key and rebuilt the User-Agent twice per request; snapd now parses timestamps "
+        "in C, resolves endpoints with the parameters the rules read, and builds each "
+        "User-Agent once (docs/aws-cpu.md). What is left is botocore's fixed pipeline per "
+        "request (serialising, ~45 event hooks, SigV4, header parsing) and aiohttp opening a "
+        "connection per request (werkzeug, under moto, closes every connection; real S3 "
+        f"keeps them alive). Top frames by self time now: {_frames(profile)}. Before: "
+        f"{_frames(PROFILE_BEFORE)}.",
+    ]
 
 
 def machine() -> dict[str, Any]:

@@ -189,3 +189,107 @@ def test_watched_backups_are_spread_evenly() -> None:
     assert len(watched) == 1000
     assert all(b - a == 10 for a, b in itertools.pairwise(watched))
     assert sum(bench._is_watched(i, 0.25) for i in range(1000)) == 250
+
+
+def _run(backups: int, cpu: float, s3: int) -> dict[str, object]:
+    """A discovery run record with only what the CPU figures read."""
+    cycle = {
+        "seconds": 10.0,
+        "sources": 0,
+        "errors": 0,
+        "snapd_cpu_seconds": cpu,
+        "moto_cpu_total": 1.0,
+        "by_service": {"s3": s3},
+        "by_operation": {},
+    }
+    return {"backups": backups, "cold": cycle, "warm": cycle, "peak_rss_mb": 100.0}
+
+
+def test_cold_cpu_targets_per_request_at_every_size_and_whole_cycle_at_ten_thousand() -> None:
+    """≤ 2 ms of snapd CPU per S3 request on every cold cycle; ≤ 60 s for the cold cycle
+    itself only at 10,000 backups."""
+    figures = bench.discovery_figures([_run(1000, 2.5, 1000), _run(10_000, 59.0, 30_000)], 0.1)
+    per_request = {f.section: f for f in figures if f.name == "cold: snapd CPU per S3 request"}
+    assert per_request["discovery 1,000"].value == pytest.approx(2.5)
+    assert per_request["discovery 1,000"].verdict == "FAIL"
+    assert per_request["discovery 10,000"].verdict == "PASS"
+    whole = {f.section: f for f in figures if f.name == "cold: snapd CPU"}
+    assert whole["discovery 1,000"].verdict == "-"
+    assert whole["discovery 10,000"].verdict == "PASS"
+    assert whole["discovery 10,000"].target == 60.0
+
+
+@pytest.mark.parametrize(
+    ("key", "label", "package"),
+    [
+        pytest.param(
+            ("/x/.venv/lib/python3.11/site-packages/botocore/parsers.py", 343, "_parse_shape"),
+            "botocore/parsers.py:_parse_shape",
+            "botocore",
+            id="site-package",
+        ),
+        pytest.param(
+            ("/usr/lib/python3.11/asyncio/base_events.py", 1845, "_run_once"),
+            "asyncio/base_events.py:_run_once",
+            "asyncio",
+            id="stdlib-package",
+        ),
+        pytest.param(
+            ("/usr/lib/python3.11/inspect.py", 449, "isawaitable"),
+            "inspect.py:isawaitable",
+            "inspect",
+            id="stdlib-module",
+        ),
+        pytest.param(
+            ("~", 0, "<built-in method builtins.isinstance>"),
+            "<built-in method builtins.isinstance>",
+            "C",
+            id="built-in",
+        ),
+    ],
+)
+def test_profile_frames_are_named_by_package(
+    key: tuple[str, int, str], label: str, package: str
+) -> None:
+    """Frames read as `package/module.py:function`; built-ins by their own name."""
+    assert bench.frame_label(key) == label
+    assert bench.frame_package(key) == package
+
+
+def test_profile_summary_charges_built_ins_to_their_callers() -> None:
+    """A C function's time goes to the Python packages that called it, in proportion; the
+    phases are the cumulative time of their frames."""
+    parse = ("/v/site-packages/aiobotocore/parsers.py", 40, "parse")
+    shape = ("/v/site-packages/botocore/parsers.py", 343, "_parse_shape")
+    loop = ("/usr/lib/python3.11/asyncio/base_events.py", 1845, "_run_once")
+    builtin = ("~", 0, "<method 'get' of 'dict' objects>")
+    stats = {
+        parse: (10, 10, 0.5, 3.0, {loop: (10, 10, 0.5, 3.0)}),
+        shape: (100, 100, 1.5, 2.5, {parse: (100, 100, 1.5, 2.5)}),
+        loop: (1, 1, 0.2, 3.5, {}),
+        builtin: (50, 50, 1.0, 1.0, {shape: (40, 40, 0.75, 0.75), loop: (10, 10, 0.25, 0.25)}),
+    }
+    summary = bench.summarize_profile(stats, frames=2)
+    assert summary["profiled_seconds"] == pytest.approx(3.2)
+    assert summary["by_package"] == {"botocore": 2.25, "aiobotocore": 0.5}
+    assert [row["frame"] for row in summary["top_self"]] == [
+        "botocore/parsers.py:_parse_shape",
+        "<method 'get' of 'dict' objects>",
+    ]
+    assert summary["phases"]["response parsing"] == 3.0
+    assert summary["phases"]["signing"] == 0
+
+
+def test_profile_notes_show_before_and_now() -> None:
+    """RESULTS.md's profile note names each phase's share before the tuning and now, and
+    the top frames of both; no profile, no note."""
+    profile = {
+        "backups": 1000,
+        "process_cpu_seconds": 30.0,
+        **{k: v for k, v in bench.PROFILE_BEFORE.items() if k != "commit"},
+    }
+    (note,) = bench.profile_notes(profile)
+    assert "endpoint resolution 18% → 18%" in note
+    assert "dateutil/parser/_parser.py:get_token" in note
+    assert bench.PROFILE_BEFORE["commit"] in note
+    assert bench.profile_notes(None) == []
