@@ -10,6 +10,9 @@ retries, error mapping and call counting live in one place:
   wrong or forbidden), carrying botocore's operation name and the AWS error code.
 - Endpoints and credentials come from the standard chain (`AWS_ENDPOINT_URL…`, IRSA,
   profiles); `region_name` is always passed explicitly, since snapd talks to two regions.
+- Timestamps in answers are parsed by `parse_aws_time`: ISO 8601 ones (every S3 listing's
+  LastModified, every snapshot's StartTime) without dateutil's general parser, which cost
+  two thirds of the client CPU of a warm cycle's 1000-object listing pages.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import contextlib
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import aioboto3
+from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -32,6 +37,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from snapd.errors import AwsError, PermanentError, TransientError
 
@@ -58,6 +64,21 @@ _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 #: Called with (operation, code) for every AWS error left after retries (the service counts
 #: them in `snapd_aws_errors_total`).
 ErrorHook = Callable[[str, str], None]
+
+
+#: `2024-01-01T02:00:00.000Z` and its kin: the timestamps AWS writes in XML and JSON bodies.
+_ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def parse_aws_time(value: str) -> datetime:
+    """A timestamp of an AWS answer, read exactly as botocore's own parser reads it: ISO
+    8601 by `datetime.fromisoformat` (a C function), anything else (HTTP-date headers,
+    epoch seconds) by botocore's general parser."""
+    if isinstance(value, str) and _ISO_8601.match(value):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
+    parsed: datetime = botocore_parse_timestamp(value)
+    return parsed
 
 
 def snake_case(operation: str) -> str:
@@ -108,7 +129,10 @@ class AwsClients:
         read_timeout: float = 60,
         on_error: ErrorHook | None = None,
     ) -> None:
-        self._session = aioboto3.Session()
+        botocore_session = get_session()
+        parsers = botocore_session.get_component("response_parser_factory")
+        parsers.set_parser_defaults(timestamp_parser=parse_aws_time)
+        self._session = aioboto3.Session(botocore_session=botocore_session)
         self._config = Config(
             retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
