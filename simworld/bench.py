@@ -47,8 +47,9 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,10 +101,16 @@ def copy_bound(count: int, limit: int, duration: float, foreign: int = 0) -> flo
     return math.ceil(count / slots) * duration
 
 
+def pages(count: int, page_size: int = 1000) -> int:
+    """Pages of a paginated listing of `count` items: ⌈count/1000⌉, and at least one (an
+    empty answer is a request too)."""
+    return max(1, math.ceil(count / page_size))
+
+
 def warm_list_calls(objects: int, page_size: int = 1000) -> int:
     """ListObjectsV2 pages a warm cycle needs: ⌈objects/1000⌉ (at least one) — discovery
     lists every file under `backups/` with its ETag, so a changed folder is read again."""
-    return max(1, math.ceil(objects / page_size))
+    return pages(objects, page_size)
 
 
 def growth_exponent(size_a: float, cost_a: float, size_b: float, cost_b: float) -> float:
@@ -228,16 +235,19 @@ class Request:
     operation: str
     cpu: float  # thread CPU seconds moto spent answering
     wall: float
+    #: The region the request was signed for, and for S3 the bucket it names.
+    region: str = ""
+    bucket: str = ""
 
 
-_CREDENTIAL = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_CREDENTIAL = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _ACTION = re.compile(rb"(?:^|&)Action=([A-Za-z0-9]+)")
 
 
 def classify(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
     """(service, operation) of a raw request to the moto server."""
     match = _CREDENTIAL.search(str(environ.get("HTTP_AUTHORIZATION", "")))
-    service = match.group(1) if match else "other"
+    service = match.group(2) if match else "other"
     method = str(environ.get("REQUEST_METHOD", ""))
     query = str(environ.get("QUERY_STRING", ""))
     if service == "s3":
@@ -250,6 +260,22 @@ def classify(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
     if action:
         return service, action.group(1).decode()
     return service, method
+
+
+def request_scope(environ: dict[str, Any]) -> tuple[str, str]:
+    """(region, bucket) of a raw request: the signed region; the bucket of an S3 request,
+    from a virtual-hosted name (`bucket.host`) or else the first path segment."""
+    match = _CREDENTIAL.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+    if not match:
+        return "", ""
+    region, service = match.group(1), match.group(2)
+    if service != "s3":
+        return region, ""
+    host = str(environ.get("HTTP_HOST", "")).split(":")[0]
+    labels = host.split(".")
+    if len(labels) > 1 and not host.replace(".", "").isdigit() and labels[0] != "localhost":
+        return region, labels[0]
+    return region, str(environ.get("PATH_INFO", "")).lstrip("/").split("/")[0]
 
 
 class RequestLog:
@@ -284,6 +310,7 @@ class RequestLog:
                     operation,
                     time.thread_time() - cpu,
                     time.perf_counter() - wall,
+                    *request_scope(environ),
                 )
                 with log._lock:
                     log.records.append(record)
@@ -300,6 +327,10 @@ class RequestLog:
     def between(self, start: float, end: float) -> list[Request]:
         with self._lock:
             return [r for r in self.records if start <= r.at <= end]
+
+    def last_answer(self, start: float, end: float) -> float:
+        """When the last request that arrived in [start, end] was answered (else `start`)."""
+        return max((r.at + r.wall for r in self.between(start, end)), default=start)
 
 
 def tally(requests: Iterable[Request]) -> dict[str, Any]:
@@ -364,13 +395,12 @@ def _copy_run(world: MotoWorld, sim: Any, config: CopyConfig, foreign: int) -> d
     capacity = min(config.max_in_flight, config.limit - foreign)
     calls_before = Counter(sim.calls)
     job = {"config": asdict(config), "capacity": capacity, "sources": sources}
-    keep = ("PATH", "HOME", "LANG", "TMPDIR")
     completed = subprocess.run(
         [sys.executable, "-c", "from simworld.bench import copy_worker; copy_worker()"],
         input=json.dumps(job),
         capture_output=True,
         text=True,
-        env={**{k: v for k, v in os.environ.items() if k in keep}, **world.env()},
+        env=child_env(world),
         timeout=20 * config.count + 120,
         check=False,
     )
@@ -722,25 +752,37 @@ def _event_time(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-def _daemon_env(world: MotoWorld, config: DiscoveryConfig) -> dict[str, str]:
+def _cycle_begin(event: dict[str, Any]) -> float:
+    """When the cycle a `cycle.completed` line reports began."""
+    return _event_time(event) - float(event["seconds"])
+
+
+def child_env(world: MotoWorld, **settings: str) -> dict[str, str]:
+    """The environment of every process the bench starts: PATH, HOME, LANG and TMPDIR of
+    ours (nothing else of the caller's shell leaks in), the moto server, then `settings`."""
     keep = ("PATH", "HOME", "LANG", "TMPDIR")
-    return {
-        **{k: v for k, v in os.environ.items() if k in keep},
-        **world.env(),
-        "SNAPD_VELERO_BUCKET": BUCKET,
-        "SNAPD_SCHEDULES": WATCHED_SCHEDULE,
-        "SNAPD_SOURCE_REGION": SOURCE_REGION,
-        "SNAPD_DESTINATION_REGION": DESTINATION_REGION,
+    return {**{k: v for k, v in os.environ.items() if k in keep}, **world.env(), **settings}
+
+
+def _daemon_env(world: MotoWorld, config: DiscoveryConfig, **settings: str) -> dict[str, str]:
+    """`snapd run` over the bench bucket; `settings` add to (or override) the defaults."""
+    return child_env(
+        world,
+        SNAPD_VELERO_BUCKET=BUCKET,
+        SNAPD_SCHEDULES=WATCHED_SCHEDULE,
+        SNAPD_SOURCE_REGION=SOURCE_REGION,
+        SNAPD_DESTINATION_REGION=DESTINATION_REGION,
         # The copier is not under test here: its one CopySnapshot is refused (copy_limit 0)
         # and backs off for half an hour, so the cycles' requests are discovery's alone.
-        "SNAPD_MAX_IN_FLIGHT": "1",
-        "SNAPD_POLL_INTERVAL": "1h",
-        "SNAPD_SYNC_INTERVAL": f"{config.sync_interval}s",
-        "SNAPD_PRUNE_INTERVAL": "24h",
-        "SNAPD_METRICS_PORT": "0",
-        "SNAPD_LOG_FORMAT": "json",
-        "SNAPD_LOG_LEVEL": "info",
-    }
+        SNAPD_MAX_IN_FLIGHT="1",
+        SNAPD_POLL_INTERVAL="1h",
+        SNAPD_SYNC_INTERVAL=f"{config.sync_interval}s",
+        SNAPD_PRUNE_INTERVAL="24h",
+        SNAPD_METRICS_PORT="0",
+        SNAPD_LOG_FORMAT="json",
+        SNAPD_LOG_LEVEL="info",
+        **settings,
+    )
 
 
 def _snapd_command() -> list[str]:
@@ -813,24 +855,39 @@ def _watch_daemon(env: dict[str, str], cycles: int, timeout: float) -> _Daemon:
 
 
 def discovery_run(
-    world: MotoWorld, requests: RequestLog, config: DiscoveryConfig, backups: int
+    world: MotoWorld,
+    requests: RequestLog,
+    config: DiscoveryConfig,
+    backups: int,
+    *,
+    settings: Mapping[str, str] | None = None,
+    cycles: int = 2,
 ) -> dict[str, Any]:
-    """One `snapd run` process: its first (cold) and second (warm) cycle, then SIGTERM."""
-    daemon = _watch_daemon(_daemon_env(world, config), 2, config.run_timeout)
-    cycles = daemon.named("cycle.completed")
+    """One `snapd run` process (`settings` added to its environment): its first (cold) and
+    second (warm) cycle, then SIGTERM.
+
+    With `cycles=3` the warm cycle's window runs on to its last answered request before
+    the third cycle began: what a cycle does after its `cycle.completed` line (the DR
+    location's pass) is then counted as the warm cycle's, requests and CPU alike.
+    """
+    env = _daemon_env(world, config, **(settings or {}))
+    daemon = _watch_daemon(env, cycles, config.run_timeout)
+    logged = daemon.named("cycle.completed")
     started = daemon.named("service.started")
     result: dict[str, Any] = {
         "backups": backups,
         "exit_code": daemon.exit_code,
-        "timed_out": not daemon.finished or len(cycles) < 2,
+        "timed_out": not daemon.finished or len(logged) < cycles,
         "peak_rss_mb": max((s.hwm_kb for s in daemon.samples), default=0) / 1024,
         "errors_logged": [e for e in daemon.events if e.get("level") == "error"][:5],
         "startup_seconds": (_event_time(started[0]) - daemon.spawned) if started else None,
     }
     prunes = [_event_time(e) for e in daemon.named("prune.completed")]
-    for label, event in zip(("cold", "warm"), cycles[:2], strict=False):
+    for index, (label, event) in enumerate(zip(("cold", "warm"), logged[:2], strict=False)):
         end = _event_time(event)
         begin = end - float(event["seconds"])
+        if index == 1 and len(logged) > 2:
+            end = requests.last_answer(end, _cycle_begin(logged[2]))
         # The daemon's first prune pass (a warm plan of its own) runs right after the cold
         # cycle and holds the plan lock; a warm cycle that waited for it starts working when
         # that pass completed. Its `seconds` includes the wait, which is not cycle time.
@@ -839,6 +896,8 @@ def discovery_run(
         cpu = _cpu_at(daemon.samples, end) - _cpu_at(daemon.samples, begin)
         result[label] = {
             "seconds": round(end - begin, 3),
+            "begin": begin,
+            "end": end,
             "logged_seconds": float(event["seconds"]),
             "sources": event.get("sources"),
             "errors": event.get("errors"),
@@ -964,6 +1023,404 @@ def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[F
     return figures
 
 
+# --------------------------------------------------------------------------- steady state
+
+#: Where the steady part's DR variant publishes (a bucket in the destination region).
+DR_BUCKET = "snapd-dr"
+DR_PREFIX = "velero/dr"
+#: Retention of the steady part: no replica of the bench's backups (dated from 2024) ages
+#: out, so a steady plan prunes nothing and its locks never need extending.
+STEADY_MAX_AGE_DAYS = 3650
+STEADY_LOCK_MARGIN_DAYS = 1
+#: Target: a warm cycle over a replicated world costs snapd this share of its cold cycle.
+STEADY_WARM_CPU_SHARE = 0.02
+#: The settings of the steady part's two variants (the DR variant adds its own).
+STEADY_SETTINGS = {
+    "SNAPD_RETENTION_MAX_AGE": f"{STEADY_MAX_AGE_DAYS}d",
+}
+DR_LOCK_SETTINGS = {
+    "SNAPD_DR_BUCKET": DR_BUCKET,
+    "SNAPD_DR_PREFIX": DR_PREFIX,
+    "SNAPD_LOCK_MODE": "governance",
+    "SNAPD_LOCK_MARGIN": f"{STEADY_LOCK_MARGIN_DAYS}d",
+}
+
+
+class _MemoryBody:
+    """A GetObject body over bytes in memory (async, as aiobotocore's stream is)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    async def __aenter__(self) -> _MemoryBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.close()
+
+    async def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+
+class MemoryBucket:
+    """A Velero bucket's files, served from the builder's memory through snapd's S3 door.
+
+    The steady part seeds a replica for exactly the sources snapd will discover: it runs
+    snapd's own discovery over these files in this process — no request to moto, no
+    botocore — and seeds the replicas straight into the simulator. ETags are CRC-32s:
+    they only have to change when a file does.
+    """
+
+    def __init__(self, files: Mapping[str, bytes]) -> None:
+        self.files = files
+
+    async def call(
+        self,
+        service: str,
+        region: str,
+        operation: str,
+        *,
+        expected_codes: Iterable[str] = (),
+        **params: Any,
+    ) -> Any:
+        if operation != "GetObject":
+            raise ValueError(f"the in-memory bucket answers GetObject, not {operation}")
+        data = self.files[str(params["Key"])]
+        return {"ContentLength": len(data), "Body": _MemoryBody(data)}
+
+    async def pages(
+        self, service: str, region: str, operation: str, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        prefix = str(params.get("Prefix", ""))
+        yield {
+            "Contents": [
+                {"Key": key, "Size": len(data), "ETag": f'"{zlib.crc32(data):08x}"'}
+                for key, data in sorted(self.files.items())
+                if key.startswith(prefix)
+            ]
+        }
+
+
+class SteadyWorld:
+    """A `DiscoveryWorld` in which every watched snapshot already has a completed replica
+    (and, once `lock` ran, a lock that outlasts its retention): the state a daemon lives
+    in once the copier caught up, seeded at no copy's cost."""
+
+    def __init__(self, sim: Any, grown: DiscoveryWorld) -> None:
+        from snapd.velero import VeleroReader
+
+        self.sim = sim
+        self.grown = grown
+        self.reader = VeleroReader()
+        #: Source snapshot id → (its replica's id, backup time).
+        self.replicas: dict[str, tuple[str, datetime]] = {}
+        self.locked: set[str] = set()
+        self.seconds = 0.0
+
+    def replicate(self) -> int:
+        """Discover the bucket as snapd does and seed a completed replica of every source
+        that has none yet; returns how many replicas there are."""
+        from simworld.replicas import seed_replica
+
+        started = time.perf_counter()
+        discovery = asyncio.run(
+            self.reader.discover(
+                MemoryBucket(self.grown.bucket.files),
+                bucket=BUCKET,
+                prefix="",
+                region=SOURCE_REGION,
+                schedules=(WATCHED_SCHEDULE,),
+                copy_failed_backups=False,
+            )
+        )
+        if discovery.errors:
+            raise RuntimeError(f"the bench's own bucket does not read: {discovery.errors[:3]}")
+        for source in discovery.snapshots:
+            if source.snapshot_id in self.replicas:
+                continue
+            seeded = seed_replica(
+                self.sim,
+                source,
+                scope=SCOPE,
+                source_region=SOURCE_REGION,
+                destination_region=DESTINATION_REGION,
+            )
+            self.replicas[source.snapshot_id] = (seeded.snapshot_id, source.backup_time)
+        self.seconds += time.perf_counter() - started
+        return len(self.replicas)
+
+    def lock(self) -> None:
+        """Lock every replica as the lock pass would, until retention's end + margin and a
+        day more: the warm cycle has nothing to lock or extend."""
+        started = time.perf_counter()
+        now = self.sim.wall_now()
+        keep = timedelta(days=STEADY_MAX_AGE_DAYS + STEADY_LOCK_MARGIN_DAYS + 1)
+        for replica_id, backup_time in self.replicas.values():
+            if replica_id not in self.locked:
+                days = (backup_time + keep - now).total_seconds() / 86400
+                self.sim.put_lock(DESTINATION_REGION, replica_id, mode="governance", days=days)
+                self.locked.add(replica_id)
+        self.seconds += time.perf_counter() - started
+
+
+def _s3_backend() -> Any:
+    from moto.s3.models import s3_backends
+
+    from simworld.moto_server import ACCOUNT_ID
+
+    return s3_backends[ACCOUNT_ID]["aws"]
+
+
+def ensure_dr_bucket() -> None:
+    """The DR variant's bucket in the destination region (straight into moto)."""
+    backend = _s3_backend()
+    if DR_BUCKET not in backend.buckets:
+        backend.create_bucket(DR_BUCKET, DESTINATION_REGION)
+
+
+def dr_contents() -> tuple[int, int]:
+    """(published backups, objects) under the DR location's `backups/`."""
+    root = f"{DR_PREFIX}/backups/"
+    keys = [k for k in _s3_backend().get_bucket(DR_BUCKET).keys if str(k).startswith(root)]
+    published = sum(1 for k in keys if str(k).endswith("/velero-backup.json"))
+    return published, len(keys)
+
+
+def listing_client_cpu(world: MotoWorld) -> tuple[int, float]:
+    """(pages, client CPU seconds) of one ListObjectsV2 of the Velero bucket's `backups/`
+    through botocore, as snapd lists it on every cycle. The CPU is this thread's: moto
+    answers on threads of its own, so what is counted is signing, sending and parsing."""
+    import botocore.session
+
+    client = botocore.session.get_session().create_client(
+        "s3", region_name=SOURCE_REGION, endpoint_url=world.url
+    )
+    client.list_objects_v2(Bucket=BUCKET, Prefix="backups/", MaxKeys=1)  # client set-up
+    pages = 0
+    cpu = time.thread_time()
+    for _page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="backups/", PaginationConfig={"PageSize": 1000}
+    ):
+        pages += 1
+    cpu = time.thread_time() - cpu
+    client.close()
+    return pages, cpu
+
+
+def _count(
+    requests: Iterable[Request], operation: str, *, region: str = "", bucket: str = ""
+) -> int:
+    """Requests of one operation, in one region and bucket when named."""
+    return sum(
+        1
+        for r in requests
+        if r.operation == operation
+        and (not region or r.region == region)
+        and (not bucket or r.bucket == bucket)
+    )
+
+
+def steady_counts(requests: Sequence[Request]) -> dict[str, int]:
+    """What the steady targets judge, counted from the requests moto answered."""
+    return {
+        "velero_list": _count(requests, "ListObjectsV2", bucket=BUCKET),
+        "get_object": _count(requests, "GetObject"),
+        "inventory_pages": _count(requests, "DescribeSnapshots", region=DESTINATION_REGION),
+        "source_describe": _count(requests, "DescribeSnapshots", region=SOURCE_REGION),
+        "source_volumes": _count(requests, "DescribeVolumes", region=SOURCE_REGION),
+        "dr_list": _count(requests, "ListObjectsV2", bucket=DR_BUCKET),
+        "locked_pages": _count(requests, "DescribeLockedSnapshots"),
+    }
+
+
+def steady_run(
+    world: MotoWorld,
+    requests: RequestLog,
+    config: DiscoveryConfig,
+    steady: SteadyWorld,
+    *,
+    dr_and_locks: bool,
+) -> dict[str, Any]:
+    """One fresh `snapd run` over the replicated world: cold, warm (with its DR pass)."""
+    settings = {**STEADY_SETTINGS, **(DR_LOCK_SETTINGS if dr_and_locks else {})}
+    run = discovery_run(world, requests, config, steady.grown.count, settings=settings, cycles=3)
+    warm = run.get("warm")
+    if warm is not None:
+        window = requests.between(warm["begin"], warm["end"])
+        warm["steady"] = steady_counts(window)
+    run |= {
+        "variant": "DR + locks" if dr_and_locks else "replicated",
+        "replicas": len(steady.replicas),
+        "objects": len(steady.grown.bucket.files),
+        "watched_backups": steady.grown.watched,
+        "seeding_seconds_cumulative": round(steady.grown.seconds + steady.seconds, 1),
+    }
+    if dr_and_locks:
+        run["published"], run["dr_objects"] = dr_contents()
+    return run
+
+
+def steady_figures(runs: Sequence[dict[str, Any]]) -> list[Figure]:
+    """Per size and variant: what a warm cycle over a replicated world costs, against
+    the targets: ⌈B/1000⌉ Velero listing pages, no GET, ⌈R/1000⌉ inventory pages, no
+    source DescribeSnapshots, snapd CPU ≤ 2 % of its cold cycle; with the DR location and
+    locks on, also ⌈published/1000⌉ DR listing pages and ⌈R/1000⌉ DescribeLockedSnapshots."""
+    figures: list[Figure] = []
+    for run in runs:
+        n, replicas = run["backups"], run["replicas"]
+        dr_and_locks = run["variant"] != "replicated"
+        section = f"steady {n:,}" + (", DR + locks" if dr_and_locks else "")
+        cold, warm = run.get("cold"), run.get("warm")
+        if cold is None or warm is None:
+            figures.append(Figure(section, "cold and warm cycle", None, target=0))
+            continue
+        counts = warm["steady"]
+        objects = run["objects"]
+        figures += [
+            Figure(section, "cold cycle", cold["seconds"], "s"),
+            Figure(
+                section,
+                "warm cycle",
+                warm["seconds"],
+                "s",
+                bound=cold["seconds"],
+                note="ratio = share of the cold cycle",
+            ),
+            Figure(
+                section,
+                "warm: copies planned",
+                warm["copies_planned"],
+                target=0,
+                note=f"{replicas:,} sources, each with a completed replica",
+            ),
+            Figure(
+                section,
+                "warm: ListObjectsV2 of the Velero bucket",
+                counts["velero_list"],
+                target=pages(n),
+                note=f"⌈{n:,} backups/1000⌉; the listing holds {objects:,} objects",
+            ),
+            Figure(section, "warm: GetObject", counts["get_object"], target=0),
+            Figure(
+                section,
+                "warm: replica inventory DescribeSnapshots pages",
+                counts["inventory_pages"],
+                target=pages(replicas),
+                note=f"⌈{replicas:,} replicas/1000⌉",
+            ),
+            Figure(
+                section,
+                "warm: source DescribeSnapshots",
+                counts["source_describe"],
+                target=0,
+                note=f"and {counts['source_volumes']} source DescribeVolumes",
+            ),
+        ]
+        if dr_and_locks:
+            published = run.get("published", 0)
+            figures += [
+                Figure(
+                    section,
+                    "warm: ListObjectsV2 of the DR location",
+                    counts["dr_list"],
+                    target=pages(published),
+                    note=f"⌈{published:,} published/1000⌉; {run.get('dr_objects', 0):,} objects",
+                ),
+                Figure(
+                    section,
+                    "warm: DescribeLockedSnapshots pages",
+                    counts["locked_pages"],
+                    target=pages(replicas),
+                    note=f"⌈{replicas:,} replicas/1000⌉",
+                ),
+            ]
+        others = {
+            op: count
+            for op, count in warm["by_operation"].items()
+            if op
+            not in (
+                "s3:ListObjectsV2",
+                "s3:GetObject",
+                "ec2:DescribeSnapshots",
+                "ec2:DescribeLockedSnapshots",
+            )
+        }
+        listing = run.get("listing_client_cpu")
+        figures += [
+            Figure(
+                section,
+                "warm: other requests",
+                sum(others.values()),
+                note=", ".join(f"{op} {c}" for op, c in sorted(others.items())) or "none",
+            ),
+            Figure(
+                section,
+                "warm: snapd CPU",
+                warm["snapd_cpu_seconds"],
+                "s",
+                bound=cold["snapd_cpu_seconds"],
+                target=STEADY_WARM_CPU_SHARE,
+                note="ratio = share of the cold cycle's snapd CPU",
+            ),
+            Figure(section, "warm: moto CPU", warm["moto_cpu_total"], "s"),
+        ]
+        if listing:
+            figures.append(
+                Figure(
+                    section,
+                    "client CPU of the Velero listing alone",
+                    listing["cpu_seconds"],
+                    "s",
+                    bound=warm["snapd_cpu_seconds"],
+                    note=f"{listing['pages']} pages through botocore, measured apart; "
+                    "ratio = share of the warm cycle's snapd CPU",
+                )
+            )
+    return figures
+
+
+def _steady_part(
+    world: MotoWorld,
+    sim: Any,
+    requests: RequestLog,
+    config: DiscoveryConfig,
+    results: dict[str, Any],
+) -> list[Figure]:
+    """Replicated worlds of each size, each measured twice: replicas only, then with the
+    DR location and locks on (locks seeded; the published backups are written by that
+    daemon's own first DR pass, after its cold cycle and before its warm one)."""
+    world.reset()
+    sim.reset()
+    sim.copy_limit = 0  # nothing is copied in a steady state; a stray copy would be refused
+    steady = SteadyWorld(sim, DiscoveryWorld(config.watched_fraction))
+    runs = []
+    for size in sorted(config.sizes):
+        _say(f"steady: seeding {size:,} backups and their replicas…")
+        steady.grown.grow_to(size)
+        steady.replicate()
+        pages_listed, cpu = listing_client_cpu(world)
+        for dr_and_locks in (False, True):
+            if dr_and_locks:
+                steady.lock()
+                ensure_dr_bucket()
+            run = steady_run(world, requests, config, steady, dr_and_locks=dr_and_locks)
+            run["listing_client_cpu"] = {"pages": pages_listed, "cpu_seconds": round(cpu, 3)}
+            runs.append(run)
+            warm = run.get("warm")
+            _say(
+                f"  {run['variant']}: {len(steady.replicas):,} replicas; "
+                + (
+                    f"cold {run['cold']['seconds']:.1f}s, warm {warm['seconds']:.2f}s "
+                    f"({warm['by_operation']}), warm CPU {warm['snapd_cpu_seconds']:.2f}s"
+                    if warm
+                    else f"no warm cycle (exit {run['exit_code']}): {run['errors_logged']}"
+                )
+            )
+    results["parts"]["steady"] = {"config": asdict(config), "runs": runs}
+    world.reset()
+    return steady_figures(runs)
+
+
 # -------------------------------------------------------------------------------- restore
 
 
@@ -1021,22 +1478,20 @@ def restore_run(
     argv = ["restore", RESTORE_BACKUP]
     argv += ["--all"] if pvcs > 1 else ["data-db-0", "-n", "shop"]
     argv += ["--output", str(output)]
-    keep = ("PATH", "HOME", "LANG", "TMPDIR")
-    env = {
-        **{k: v for k, v in os.environ.items() if k in keep},
-        **world.env(),
+    env = child_env(
+        world,
         **kube.env(),
-        "SNAPD_CLUSTER": SCOPE,
-        "SNAPD_SOURCE_REGION": SOURCE_REGION,
-        "SNAPD_DESTINATION_REGION": DESTINATION_REGION,
-        "SNAPD_POLL_INTERVAL": f"{config.poll}s",
+        SNAPD_CLUSTER=SCOPE,
+        SNAPD_SOURCE_REGION=SOURCE_REGION,
+        SNAPD_DESTINATION_REGION=DESTINATION_REGION,
+        SNAPD_POLL_INTERVAL=f"{config.poll}s",
         # Every PVC of `--all` at once: the bound is one copy-back + one volume.
-        "SNAPD_MAX_IN_FLIGHT": str(max(1, min(20, pvcs))),
-        "SNAPD_LOG_FORMAT": "json",
-        "SNAPD_LOG_LEVEL": "info",
-    }
-    # Unbuffered: the summary reaches us when snapd writes it, not when the process exits.
-    env["PYTHONUNBUFFERED"] = "1"
+        SNAPD_MAX_IN_FLIGHT=str(max(1, min(20, pvcs))),
+        SNAPD_LOG_FORMAT="json",
+        SNAPD_LOG_LEVEL="info",
+        # Unbuffered: the summary reaches us when snapd writes it, not when the process exits.
+        PYTHONUNBUFFERED="1",
+    )
     spawned = time.time()
     process = subprocess.Popen(
         [*_snapd_command(), *argv],
@@ -1195,7 +1650,7 @@ class BenchConfig:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     quick: bool = False
-    parts: tuple[str, ...] = ("copy", "discovery", "restore")
+    parts: tuple[str, ...] = ("copy", "discovery", "steady", "restore")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path, bool, bool]:
@@ -1212,7 +1667,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path, bo
     parser.add_argument("--copies", type=int, help="N of the copy pipeline (default 200)")
     parser.add_argument("--copy-seconds", type=float, help="simulated copy time D (default 3)")
     parser.add_argument(
-        "--parts", default="copy,discovery,restore", help="which parts to run (comma-separated)"
+        "--parts",
+        default="copy,discovery,steady,restore",
+        help="which parts to run (comma-separated)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a fast smoke run (small sizes; no RESULTS.md)"
@@ -1272,6 +1729,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                     figures += _copy_part(world, sim, config.copy, results)
                 if "discovery" in config.parts:
                     figures += _discovery_part(world, sim, requests, config.discovery, results)
+                if "steady" in config.parts:
+                    figures += _steady_part(world, sim, requests, config.discovery, results)
                 if "restore" in config.parts:
                     with (
                         tempfile.TemporaryDirectory(prefix="snapd-bench-") as tmp,
@@ -1503,7 +1962,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "make bench                                   # the full run (~11 min on 2 CPUs)",
         "python -m simworld.bench --quick        # a smoke run in about two minutes",
         "python -m simworld.bench --sizes 1000,5000 --watched-fraction 0.2",
-        "python -m simworld.bench --parts copy   # copy, discovery, restore",
+        "python -m simworld.bench --parts copy   # copy, discovery, steady, restore",
         "python -m simworld.bench --render-only  # RESULTS.md again from results.json",
         "```",
         "",
