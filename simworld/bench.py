@@ -910,6 +910,59 @@ def discovery_run(
     return result
 
 
+def warm_share(
+    section: str,
+    name: str,
+    key: str,
+    cold: dict[str, Any],
+    warm: dict[str, Any],
+    *,
+    note: str,
+    target: float | None = None,
+) -> Figure:
+    """A warm cycle's seconds (`key`) beside its cold cycle's: the ratio is the warm
+    cycle's share, and `target` judges that share."""
+    return Figure(section, name, warm[key], "s", bound=cold[key], target=target, note=note)
+
+
+def cycle_figures(
+    section: str, cold: dict[str, Any], warm: dict[str, Any], *, target: float | None = None
+) -> list[Figure]:
+    """A daemon's cold and warm cycle, the warm one as a share of the cold (`target` on
+    that share)."""
+    return [
+        Figure(section, "cold cycle", cold["seconds"], "s"),
+        warm_share(
+            section,
+            "warm cycle",
+            "seconds",
+            cold,
+            warm,
+            target=target,
+            note="ratio = share of the cold cycle",
+        ),
+    ]
+
+
+def warm_cpu_figures(
+    section: str, cold: dict[str, Any], warm: dict[str, Any], *, target: float | None = None
+) -> list[Figure]:
+    """The warm cycle's CPU on both sides: snapd's as a share of its cold cycle's (`target`
+    on that share), and moto's."""
+    return [
+        warm_share(
+            section,
+            "warm: snapd CPU",
+            "snapd_cpu_seconds",
+            cold,
+            warm,
+            target=target,
+            note="ratio = share of the cold cycle's snapd CPU",
+        ),
+        Figure(section, "warm: moto CPU", warm["moto_cpu_total"], "s"),
+    ]
+
+
 def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[Figure]:
     """Per size: cold and warm cycle, requests, CPU on both sides, RSS; then the growth.
 
@@ -928,16 +981,7 @@ def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[F
             continue
         s3_requests = cold["by_service"].get("s3", 0)
         figures += [
-            Figure(section, "cold cycle", cold["seconds"], "s"),
-            Figure(
-                section,
-                "warm cycle",
-                warm["seconds"],
-                "s",
-                bound=cold["seconds"],
-                target=WARM_SHARE if n == largest else None,
-                note="ratio = share of the cold cycle",
-            ),
+            *cycle_figures(section, cold, warm, target=WARM_SHARE if n == largest else None),
             Figure(
                 section,
                 "sources found",
@@ -982,15 +1026,7 @@ def discovery_figures(runs: Sequence[dict[str, Any]], fraction: float) -> list[F
                 warm["by_service"].get("ec2", 0),
                 note="source details, replicas",
             ),
-            Figure(
-                section,
-                "warm: snapd CPU",
-                warm["snapd_cpu_seconds"],
-                "s",
-                bound=cold["snapd_cpu_seconds"],
-                note="ratio = share of the cold cycle's snapd CPU",
-            ),
-            Figure(section, "warm: moto CPU", warm["moto_cpu_total"], "s"),
+            *warm_cpu_figures(section, cold, warm),
             Figure(section, "peak RSS (VmHWM)", run["peak_rss_mb"], "MB", target=PEAK_RSS_MB),
         ]
     complete = [r for r in runs if r.get("cold")]
@@ -1277,15 +1313,7 @@ def steady_figures(runs: Sequence[dict[str, Any]]) -> list[Figure]:
         counts = warm["steady"]
         objects = run["objects"]
         figures += [
-            Figure(section, "cold cycle", cold["seconds"], "s"),
-            Figure(
-                section,
-                "warm cycle",
-                warm["seconds"],
-                "s",
-                bound=cold["seconds"],
-                note="ratio = share of the cold cycle",
-            ),
+            *cycle_figures(section, cold, warm),
             Figure(
                 section,
                 "warm: copies planned",
@@ -1353,16 +1381,7 @@ def steady_figures(runs: Sequence[dict[str, Any]]) -> list[Figure]:
                 sum(others.values()),
                 note=", ".join(f"{op} {c}" for op, c in sorted(others.items())) or "none",
             ),
-            Figure(
-                section,
-                "warm: snapd CPU",
-                warm["snapd_cpu_seconds"],
-                "s",
-                bound=cold["snapd_cpu_seconds"],
-                target=STEADY_WARM_CPU_SHARE,
-                note="ratio = share of the cold cycle's snapd CPU",
-            ),
-            Figure(section, "warm: moto CPU", warm["moto_cpu_total"], "s"),
+            *warm_cpu_figures(section, cold, warm, target=STEADY_WARM_CPU_SHARE),
         ]
         if listing:
             figures.append(
@@ -1379,31 +1398,23 @@ def steady_figures(runs: Sequence[dict[str, Any]]) -> list[Figure]:
     return figures
 
 
-def _steady_part(
-    world: MotoWorld,
-    sim: Any,
-    requests: RequestLog,
-    config: DiscoveryConfig,
-    results: dict[str, Any],
-) -> list[Figure]:
+def _steady_part(stage: Stage, config: DiscoveryConfig) -> list[Figure]:
     """Replicated worlds of each size, each measured twice: replicas only, then with the
     DR location and locks on (locks seeded; the published backups are written by that
     daemon's own first DR pass, after its cold cycle and before its warm one)."""
-    world.reset()
-    sim.reset()
-    sim.copy_limit = 0  # nothing is copied in a steady state; a stray copy would be refused
-    steady = SteadyWorld(sim, DiscoveryWorld(config.watched_fraction))
+    stage.fresh(copy_limit=0)  # nothing to copy in a steady state: a stray copy is refused
+    steady = SteadyWorld(stage.sim, DiscoveryWorld(config.watched_fraction))
     runs = []
     for size in sorted(config.sizes):
         _say(f"steady: seeding {size:,} backups and their replicas…")
         steady.grown.grow_to(size)
         steady.replicate()
-        pages_listed, cpu = listing_client_cpu(world)
+        pages_listed, cpu = listing_client_cpu(stage.world)
         for dr_and_locks in (False, True):
             if dr_and_locks:
                 steady.lock()
                 ensure_dr_bucket()
-            run = steady_run(world, requests, config, steady, dr_and_locks=dr_and_locks)
+            run = steady_run(stage.world, stage.requests, config, steady, dr_and_locks=dr_and_locks)
             run["listing_client_cpu"] = {"pages": pages_listed, "cpu_seconds": round(cpu, 3)}
             runs.append(run)
             warm = run.get("warm")
@@ -1416,8 +1427,8 @@ def _steady_part(
                     else f"no warm cycle (exit {run['exit_code']}): {run['errors_logged']}"
                 )
             )
-    results["parts"]["steady"] = {"config": asdict(config), "runs": runs}
-    world.reset()
+    stage.record("steady", config, runs)
+    stage.world.reset()
     return steady_figures(runs)
 
 
@@ -1724,26 +1735,21 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     try:
         with moto_server() as world:
             sim = Ec2Simulator.install()
+            stage = Stage(world, sim, requests, results)
             try:
                 if "copy" in config.parts:
-                    figures += _copy_part(world, sim, config.copy, results)
+                    figures += _copy_part(stage, config.copy)
                 if "discovery" in config.parts:
-                    figures += _discovery_part(world, sim, requests, config.discovery, results)
+                    figures += _discovery_part(stage, config.discovery)
                 if "steady" in config.parts:
-                    figures += _steady_part(world, sim, requests, config.discovery, results)
+                    figures += _steady_part(stage, config.discovery)
                 if "restore" in config.parts:
                     with (
                         tempfile.TemporaryDirectory(prefix="snapd-bench-") as tmp,
                         fake_kube_server(Path(tmp) / "kube") as kube,
                     ):
                         figures += _restore_part(
-                            world=world,
-                            sim=sim,
-                            kube=kube,
-                            requests=requests,
-                            config=config.restore,
-                            workdir=Path(tmp),
-                            results=results,
+                            stage, config.restore, kube=kube, workdir=Path(tmp)
                         )
             finally:
                 sim.uninstall()
@@ -1756,9 +1762,30 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     return results
 
 
-def _copy_part(
-    world: MotoWorld, sim: Any, config: CopyConfig, results: dict[str, Any]
-) -> list[Figure]:
+@dataclass(frozen=True)
+class Stage:
+    """What every part runs against: the moto server, the EC2 simulator patched into it,
+    the log of every request moto answered, and the results document the parts fill."""
+
+    world: MotoWorld
+    sim: Any
+    requests: RequestLog
+    results: dict[str, Any]
+
+    def fresh(self, *, copy_limit: int | None = None) -> None:
+        """An empty AWS (no bucket, snapshot, volume or fault a part before left);
+        `copy_limit` 0 refuses every CopySnapshot (the daemon parts keep the copier out)."""
+        self.world.reset()
+        self.sim.reset()
+        if copy_limit is not None:
+            self.sim.copy_limit = copy_limit
+
+    def record(self, part: str, config: Any, runs: list[dict[str, Any]]) -> None:
+        """A part's configuration and raw runs, into results.json."""
+        self.results["parts"][part] = {"config": asdict(config), "runs": runs}
+
+
+def _copy_part(stage: Stage, config: CopyConfig) -> list[Figure]:
     figures: list[Figure] = []
     runs = []
     plans: list[tuple[CopyConfig, int, str, bool]] = [
@@ -1774,25 +1801,17 @@ def _copy_part(
             f"copy pipeline: N={run_config.count}, L={run_config.limit}, "
             f"D={run_config.duration:g}s, poll {run_config.poll:g}s, {foreign} foreign copies…"
         )
-        run = _copy_run(world, sim, run_config, foreign)
+        run = _copy_run(stage.world, stage.sim, run_config, foreign)
         run["label"] = label
         runs.append(run)
         figures += copy_figures(run, label, judged=judged)
         _say(f"  makespan {run['makespan']:.2f}s, bound {run['bound']:g}s")
-    results["parts"]["copy"] = {"config": asdict(config), "runs": runs}
+    stage.record("copy", config, runs)
     return figures
 
 
-def _discovery_part(
-    world: MotoWorld,
-    sim: Any,
-    requests: RequestLog,
-    config: DiscoveryConfig,
-    results: dict[str, Any],
-) -> list[Figure]:
-    world.reset()
-    sim.reset()
-    sim.copy_limit = 0  # see _daemon_env: the copier stays out of the discovery figures
+def _discovery_part(stage: Stage, config: DiscoveryConfig) -> list[Figure]:
+    stage.fresh(copy_limit=0)  # see _daemon_env: the copier stays out of the figures
     grown = DiscoveryWorld(config.watched_fraction)
     runs = []
     for size in sorted(config.sizes):
@@ -1802,7 +1821,7 @@ def _discovery_part(
             f"  {grown.count:,} backups ({grown.watched:,} watched), seeding {grown.seconds:.0f}s"
             f" so far; running `snapd run` (cold + warm cycle)…"
         )
-        run = discovery_run(world, requests, config, size)
+        run = discovery_run(stage.world, stage.requests, config, size)
         run["seeding_seconds_cumulative"] = round(grown.seconds, 1)
         run["objects"] = len(grown.bucket.files)
         run["watched_backups"] = grown.watched
@@ -1815,34 +1834,27 @@ def _discovery_part(
             )
         else:
             _say(f"  no cold + warm cycle (exit {run['exit_code']}): {run['errors_logged']}")
-    results["parts"]["discovery"] = {"config": asdict(config), "runs": runs}
-    world.reset()
+    stage.record("discovery", config, runs)
+    stage.world.reset()
     return discovery_figures(runs, config.watched_fraction)
 
 
-def _restore_part(
-    *,
-    world: MotoWorld,
-    sim: Any,
-    kube: Any,
-    requests: RequestLog,
-    config: RestoreConfig,
-    workdir: Path,
-    results: dict[str, Any],
-) -> list[Figure]:
+def _restore_part(stage: Stage, config: RestoreConfig, *, kube: Any, workdir: Path) -> list[Figure]:
     runs = []
     for pvcs in (1, config.pvcs):
         _say(
             f"restore: {pvcs} PVC(s), copy-back {config.copy_duration:g}s, volume "
             f"{config.volume_duration:g}s, poll {config.poll:g}s…"
         )
-        run = restore_run(world, sim, kube, requests, config, pvcs=pvcs, workdir=workdir)
+        run = restore_run(
+            stage.world, stage.sim, kube, stage.requests, config, pvcs=pvcs, workdir=workdir
+        )
         runs.append(run)
         _say(
             f"  {run['wall_seconds']:.2f}s (exit {run['exit_code']}): start-up "
             f"{run['startup_seconds']:.2f}s, overhead {run['overhead']:.2f}s"
         )
-    results["parts"]["restore"] = {"config": asdict(config), "runs": runs}
+    stage.record("restore", config, runs)
     return restore_figures(runs, config)
 
 
