@@ -347,3 +347,15 @@ async def test_memory_bucket_serves_snapd_discovery_exactly() -> None:
     assert found.errors == ()
     assert {s.snapshot_id for s in found.snapshots} == expected
     assert len(expected) == 6
+
+
+def test_headline_keeps_the_steady_targets_of_the_largest_size_only() -> None:
+    """The README's short table: the steady state's main targets, at its largest size."""
+    small = _steady_run("replicated")
+    small["backups"] = 1000
+    figures = bench.steady_figures([small, _steady_run("replicated"), _steady_run("DR + locks")])
+    chosen = {(f.section, f.name) for f in bench.headline(figures)}
+    assert ("steady 10,000", "warm: snapd CPU") in chosen
+    assert ("steady 10,000, DR + locks", "warm: DescribeLockedSnapshots pages") in chosen
+    assert not any(section == "steady 1,000" for section, _ in chosen)
+    assert ("steady 10,000", "warm: moto CPU") not in chosen
