@@ -359,3 +359,26 @@ def test_headline_keeps_the_steady_targets_of_the_largest_size_only() -> None:
     assert ("steady 10,000, DR + locks", "warm: DescribeLockedSnapshots pages") in chosen
     assert not any(section == "steady 1,000" for section, _ in chosen)
     assert ("steady 10,000", "warm: moto CPU") not in chosen
+
+
+def test_a_warm_cycle_counts_its_dr_pass_but_not_a_prune_pass_after_it() -> None:
+    """After the `cycle.completed` line only the DR bucket's requests are the cycle's (its
+    DR pass); a prune pass planning in the same gap lists the Velero bucket and the
+    replicas, and those are not."""
+    log = bench.RequestLog()
+    log.records += [
+        bench.Request(10.0, "s3", "ListObjectsV2", 0.0, 0.1, bench.SOURCE_REGION, bench.BUCKET),
+        bench.Request(10.5, "ec2", "DescribeSnapshots", 0.0, 0.1, bench.DESTINATION_REGION),
+        # after cycle.completed at 11.0: the DR pass, and a prune pass's plan
+        bench.Request(11.2, "s3", "ListObjectsV2", 0.0, 0.3, bench.DESTINATION_REGION, "snapd-dr"),
+        bench.Request(11.4, "s3", "ListObjectsV2", 0.0, 0.1, bench.SOURCE_REGION, bench.BUCKET),
+        bench.Request(11.6, "ec2", "DescribeSnapshots", 0.0, 0.1, bench.DESTINATION_REGION),
+    ]
+    window = {"begin": 9.9, "logged_end": 11.0, "end": 11.5}
+    counted = bench.cycle_requests(log, window, bench.DR_BUCKET)
+    assert [(r.operation, r.bucket) for r in counted] == [
+        ("ListObjectsV2", bench.BUCKET),
+        ("DescribeSnapshots", ""),
+        ("ListObjectsV2", "snapd-dr"),
+    ]
+    assert bench.cycle_requests(log, window) == counted[:2]  # no tail bucket, no tail
