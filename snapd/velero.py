@@ -752,8 +752,28 @@ async def list_folders(
 async def list_backups(
     aws: S3Door, location: BucketLocation, *, page_size: int = DEFAULT_PAGE_SIZE
 ) -> list[str]:
-    """Backup names: the folders under `<prefix>/backups/` (see `list_folders`)."""
-    return list(await list_folders(aws, location, page_size=page_size))
+    """Backup names: the folders under `<prefix>/backups/`, from a listing with delimiter
+    `/` that answers one entry per folder — ⌈folders/1000⌉ requests however many files
+    each folder holds. Names only: where a re-created backup must be told from the one
+    read before (the Velero bucket), `list_folders` and its ETags are what discovery uses.
+    Keys directly under `backups/` are not backups."""
+    root = location.backups_prefix
+    names: list[str] = []
+    async for page in aws.pages(
+        "s3",
+        location.region,
+        "ListObjectsV2",
+        Bucket=location.bucket,
+        Prefix=root,
+        Delimiter="/",
+        PaginationConfig={"PageSize": page_size},
+    ):
+        for item in page.get("CommonPrefixes") or ():
+            prefix = str(item.get("Prefix") or "") if isinstance(item, dict) else ""
+            name = prefix[len(root) :].rstrip("/")
+            if prefix.startswith(root) and name:
+                names.append(name)
+    return names
 
 
 async def list_backup_files(aws: S3Door, location: BucketLocation, name: str) -> dict[str, int]:

@@ -276,6 +276,31 @@ def test_warm_cycle_costs_one_dr_listing(
     assert s3_calls == {"ListObjectsV2": 2}, calls
 
 
+def test_dr_listing_pages_by_published_backups_not_by_files(
+    moto: MotoWorld, ec2sim: Ec2Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DR location is listed one entry per published backup: a published folder that
+    holds over a thousand files still costs the warm pass one DR listing page."""
+    from moto.s3.models import s3_backends
+
+    from simworld.moto_server import ACCOUNT_ID
+
+    make_dr_bucket(moto)
+    bucket = seed(moto, days=1)
+    assert run_snapd("sync", env=env(moto)).code == 0
+    (name,) = bucket.backups
+    backend = s3_backends[ACCOUNT_ID]["aws"]
+    for index in range(1000):  # e.g. a backup with many PodVolumeBackup files
+        backend.put_object(DR_BUCKET, dr_key(name, f"extra/{index:04d}"), b"x")
+    for key, value in env(moto).items():
+        monkeypatch.setenv(key, value)
+    import asyncio
+
+    calls = asyncio.run(_engine_pass(moto, Settings()))
+    # One source listing page (a few files) + one DR listing page (one published backup).
+    assert calls.get("ListObjectsV2") == 2, calls
+
+
 def test_replica_deleted_behind_snapds_back_unpublishes_at_once(
     moto: MotoWorld, ec2sim: Ec2Simulator
 ) -> None:

@@ -293,3 +293,196 @@ def test_profile_notes_show_before_and_now() -> None:
     assert "dateutil/parser/_parser.py:get_token" in note
     assert bench.PROFILE_BEFORE["commit"] in note
     assert bench.profile_notes(None) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param(
+            {
+                "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=testing/20261123/"
+                "eu-west-1/s3/aws4_request, SignedHeaders=host, Signature=abc",
+                "HTTP_HOST": "127.0.0.1:5000",
+                "PATH_INFO": "/velero-backups/backups/daily-1/velero-backup.json",
+            },
+            ("eu-west-1", "velero-backups"),
+            id="s3-path-style",
+        ),
+        pytest.param(
+            {
+                "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=testing/20261123/"
+                "eu-central-1/s3/aws4_request, SignedHeaders=host, Signature=abc",
+                "HTTP_HOST": "snapd-dr.s3.amazonaws.com",
+                "PATH_INFO": "/velero/dr/backups/",
+            },
+            ("eu-central-1", "snapd-dr"),
+            id="s3-virtual-hosted",
+        ),
+        pytest.param(
+            {
+                "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=testing/20261123/"
+                "eu-central-1/ec2/aws4_request, SignedHeaders=host, Signature=abc",
+                "HTTP_HOST": "127.0.0.1:5000",
+                "PATH_INFO": "/",
+            },
+            ("eu-central-1", ""),
+            id="ec2-has-no-bucket",
+        ),
+        pytest.param({"PATH_INFO": "/moto-api/reset"}, ("", ""), id="unsigned"),
+    ],
+)
+def test_requests_know_their_region_and_bucket(
+    environ: dict[str, str], expected: tuple[str, str]
+) -> None:
+    """The steady targets count per region (source vs destination DescribeSnapshots) and
+    per bucket (the Velero bucket's listing vs the DR location's)."""
+    assert bench.request_scope(environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"), [(0, 1), (500, 1), (1000, 1), (1001, 2), (5000, 5), (10_001, 11)]
+)
+def test_pages_of_a_listing(count: int, expected: int) -> None:
+    """⌈count/1000⌉, at least one: an empty answer is a request too."""
+    assert bench.pages(count) == expected
+
+
+def _request(operation: str, *, region: str = "", bucket: str = "") -> bench.Request:
+    service = "s3" if bucket else "ec2"
+    return bench.Request(0.0, service, operation, 0.0, 0.0, region, bucket)
+
+
+def test_steady_counts_tell_regions_and_buckets_apart() -> None:
+    """Source and destination DescribeSnapshots, Velero and DR listings counted apart."""
+    requests = [
+        _request("ListObjectsV2", region=bench.SOURCE_REGION, bucket=bench.BUCKET),
+        _request("ListObjectsV2", region=bench.SOURCE_REGION, bucket=bench.BUCKET),
+        _request("ListObjectsV2", region=bench.DESTINATION_REGION, bucket=bench.DR_BUCKET),
+        _request("DescribeSnapshots", region=bench.DESTINATION_REGION),
+        _request("DescribeSnapshots", region=bench.SOURCE_REGION),
+        _request("DescribeLockedSnapshots", region=bench.DESTINATION_REGION),
+    ]
+    counts = bench.steady_counts(requests)
+    assert counts == {
+        "velero_list": 2,
+        "get_object": 0,
+        "inventory_pages": 1,
+        "source_describe": 1,
+        "source_volumes": 0,
+        "dr_list": 1,
+        "locked_pages": 1,
+    }
+
+
+def _steady_run(variant: str, **warm_counts: int) -> dict[str, object]:
+    counts = {
+        "velero_list": 10,
+        "get_object": 0,
+        "inventory_pages": 5,
+        "source_describe": 0,
+        "source_volumes": 0,
+        "dr_list": 1,
+        "locked_pages": 5,
+        **warm_counts,
+    }
+    return {
+        "backups": 10_000,
+        "replicas": 5000,
+        "objects": 60_000,
+        "variant": variant,
+        "published": 1000,
+        "dr_objects": 5000,
+        "cold": {"seconds": 100.0, "snapd_cpu_seconds": 50.0},
+        "warm": {
+            "seconds": 2.0,
+            "snapd_cpu_seconds": 0.5,
+            "moto_cpu_total": 3.0,
+            "copies_planned": 0,
+            "by_operation": {"s3:ListObjectsV2": 11, "ec2:DescribeSnapshots": 5},
+            "steady": counts,
+        },
+    }
+
+
+def test_steady_figures_judge_every_target_of_the_steady_state() -> None:
+    """⌈B/1000⌉ Velero listing pages, no GET, ⌈R/1000⌉ inventory pages, no source
+    DescribeSnapshots, warm CPU ≤ 2 % of cold; with DR + locks also ⌈published/1000⌉ DR
+    pages and ⌈R/1000⌉ DescribeLockedSnapshots pages."""
+    figures = bench.steady_figures(
+        [_steady_run("replicated"), _steady_run("DR + locks", source_describe=3, dr_list=5)]
+    )
+    verdicts = {(f.section, f.name): f.verdict for f in figures}
+    plain, dr = "steady 10,000", "steady 10,000, DR + locks"
+    assert verdicts[plain, "warm: ListObjectsV2 of the Velero bucket"] == "PASS"
+    assert verdicts[plain, "warm: replica inventory DescribeSnapshots pages"] == "PASS"
+    assert verdicts[plain, "warm: source DescribeSnapshots"] == "PASS"
+    assert verdicts[plain, "warm: snapd CPU"] == "PASS"  # 0.5 / 50 = 1 %
+    assert (plain, "warm: ListObjectsV2 of the DR location") not in verdicts
+    assert verdicts[dr, "warm: source DescribeSnapshots"] == "FAIL"
+    assert verdicts[dr, "warm: ListObjectsV2 of the DR location"] == "FAIL"
+    assert verdicts[dr, "warm: DescribeLockedSnapshots pages"] == "PASS"
+
+
+async def test_memory_bucket_serves_snapd_discovery_exactly() -> None:
+    """Discovery over the builder's files in memory finds exactly the snapshots the
+    builder made: the steady part seeds replicas of what snapd will discover."""
+    from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
+    from snapd.velero import VeleroReader
+
+    bucket = VeleroBucket(bench.BUCKET, region=bench.SOURCE_REGION, mode="memory")
+    volumes = [Volume("shop", "db", 20, "eu-west-1a", NATIVE), Volume("shop", "log", 5, None, CSI)]
+    for day in range(1, 4):
+        bucket.backup(f"daily-2024010{day}020000", schedule="daily", volumes=volumes)
+    bucket.backup("weekly-20240101020000", schedule="weekly", volumes=volumes)
+    found = await VeleroReader().discover(
+        bench.MemoryBucket(bucket.files),
+        bucket=bench.BUCKET,
+        prefix="",
+        region=bench.SOURCE_REGION,
+        schedules=("daily",),
+        copy_failed_backups=False,
+    )
+    expected = {
+        sid
+        for name, built in bucket.backups.items()
+        if name.startswith("daily")
+        for sid in built.snapshot_ids
+    }
+    assert found.errors == ()
+    assert {s.snapshot_id for s in found.snapshots} == expected
+    assert len(expected) == 6
+
+
+def test_headline_keeps_the_steady_targets_of_the_largest_size_only() -> None:
+    """The README's short table: the steady state's main targets, at its largest size."""
+    small = _steady_run("replicated")
+    small["backups"] = 1000
+    figures = bench.steady_figures([small, _steady_run("replicated"), _steady_run("DR + locks")])
+    chosen = {(f.section, f.name) for f in bench.headline(figures)}
+    assert ("steady 10,000", "warm: snapd CPU") in chosen
+    assert ("steady 10,000, DR + locks", "warm: DescribeLockedSnapshots pages") in chosen
+    assert not any(section == "steady 1,000" for section, _ in chosen)
+    assert ("steady 10,000", "warm: moto CPU") not in chosen
+
+
+def test_a_warm_cycle_counts_its_dr_pass_but_not_a_prune_pass_after_it() -> None:
+    """After the `cycle.completed` line only the DR bucket's requests are the cycle's (its
+    DR pass); a prune pass planning in the same gap lists the Velero bucket and the
+    replicas, and those are not."""
+    log = bench.RequestLog()
+    log.records += [
+        bench.Request(10.0, "s3", "ListObjectsV2", 0.0, 0.1, bench.SOURCE_REGION, bench.BUCKET),
+        bench.Request(10.5, "ec2", "DescribeSnapshots", 0.0, 0.1, bench.DESTINATION_REGION),
+        # after cycle.completed at 11.0: the DR pass, and a prune pass's plan
+        bench.Request(11.2, "s3", "ListObjectsV2", 0.0, 0.3, bench.DESTINATION_REGION, "snapd-dr"),
+        bench.Request(11.4, "s3", "ListObjectsV2", 0.0, 0.1, bench.SOURCE_REGION, bench.BUCKET),
+        bench.Request(11.6, "ec2", "DescribeSnapshots", 0.0, 0.1, bench.DESTINATION_REGION),
+    ]
+    window = {"begin": 9.9, "logged_end": 11.0, "end": 11.5}
+    counted = bench.cycle_requests(log, window, bench.DR_BUCKET)
+    assert [(r.operation, r.bucket) for r in counted] == [
+        ("ListObjectsV2", bench.BUCKET),
+        ("DescribeSnapshots", ""),
+        ("ListObjectsV2", "snapd-dr"),
+    ]
+    assert bench.cycle_requests(log, window) == counted[:2]  # no tail bucket, no tail
