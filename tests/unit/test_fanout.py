@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
@@ -44,13 +45,13 @@ def test_a_generator_is_consumed_lazily_by_the_workers() -> None:
     pulled: list[int] = []
     gauge = Gauge()
 
-    def items() -> object:
+    def items() -> Iterator[int]:
         for i in range(6):
             pulled.append(i)
             yield i
 
     async def check() -> None:
-        task = asyncio.create_task(each_bounded(items(), gauge.work, limit=2))  # type: ignore[arg-type]
+        task = asyncio.create_task(each_bounded(items(), gauge.work, limit=2))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert len(pulled) == 2
