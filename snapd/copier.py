@@ -421,6 +421,14 @@ class Copier:
                 return queued
         return None
 
+    async def _start_next(self) -> None:
+        """Start the next ready copy and wait for AWS's answer: one start, in order, for a
+        caller that drives the pool by hand (the starter sends several side by side)."""
+        queued = self._pop_ready()
+        if queued is not None:
+            self._begin_start(queued)
+            await self._start(queued)
+
     def _begin_start(self, queued: _Queued) -> None:
         """Count the start before the task runs: the next free-slot check must see it."""
         self._starting += 1
