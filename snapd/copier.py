@@ -1,12 +1,14 @@
 """The copy pool and its poller: CopySnapshot under AWS's in-flight limit, polled to the end.
 
 Shape. One *starter* task takes copies from an ordered queue and calls CopySnapshot while
-fewer than the effective limit of our copies are pending; one *poller* task describes all
-pending copies in one batched DescribeSnapshots every `poll_interval` (plus right after a
-start, and sooner when a copy's measured progress says it is due: `waiting.ProgressTrack`)
-and settles them. A slot frees the moment the poller sees a copy `completed`, and the
-starter is woken to start the next queued copy at once — not at the next cycle. There are no
-per-copy polling loops.
+fewer than the effective limit of our copies are pending or being started — up to
+`START_CONCURRENCY` calls side by side, so a poll that frees several slots refills them
+together. One *poller* task describes all pending copies in one batched DescribeSnapshots
+`poll_interval` after its last poll, and sooner when a copy's measured progress says it is
+due (`waiting.ProgressTrack`), never within a quarter poll interval of the last poll; a copy
+started meanwhile only moves that time, it never triggers a Describe of its own. A slot
+frees the moment the poller sees a copy `completed`, and the starter is woken to start the
+next queued copy at once — not at the next cycle. There are no per-copy polling loops.
 
 Order. The planner hands copies over per volume oldest first, volumes interleaved
 (`planner.order_copies`): oldest first keeps each later copy of a volume incremental in AWS,
@@ -15,10 +17,17 @@ free slot is never held back waiting for a volume's previous copy.
 
 Limits. At most `max_in_flight` of our copies are pending, counting pending replicas found
 at start-up (adopted, polled, never copied again). Other tools share the account's 20 slots,
-so `ResourceLimitExceeded` lowers the effective limit to what we hold now; the refused copy
-goes back to the head of the queue and waits for one of ours to complete (or a jittered
-backoff when we hold none). The limit climbs back one step per completed copy once no
-refusal was seen for two poll intervals. Throttling and 5xx are botocore's job (`aws.py`).
+so `ResourceLimitExceeded` lowers the effective limit to what we hold now (our starts still
+in flight included); the refused copy goes back to the head of the queue and waits for one
+of ours to complete (or a jittered backoff when we hold none). The limit climbs back one
+step on a completed copy once no refusal was seen for a quiet time, and one step at a time:
+the next climb waits until a full poll shows more of ours pending than AWS allowed at the
+refusal (an accepted CopySnapshot alone proves nothing: one of ours may have ended unseen).
+The quiet time is two poll intervals at first, doubles each time a climb is refused (the
+foreign copies are still there), capped at `MAX_BACKOFF`, and is two poll intervals again
+once a climb holds. So foreign copies that stay cost a refused CopySnapshot ever more
+rarely, not one per completed copy.
+Throttling and 5xx are botocore's job (`aws.py`).
 
 Failures. A copy that ends in `error` is logged with its StateMessage, counted, deleted, and
 queued again after an exponential, jittered backoff, up to `copy_retries` tries per source;
@@ -50,7 +59,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -69,6 +78,9 @@ log = structlog.get_logger("snapd.copier")
 
 GIVE_UP_COOLDOWN = 3600.0
 MAX_BACKOFF = 900.0
+#: CopySnapshot calls sent side by side when several slots are free (a poll that sees many
+#: copies complete refills them together, not one round trip after another).
+START_CONCURRENCY = 4
 #: How long settled copies are remembered; far longer than any cycle's listing can be stale.
 SETTLED_MEMORY = 3600.0
 
@@ -198,6 +210,16 @@ class Copier:
         self._adopted_failures: dict[str, Unfinished] = {}
         self._last_refusal = -1e18
         self._refusals_in_a_row = 0
+        #: Quiet time after a ResourceLimitExceeded before the limit may climb again; it
+        #: doubles each time a climb is refused at once (the foreign copies are still there).
+        self._probe_wait = 2 * poll_interval
+        self._probing = False
+        self._refused_at = max_in_flight
+        #: When the poller last described every pending copy, or first saw one pending after
+        #: none were (None: none pending): the next full poll is `poll_interval` after it.
+        self._full_anchor: float | None = None
+        #: When the poller last described any copy: the next look waits a quarter interval.
+        self._last_look: float | None = None
         self._wake_starter = asyncio.Event()
         self._wake_poller = asyncio.Event()
         self._settled = asyncio.Event()
@@ -343,19 +365,35 @@ class Copier:
             self._changed()
 
     async def _starter(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            delay = self._next_start_delay()
-            if delay is None:
-                await self._wait(self._wake_starter, None, stop)
-                continue
-            if delay > 0:
-                await self._wait(self._wake_starter, delay, stop)
-                continue
-            await self._start_next()
+        """Fill free slots from the queue, up to `START_CONCURRENCY` CopySnapshot calls at
+        once; each start that ends wakes the loop again. Leaves only when the calls it sent
+        have been answered (a copy AWS accepted is always tracked)."""
+        async with asyncio.TaskGroup() as starts:
+            while not stop.is_set():
+                delay = self._next_start_delay()
+                if delay is None:
+                    await self._wait(self._wake_starter, None, stop)
+                    continue
+                if delay > 0:
+                    await self._wait(self._wake_starter, delay, stop)
+                    continue
+                queued = self._pop_ready()
+                if queued is not None:
+                    self._begin_start(queued)
+                    starts.create_task(self._start(queued), name="copier.start")
+
+    def _free_slots(self) -> int:
+        """Slots of the effective limit not held by a pending copy or a start in flight."""
+        return self.limit - len(self.active) - self._starting
 
     def _next_start_delay(self) -> float | None:
         """0 to start now, seconds to wait, None to wait for a wake-up."""
-        if not self.queue or len(self.active) >= self.limit or self._stopping:
+        if (
+            not self.queue
+            or self._free_slots() <= 0
+            or self._starting >= START_CONCURRENCY
+            or self._stopping
+        ):
             return None
         now = self.clock()
         if self.queue[0].not_before <= now:
@@ -384,13 +422,23 @@ class Copier:
         return None
 
     async def _start_next(self) -> None:
+        """Start the next ready copy and wait for AWS's answer: one start, in order, for a
+        caller that drives the pool by hand (the starter sends several side by side)."""
         queued = self._pop_ready()
-        if queued is None:
-            return
-        source = queued.action.source
+        if queued is not None:
+            self._begin_start(queued)
+            await self._start(queued)
+
+    def _begin_start(self, queued: _Queued) -> None:
+        """Count the start before the task runs: the next free-slot check must see it."""
         self._starting += 1
-        self._starting_sources.add(source.snapshot_id)
+        self._starting_sources.add(queued.action.source.snapshot_id)
+
+    async def _start(self, queued: _Queued) -> None:
+        """One CopySnapshot (counted by `_begin_start`); track the copy or handle the refusal."""
+        source = queued.action.source
         refusal: AwsError | None = None
+        sent = self.clock()
         try:
             replica_id = await self.start_copy(source)
         except AwsError as error:
@@ -398,6 +446,7 @@ class Copier:
         finally:
             self._starting -= 1
             self._starting_sources.discard(source.snapshot_id)
+            self._wake_starter.set()
         if refusal is not None:
             # Only now, with the start no longer counted, may `_changed` see the pool idle:
             # a copy refused and given up must end `snapd sync`'s wait at once.
@@ -413,7 +462,9 @@ class Copier:
             started=self.clock(),
             source=source,
         )
-        tracked.track.see(tracked.started, 0)  # a copy starts at 0%: the rate from poll one
+        # A copy starts at 0% about when AWS handled the call, halfway through the round
+        # trip: the rate from poll one, unbiased by how long the answer took to come back.
+        tracked.track.see((sent + tracked.started) / 2, 0)
         self.active[replica_id] = tracked
         self.stats.started += 1
         self.metrics.copies_started.inc()
@@ -450,8 +501,7 @@ class Copier:
         if error.code == "ResourceLimitExceeded" or not isinstance(error, PermanentError):
             self._refusals_in_a_row += 1
             if error.code == "ResourceLimitExceeded":
-                self._last_refusal = now
-                self.limit = max(1, len(self.active))
+                self._limit_refused(now)
             if not self.active or error.code != "ResourceLimitExceeded":
                 queued.not_before = now + self._backoff(self._refusals_in_a_row)
             queued.why_waiting = _deferral_reason(error, self.region)
@@ -477,6 +527,18 @@ class Copier:
             attempt=tries,
         )
         self._retry_or_give_up(queued.action, tries, f"CopySnapshot refused: {error}")
+
+    def _limit_refused(self, now: float) -> None:
+        """Learn the effective limit from a refusal: what we hold, counting our starts still
+        in flight (AWS may accept them). A climb refused at once doubles the quiet time
+        before the next one, so foreign copies that stay cost a refused CopySnapshot ever
+        more rarely (capped at `MAX_BACKOFF`) instead of one per completed copy."""
+        if self._probing:
+            self._probe_wait = min(MAX_BACKOFF, self._probe_wait * 2)
+            self._probing = False
+        self._last_refusal = now
+        self.limit = max(1, len(self.active) + self._starting)
+        self._refused_at = self.limit
 
     def _retry_or_give_up(self, action: CopyAction, tries: int, reason: str) -> None:
         source = action.source
@@ -504,33 +566,76 @@ class Copier:
         return base * self.rng.uniform(0.5, 1.0)
 
     async def _poller(self, stop: asyncio.Event) -> None:
+        """Poll when `_next_poll_in` says; a wake-up (a copy started or adopted) only makes
+        it recompute that time, it never polls early by itself."""
         while not stop.is_set():
             await self._wait(self._wake_poller, self._next_poll_in(), stop)
-            if stop.is_set() or not self.active:
+            if not self.active:
+                self._full_anchor = self._last_look = None
+                continue
+            if self._full_anchor is None:
+                # Copies pending again after none were: the poll interval counts from now.
+                self._full_anchor = self._last_look = self.clock()
+                continue
+            ids = [] if stop.is_set() else self._to_look_at()
+            if not ids:
                 continue
             try:
-                await self.poll_once()
+                await self.poll_once(ids)
             except AwsError as error:
                 log.warning("copy.poll_failed", code=error.code, error=error.message)
 
     def _next_poll_in(self) -> float:
-        """Every `poll_interval`, sooner when a copy's measured progress says it is due:
-        the slot it holds is refilled that much earlier."""
+        """Seconds to the next look: every pending copy `poll_interval` after the last full
+        poll; sooner, the copies whose measured progress says they are done by then — but
+        never within a quarter poll interval of the last look, so a slot is refilled early
+        without a Describe per copy."""
         now = self.clock()
-        floor = self.poll_interval * EARLIEST_LOOK
-        return min(
-            (
-                t.track.due_in(now, floor=floor, ceiling=self.poll_interval)
-                for t in self.active.values()
-            ),
-            default=self.poll_interval,
-        )
+        ceiling = (now if self._full_anchor is None else self._full_anchor) + self.poll_interval
+        predicted = [t.track.due_at() for t in self.active.values()]
+        due = min((at for at in predicted if at is not None), default=None)
+        if due is None:
+            return max(0.0, ceiling - now)
+        earliest = (now if self._last_look is None else self._last_look) + self._floor
+        return max(0.0, min(ceiling, max(due, earliest)) - now)
 
-    async def poll_once(self) -> None:
-        """One batched DescribeSnapshots of every pending copy; settle the finished ones."""
-        ids = list(self.active)
+    @property
+    def _floor(self) -> float:
+        return self.poll_interval * EARLIEST_LOOK
+
+    def _to_look_at(self) -> list[str]:
+        """The copies to describe now: all of them when the poll interval is up, else those
+        predicted done (one batched call either way); none before their time."""
+        now = self.clock()
+        full_at = (now if self._full_anchor is None else self._full_anchor) + self.poll_interval
+        if now >= full_at:
+            self._full_anchor = self._last_look = now
+            return list(self.active)
+        if self._last_look is not None and now < self._last_look + self._floor:
+            return []
+        due = [
+            replica_id
+            for replica_id, tracked in self.active.items()
+            if (at := tracked.track.due_at()) is not None and at <= now
+        ]
+        if not due:
+            return []
+        self._last_look = now
+        if len(due) == len(self.active) or now >= full_at - self._floor:
+            # The full poll is due within a quarter interval anyway: one call does both.
+            self._full_anchor = now
+            return list(self.active)
+        return due
+
+    async def poll_once(self, ids: Collection[str] | None = None) -> None:
+        """One batched DescribeSnapshots of the pending copies `ids` (default: all); settle
+        the finished ones."""
+        full = ids is None or len(ids) >= len(self.active)
+        ids = list(self.active) if ids is None else [i for i in ids if i in self.active]
+        sent = self.clock()
         found = await inventory.describe_replicas(self.aws, self.region, ids)
         now = self.clock()
+        seen_at = (sent + now) / 2  # when EC2 answered, as well as we know it
         for replica_id in ids:
             tracked = self.active.get(replica_id)
             if tracked is None:
@@ -544,9 +649,20 @@ class Copier:
             elif replica.state == "error":
                 await self._failed(tracked, replica.state_message or "copy ended in error")
             else:
-                self._progressed(tracked, replica.progress, now)
+                self._progressed(tracked, replica.progress, seen_at)
                 self._check_promise(tracked, replica)
+        if full:
+            self._confirm_climb()
         self._changed()
+
+    def _confirm_climb(self) -> None:
+        """After a full poll: more of ours still pending than when AWS last refused means a
+        climb held (the foreign copies are fewer now), so the next may follow at once. An
+        accepted CopySnapshot alone proves nothing: one of ours may have ended unseen."""
+        if self._probing and len(self.active) > self._refused_at:
+            self._probing = False
+            self._refused_at = len(self.active)
+            self._probe_wait = 2 * self.poll_interval
 
     def _check_promise(self, tracked: Tracked, replica: Replica) -> None:
         """Count a time-based copy once when it is still pending past its promise."""
@@ -577,8 +693,13 @@ class Copier:
         self.metrics.copies_completed.inc()
         if not tracked.adopted:
             self.metrics.copy_duration.observe(now - tracked.started)
-        if self.limit < self.max_in_flight and now - self._last_refusal > 2 * self.poll_interval:
+        if (
+            self.limit < self.max_in_flight
+            and not self._probing
+            and now - self._last_refusal > self._probe_wait
+        ):
             self.limit += 1
+            self._probing = self.limit > self._refused_at
         self._emit("completed", tracked)
         log.info(
             "copy.completed",

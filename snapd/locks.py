@@ -18,7 +18,6 @@ policy holds no `ec2:UnlockSnapshot`.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import structlog
 from snapd import tags
 from snapd.aws import AwsClients
 from snapd.errors import AwsError
+from snapd.fanout import each_bounded
 from snapd.locking import LockAction, LockPolicy
 from snapd.metrics import Metrics
 from snapd.models import Replica
@@ -111,15 +111,11 @@ async def apply(
 ) -> LockReport:
     """Make the pass's LockSnapshot calls, a few at once; failures are reported, not raised."""
     report = LockReport()
-    limit = asyncio.Semaphore(LOCK_CONCURRENCY)
 
     async def one(action: LockAction) -> None:
-        async with limit:
-            await _lock(aws, region, action, locks=locks, metrics=metrics, report=report)
+        await _lock(aws, region, action, locks=locks, metrics=metrics, report=report)
 
-    async with asyncio.TaskGroup() as group:
-        for action in actions:
-            group.create_task(one(action))
+    await each_bounded(actions, one, limit=LOCK_CONCURRENCY)
     return report
 
 

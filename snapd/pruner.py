@@ -15,13 +15,13 @@ The caller never prunes after a failed bucket listing or inventory (no plan exis
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import structlog
 
 from snapd.aws import AwsClients
 from snapd.errors import AwsError
+from snapd.fanout import each_bounded
 from snapd.metrics import Metrics
 from snapd.models import Plan, PruneAction
 
@@ -73,17 +73,13 @@ async def prune(
         )
     else:
         actions.extend(retention)
-    limit = asyncio.Semaphore(DELETE_CONCURRENCY)
 
     async def one(action: PruneAction) -> None:
-        async with limit:
-            await _delete(
-                aws, action=action, scope=scope, region=region, report=report, metrics=metrics
-            )
+        await _delete(
+            aws, action=action, scope=scope, region=region, report=report, metrics=metrics
+        )
 
-    async with asyncio.TaskGroup() as group:
-        for action in actions:
-            group.create_task(one(action))
+    await each_bounded(actions, one, limit=DELETE_CONCURRENCY)
     return report
 
 

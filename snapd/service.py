@@ -192,11 +192,11 @@ class Engine:
             )
         return report
 
-    async def publish_pass(self) -> dr.DrReport | None:
-        """A fresh plan, then the DR location follows it (`snapd sync` before it exits)."""
+    async def publish_pass(self, result: CycleResult | None = None) -> dr.DrReport | None:
+        """The DR location follows `result` (else a fresh plan): `snapd sync` before it exits."""
         if self.dr is None:
             return None
-        return await self.publish_dr(await self.plan_cycle())
+        return await self.publish_dr(result or await self.plan_cycle())
 
     async def _hold_for_dr(self, plan: Plan) -> Plan:
         """Remove published backups naming replicas this pass deletes, first; prunes whose
@@ -301,23 +301,54 @@ class Engine:
             except ExceptionGroup as group_error:
                 raise first_error(group_error) from group_error
             replicas, locks_known = await self.read_locks(listed.result())
-            # The listing may be stale by now: what settled since it started is covered too.
-            in_progress = self.copier.busy_sources() | self.copier.settled_since(listing_started)
+            in_progress = self._in_progress(listing_started)
             covered = in_progress | {
                 r.source_snapshot_id for r in replicas if r.completed or r.pending
             }
             discovery = await self.add_details(found.result(), {c for c in covered if c})
-            plan = planner.plan(
-                discovery,
-                replicas,
-                policy_from(self.settings),
-                self.now(),
-                in_progress=in_progress,
-                copier_owned=set(self.copier.active),
-                destination_region=self.region,
-                source_region=self.source_region,
-            )
-            warnings = self.settings_warnings(discovery)
+            return self._plan(discovery, replicas, in_progress, locks_known=locks_known)
+
+    async def replan(self, discovery: Discovery) -> CycleResult:
+        """A plan from a fresh replica inventory and the bucket as `discovery` read it.
+
+        `snapd sync`'s last pass (prune, locks, DR location) after the copies settled: the
+        inventory changed (copies completed, failed ones were deleted) and is listed again,
+        with its locks; the bucket is not read again — prunes depend on the replicas alone,
+        and the discovery already carries its sources' details (docs/architecture.md,
+        "What sync's last pass reads again").
+        """
+        async with self._plan_lock:
+            listing_started = self.copier.clock()
+            listed = await inventory.list_replicas(self.aws, self.region, self.scope)
+            replicas, locks_known = await self.read_locks(listed)
+            in_progress = self._in_progress(listing_started)
+            return self._plan(discovery, replicas, in_progress, locks_known=locks_known)
+
+    def _in_progress(self, listing_started: float) -> set[str]:
+        """Sources the copier holds, and those it settled since the listing began: a listing
+        may be stale by the time it is planned from, and these count as covered."""
+        return self.copier.busy_sources() | self.copier.settled_since(listing_started)
+
+    def _plan(
+        self,
+        discovery: Discovery,
+        replicas: list[Replica],
+        in_progress: set[str],
+        *,
+        locks_known: bool,
+    ) -> CycleResult:
+        """The planner over what was read, plus the warnings and metrics it feeds."""
+        plan = planner.plan(
+            discovery,
+            replicas,
+            policy_from(self.settings),
+            self.now(),
+            in_progress=in_progress,
+            copier_owned=set(self.copier.active),
+            destination_region=self.region,
+            source_region=self.source_region,
+        )
+        warnings = self.settings_warnings(discovery)
         self.metrics.set_recovery_points(planner.recovery_points(replicas, self.now()))
         self.report_problems(plan)
         return CycleResult(plan, discovery, replicas, warnings, locks_known=locks_known)
@@ -399,9 +430,11 @@ class Engine:
         await self.publish_dr(result)
         return result
 
-    async def prune_pass(self, *, force: bool = False) -> PruneReport:
-        """A fresh plan, then its prunes under the guard."""
-        result = await self.plan_cycle()
+    async def prune_pass(
+        self, *, force: bool = False, result: CycleResult | None = None
+    ) -> PruneReport:
+        """The prunes of `result` (else of a fresh plan) under the guard."""
+        result = result or await self.plan_cycle()
         if self.locks.enabled:
             await self.lock_pass(result)
             await self.recycle_bin.check()
@@ -515,7 +548,7 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     pool = asyncio.create_task(copier.run(stop), name="copier")
     try:
         async with asyncio.timeout(wait_seconds):
-            await _settle(engine)
+            result = await _settle(engine, result)
         # Read before the pool stops: stopping forgets the queue and the pending copies.
         outcome.unprotected = copier.unfinished()
     except TimeoutError:
@@ -528,8 +561,10 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     outcome.copies_completed = copier.stats.completed
     if outcome.timed_out:
         return outcome
-    outcome.prune = await engine.prune_pass(force=force)
-    report = await engine.publish_pass()
+    # The last pass: the replicas as the copies left them, the bucket as last read.
+    final = await engine.replan(result.discovery)
+    outcome.prune = await engine.prune_pass(force=force, result=final)
+    report = await engine.publish_pass(final)
     if report is not None:
         outcome.dr_failed = dict(report.failed)
         outcome.dr_published = list(report.published)
@@ -539,17 +574,17 @@ async def sync_once(engine: Engine, *, force: bool, wait_seconds: float) -> Sync
     return outcome
 
 
-async def _settle(engine: Engine) -> None:
-    """Until the copier is idle, re-planning after adopted copies failed."""
+async def _settle(engine: Engine, result: CycleResult) -> CycleResult:
+    """Until the copier is idle, re-planning after adopted copies failed; the last cycle."""
     copier = engine.copier
     replans = 0
     while True:
         failed_before = copier.stats.adopted_failed
         await copier.wait_settled()
         if copier.stats.adopted_failed == failed_before or replans >= engine.settings.copy_retries:
-            return
+            return result
         replans += 1
-        await engine.cycle()
+        result = await engine.cycle()
 
 
 async def sync_holding_lease(engine: Engine, *, force: bool, wait_seconds: float) -> SyncOutcome:

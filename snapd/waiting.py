@@ -67,6 +67,13 @@ class ProgressTrack:
             return None
         return (100 - p1) * (t1 - t0) / (p1 - p0)
 
+    def due_at(self) -> float | None:
+        """When the resource should be done at the measured rate; None without a rate."""
+        remaining = self.remaining()
+        if remaining is None or self.latest is None:
+            return None
+        return self.latest[0] + remaining
+
     def due_in(self, now: float, *, floor: float, ceiling: float) -> float:
         """Seconds until the next look: the predicted end, within [floor, ceiling]."""
         remaining = self.remaining()

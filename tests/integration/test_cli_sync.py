@@ -7,15 +7,20 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
 
 from simworld.ec2sim import Ec2Simulator
 from simworld.moto_server import MotoWorld
-from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
+from simworld.velero_bucket import CSI, NATIVE, TARBALL, VeleroBucket, Volume
 from snapd import tags
 from snapd.aws import AwsClients
 from snapd.config import Settings
@@ -49,13 +54,16 @@ def settings_env(moto: MotoWorld, **extra: str) -> dict[str, str]:
     }
 
 
+VOLUMES = [
+    Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3"),
+    Volume("shop", "cache", 5, f"{SRC}b", CSI, "gp3"),
+]
+
+
 def seed(moto: MotoWorld, days: int = 3, start_days_ago: int = 1) -> VeleroBucket:
     """`days` daily backups of two PVCs (native and CSI), newest `start_days_ago` days ago."""
     bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
-    volumes = [
-        Volume("shop", "db", 20, f"{SRC}a", NATIVE, "gp3"),
-        Volume("shop", "cache", 5, f"{SRC}b", CSI, "gp3"),
-    ]
+    volumes = VOLUMES
     for day in range(start_days_ago + days - 1, start_days_ago - 1, -1):
         start = NOW - timedelta(days=day)
         bucket.backup(
@@ -364,3 +372,71 @@ def interrupt_while_copying(
     process.send_signal(signum)
     _, err = process.communicate(timeout=timeout)
     return process.returncode, err
+
+
+class S3Gets:
+    """Every S3 GetObject the moto server answers, by path; tarballs refused (AccessDenied).
+
+    A WSGI wrapper around the moto server of this process. A refused read is never cached
+    by snapd's bucket reader (it is read again next cycle), so every backup of the bucket
+    stays uncacheable: what a pass reads, it reads from S3.
+    """
+
+    DENIED = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+        b"<Message>Access Denied</Message></Error>"
+    )
+
+    def __init__(self) -> None:
+        self.keys: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def recording(self) -> Iterator[S3Gets]:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+        original = DomainDispatcherApplication.__call__
+        gets = self
+
+        def counted(app: Any, environ: dict[str, Any], start_response: Any) -> Any:
+            query = str(environ.get("QUERY_STRING", ""))
+            path = str(environ.get("PATH_INFO", ""))
+            s3 = "/s3/aws4_request" in str(environ.get("HTTP_AUTHORIZATION", ""))
+            if s3 and environ.get("REQUEST_METHOD") == "GET" and "list-type" not in query:
+                with gets._lock:
+                    gets.keys[path] += 1
+                if path.endswith(TARBALL):
+                    start_response("403 Forbidden", [("Content-Type", "application/xml")])
+                    return [gets.DENIED]
+            return original(app, environ, start_response)
+
+        DomainDispatcherApplication.__call__ = counted  # type: ignore[method-assign,assignment]
+        try:
+            yield self
+        finally:
+            DomainDispatcherApplication.__call__ = original  # type: ignore[method-assign]
+
+
+def test_sync_reads_each_backup_file_once(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
+    """`snapd sync` plans its prune pass from the bucket as its first pass read it: where no
+    backup can be cached (S3 refuses every tarball), each file is fetched once, not once per
+    pass — and the prune pass still plans from the replicas the copies left."""
+    ec2sim.copy_duration = 0.2
+    bucket = seed(moto, days=4, start_days_ago=40)
+    env = settings_env(moto, SNAPD_RETENTION_KEEP_LAST="1")
+    assert run_snapd("sync", env={**env, "SNAPD_RETENTION_MAX_AGE": "90d"}).code == 0
+    assert len(replicas(moto)) == 8
+    newest = f"daily-{NOW:%Y%m%d%H%M%S}"
+    bucket.backup(newest, schedule="daily", volumes=VOLUMES, start=NOW, version="1.14")
+    # Past 30 days a replica goes once a newer one of its PVC is completed: the 40-day-old
+    # pair only once today's copies complete, so the prune pass must see those copies.
+    with S3Gets().recording() as gets:
+        result = run_snapd("sync", "--force", env={**env, "SNAPD_RETENTION_MAX_AGE": "30d"})
+    assert result.code == 0, result.stderr
+    tarballs = {k for k in gets.keys if k.endswith(TARBALL)}
+    assert len(tarballs) == len(bucket.backups) == 5  # read (and refused) in the first pass
+    assert len(gets.keys) >= 3 * len(bucket.backups)  # velero-backup.json, snapshot files
+    assert {k: n for k, n in gets.keys.items() if n > 1} == {}
+    left = replicas(moto)
+    assert {tag_map(s)[tags.BACKUP] for s in left} == {newest}
+    assert len(left) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import pytest
 from simworld.ec2sim import Ec2Simulator, ManualClock
 from snapd import inventory, tags
 from snapd.aws import AwsClients
-from snapd.copier import SETTLED_MEMORY, Copier, Tracked
+from snapd.copier import SETTLED_MEMORY, START_CONCURRENCY, Copier, Tracked
 from snapd.metrics import Metrics
 from snapd.models import CopyAction, SnapshotMethod, SourceSnapshot, Volume
 
@@ -125,6 +126,72 @@ async def test_foreign_copies_take_slots(aws: AwsClients, ec2sim: Ec2Simulator) 
     assert copier.stats.failed == 0
     assert metrics.copies_failed.labels(reason="rejected")._value.get() == 0
     assert ec2sim.calls["CopySnapshot"] > 10  # some were refused and tried again
+
+
+async def test_foreign_copies_that_stay_cost_few_refusals(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """Foreign copies that hold slots all run long: the limit learnt from the first refusal
+    is kept, and a climb refused at once doubles the wait before the next, so refused
+    CopySnapshot calls grow with the log of the run's length, not with its copies — while
+    every slot AWS leaves us stays in use."""
+    ec2sim.copy_duration = 0.2
+    ec2sim.copy_limit = 6
+    ec2sim.add_foreign_pending(DST, 3, 120.0)
+    poll = 0.05
+    copier = make_copier(aws, max_in_flight=5, poll_interval=poll)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 30))
+    started = asyncio.get_running_loop().time()
+    most = await run_until_settled(copier, ec2sim, seconds=60)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert copier.stats.completed == 30
+    assert most >= 3  # every slot AWS leaves us (more in our view: ours ended, unseen yet)
+    refused = ec2sim.calls["CopySnapshot"] - 30
+    # The first burst (starts in flight together) plus one per doubling of the quiet time.
+    assert 1 <= refused <= START_CONCURRENCY + math.log2(elapsed / (2 * poll)) + 2
+
+
+async def test_a_copy_started_between_polls_adds_no_describe(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """A start only moves the poller's next look; the first poll comes a poll interval after
+    the first copy was seen pending, and finds all ten done at once."""
+    ec2sim.copy_duration = 0.2
+    copier = make_copier(aws, max_in_flight=10, poll_interval=3.0)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 10))
+    await run_until_settled(copier, ec2sim)
+    assert copier.stats.completed == 10
+    assert ec2sim.calls["DescribeSnapshots"] == 1
+
+
+async def test_starts_side_by_side_never_pass_the_limit_in_ec2(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """Starts in flight count against the limit: EC2 never holds more than `max_in_flight`
+    of our copies pending, however many CopySnapshot calls are out at once."""
+    ec2sim.copy_duration = 0.15
+    copier = make_copier(aws, max_in_flight=6)
+    copier.enqueue(CopyAction(s, "missing") for s in seed_sources(ec2sim, 24))
+    stop = asyncio.Event()
+    most_in_ec2 = 0
+    most_starting = 0
+
+    async def watch() -> None:
+        nonlocal most_in_ec2, most_starting
+        while not stop.is_set():
+            most_in_ec2 = max(most_in_ec2, ec2sim.pending_count(DST))
+            most_starting = max(most_starting, copier._starting)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await run_until_settled(copier, ec2sim)
+    finally:
+        stop.set()
+        await watcher
+    assert copier.stats.completed == 24
+    assert most_in_ec2 <= 6
+    assert 1 < most_starting <= START_CONCURRENCY
 
 
 async def test_throttling_is_retried_by_botocore(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
@@ -313,6 +380,39 @@ async def test_poller_looks_when_progress_says_a_copy_is_due(aws: AwsClients) ->
     assert copier._next_poll_in() == pytest.approx(10.0)
     now[0] = 109.0
     assert copier._next_poll_in() == pytest.approx(5.0)  # overdue: the floor, poll / 4
+
+
+async def test_between_full_polls_only_the_copies_due_are_described(aws: AwsClients) -> None:
+    """Every copy is described once per poll interval; in between a look names only the
+    copies whose progress says they are done, no sooner than a quarter interval after the
+    last look — and becomes the full poll when that is due within a quarter interval."""
+    now = [100.0]
+    copier = make_copier(aws, poll_interval=20.0, clock=lambda: now[0])
+
+    def pending(replica_id: str, started: float, seen: list[tuple[float, int]]) -> None:
+        tracked = Tracked(replica_id, f"src-{replica_id}", "app/data b", started=started)
+        tracked.track.see(started, 0)
+        for when, percent in seen:
+            tracked.track.see(when, percent)
+        copier.active[replica_id] = tracked
+
+    pending("slow", 0.0, [(100.0, 10)])  # done at 1000
+    pending("soon", 60.0, [(100.0, 80)])  # done at 110
+    pending("new", 100.0, [])  # no rate yet
+    copier._full_anchor = copier._last_look = 100.0
+    now[0] = 105.0
+    assert copier._to_look_at() == []  # nothing due yet
+    now[0] = 111.0
+    assert copier._to_look_at() == ["soon"]
+    assert copier._next_poll_in() == pytest.approx(5.0)  # still due: a quarter interval on
+    copier.active["soon"].track.see(111.0, 97)  # not quite: due again at ~112.6
+    now[0] = 113.0
+    assert copier._to_look_at() == []  # within a quarter interval of the last look
+    now[0] = 116.0
+    assert copier._to_look_at() == ["slow", "soon", "new"]  # full poll due by 120 anyway
+    assert copier._full_anchor == 116.0
+    now[0] = 136.0
+    assert copier._to_look_at() == ["slow", "soon", "new"]
 
 
 async def test_settled_copies_are_forgotten_after_an_hour(aws: AwsClients) -> None:

@@ -188,3 +188,10 @@ def test_next_look_follows_the_measured_rate(
 ) -> None:
     due = sighted(*points).due_in(now, floor=2.0, ceiling=30.0)
     assert due == pytest.approx(expected)
+
+
+def test_due_at_is_the_predicted_end_and_none_without_a_rate() -> None:
+    assert ProgressTrack().due_at() is None
+    assert sighted((10.0, 40)).due_at() is None  # one sighting: no rate
+    assert sighted((10.0, 40), (10.0, 50)).due_at() is None  # no time passed
+    assert sighted((0.0, 0), (30.0, 60)).due_at() == pytest.approx(50.0)
