@@ -1635,7 +1635,8 @@ def _notes(results: dict[str, Any], largest: dict[str, Any] | None) -> list[str]
             "and 1.48 s (10 PVCs); before the sibling looks, the batched cleanup look-up and "
             "one read per namespace, 0.25 s and 0.59 s. With `--all` the rest is CPU: one "
             "CopySnapshot, CreateVolume and DeleteSnapshot per PVC, each built and signed by "
-            "botocore in snapd and answered by moto in turn on the shared CPUs — the copy-backs "
+            "botocore in snapd (about 4 ms of CPU each, over a new connection: moto's server "
+            "closes it after every answer) and answered by moto in turn — the copy-backs "
             f"started {last.get('copy_spread') or 0:.2f} s apart first to last, the volumes "
             f"{last.get('volume_spread') or 0:.2f} s — which real AWS latency would overlap.",
         ]
