@@ -27,7 +27,7 @@ import random
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -72,7 +72,7 @@ from snapd.tags import (
     RESTORE_KEY,
     RESTORE_SCOPE,
 )
-from snapd.waiting import EARLIEST_LOOK, BatchWaiter
+from snapd.waiting import EARLIEST_LOOK, BatchLookup, BatchWaiter
 
 log = structlog.get_logger("snapd.restore")
 
@@ -199,13 +199,16 @@ async def describe_volumes_by_id(
 
 @dataclass
 class Waiters:
-    """The two batched waits of a restore run, shared by every PVC of `--all`."""
+    """The batched waits (and the cleanup's look-up) of a restore run, shared by every PVC
+    of `--all`."""
 
     copy_backs: BatchWaiter[Replica]
     volumes: BatchWaiter[VolumeRecord]
+    #: Every copy-back of a restore key, looked up again once this run's copy-back completed.
+    copy_backs_again: BatchLookup[Sequence[Replica]]
 
     @classmethod
-    def for_region(cls, aws: AwsClients, region: str, poll_interval: float) -> Waiters:
+    def for_region(cls, aws: AwsClients, region: str, poll_interval: float, scope: str) -> Waiters:
         """Copy-backs polled at the poll interval, sooner when their progress says they are
         about done; volumes, which take seconds and say nothing of their progress, at a
         `VOLUME_POLL_SHARE` of it."""
@@ -224,11 +227,13 @@ class Waiters:
                 what="volume",
                 poll_interval=poll_interval * VOLUME_POLL_SHARE,
             ),
+            copy_backs_again=BatchLookup(partial(find_copy_backs, aws, region, scope), missing=()),
         )
 
     async def close(self) -> None:
         await self.copy_backs.close()
         await self.volumes.close()
+        await self.copy_backs_again.close()
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -237,13 +242,16 @@ class Waiters:
 KubeState = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None, bool | None]
 
 
-async def inspect_kube(client: kube.KubeClient, plan: RestorePlan) -> KubeState:
+async def inspect_kube(
+    client: kube.KubeClient, plan: RestorePlan, namespace_exists: Awaitable[bool | None]
+) -> KubeState:
     """The PV of the target's name, the target PVC now, the PV that PVC is bound to, and
-    whether the target namespace exists (None when the credentials may not read it)."""
+    whether the target namespace exists (None when the credentials may not read it; the
+    caller looks each namespace up once for all PVCs and passes that look-up in)."""
     pv, pvc, namespace = await asyncio.gather(
         client.get_pv(plan.pv_name),
         client.get_pvc(plan.target_namespace, plan.target_pvc),
-        _namespace_exists(client, plan.target_namespace),
+        namespace_exists,
     )
     bound_pv = None
     volume_name = ((pvc or {}).get("spec") or {}).get("volumeName")
@@ -400,6 +408,9 @@ class Restorer:
                 f"{final.state_message or 'no message'}; {fate} — run the restore again to retry"
             )
         log.info("restore.copy_back_completed", snapshot_id=snapshot_id)
+        # Cleanup's second look starts now, batched with the PVCs completing alongside, and
+        # is answered while the volume is being made (off the path a person waits on).
+        self.waiters.copy_backs_again.ask(plan.key)
         return snapshot_id
 
     async def _start_copy_back(self, plan: RestorePlan) -> str:
@@ -487,8 +498,9 @@ class Restorer:
         """Delete every copy-back of this restore once its PV exists.
 
         Every one: those found at the start, the one used, and — when this run made a
-        copy-back — those found again now (a CopySnapshot whose answer was lost and was
-        retried, or an interrupted run, makes one the start could not see). With
+        copy-back — those found again once it completed (a CopySnapshot whose answer was lost
+        and was retried, or an interrupted run, makes one the start could not see; both exist
+        before this run's copy-back completes). With
         `--keep-snapshot` the one the volume was made from is kept and only duplicates go.
         A refused DeleteSnapshot is returned as left behind (id, why), never raised: the PV
         exists. Returns (kept, left behind).
@@ -497,8 +509,8 @@ class Restorer:
             return False, ()
         ids = {c.snapshot_id for c in found.copy_backs} | ({made} if made else set())
         if made:
-            again = await find_copy_backs(self.aws, plan.region, self.request.scope, [plan.key])
-            ids |= {c.snapshot_id for c in again.get(plan.key, [])}
+            again = await self.waiters.copy_backs_again.get(plan.key)
+            ids |= {c.snapshot_id for c in again}
         kept = False
         if self.request.keep_snapshot:
             used = made or volume.snapshot_id
@@ -570,7 +582,17 @@ async def discover(
     async def kube_state_of() -> list[KubeState]:
         if client is None:
             return [(None, None, None, None)] * len(plans)
-        return list(await asyncio.gather(*(inspect_kube(client, p) for p in plans)))
+        # One GET per namespace, not per PVC: `--all` restores many PVCs into a few.
+        async with asyncio.TaskGroup() as group:
+            namespaces = {
+                name: group.create_task(_namespace_exists(client, name))
+                for name in sorted({p.target_namespace for p in plans})
+            }
+            states = [
+                group.create_task(inspect_kube(client, p, namespaces[p.target_namespace]))
+                for p in plans
+            ]
+        return [state.result() for state in states]
 
     async def restored_pvs() -> list[dict[str, Any]]:
         if client is None or not plans:
@@ -747,7 +769,7 @@ async def _run(
             f"{request.output} exists; it is never overwritten without --force "
             "(or choose another file with --output)"
         )
-    waiters = Waiters.for_region(aws, request.target_region, request.poll_interval)
+    waiters = Waiters.for_region(aws, request.target_region, request.poll_interval, request.scope)
     restorer = Restorer(aws, client, request, waiters)
     try:
         async with asyncio.TaskGroup() as group:

@@ -11,6 +11,15 @@ when its measured rate says it should be done — never sooner than `min_interva
 than `poll_interval`. A resource without progress (a volume `creating`) is polled every
 `poll_interval`; the caller picks a short one when the wait is short (volumes: seconds).
 
+Siblings. Resources of one kind started together (`--all`: ten volumes from ten
+copy-backs) tend to take about as long as each other, and without progress nothing else says
+when one is due. So once one is seen done, its time from `wait` to that sighting predicts the
+others': each still awaited gets one look at its own start plus that time (never sooner than
+`SOONEST_LOOK` after the last), instead of the next poll interval — the volume registered
+30 ms after its sibling is looked at 30 ms after the sighting, not a whole interval later.
+A prediction is used once; a resource that is slower than its sibling is back on the
+normal cadence.
+
 A resource EC2 does not show yet (eventual consistency right after it was made) is tolerated
 for `not_found_window` seconds; after that its waiter fails. A Describe that fails with a
 transient error (throttling, 5xx, a dropped connection — after botocore's own retries) is
@@ -31,12 +40,15 @@ import structlog
 from snapd.errors import SnapdError, TransientError, WorkFailedError
 
 T = TypeVar("T")
+V = TypeVar("V")
 log = structlog.get_logger("snapd.waiting")
 
 #: How long a resource may be missing from Describe right after it was made.
 NOT_FOUND_WINDOW = 120.0
 #: The soonest a progress-predicted look may come, as a share of the poll interval.
 EARLIEST_LOOK = 0.25
+#: The soonest a sibling-predicted look may follow the last one (seconds).
+SOONEST_LOOK = 0.02
 #: How long Describe may keep failing with transient errors before the waits fail.
 TRANSIENT_WINDOW = 300.0
 
@@ -84,6 +96,26 @@ class ProgressTrack:
 
 
 @dataclass
+class SiblingPace:
+    """The quickest time from `wait` to seen done among resources of one kind: when should
+    the others be looked at? (See "Siblings" above.)"""
+
+    quickest: float | None = None
+
+    def saw_done(self, took: float) -> None:
+        self.quickest = took if self.quickest is None else min(self.quickest, took)
+
+    def due_in(self, since: float, now: float) -> float | None:
+        """Seconds until a resource awaited since `since` should be done if it is as quick
+        as its quickest sibling; None without a sibling seen done or when that time is past
+        (the resource is slower)."""
+        if self.quickest is None:
+            return None
+        due = since + self.quickest - now
+        return due if due > 0 else None
+
+
+@dataclass
 class _Waiter(Generic[T]):
     """One awaited resource: its future, when it was registered, the progress seen of it."""
 
@@ -91,6 +123,8 @@ class _Waiter(Generic[T]):
     since: float
     on_update: Callable[[T], None] | None = None
     track: ProgressTrack = field(default_factory=ProgressTrack)
+    #: Whether the look its siblings predicted (`BatchWaiter._sibling_due`) was made.
+    sibling_look_made: bool = False
 
 
 class BatchWaiter(Generic[T]):
@@ -122,6 +156,7 @@ class BatchWaiter(Generic[T]):
         self.transient_window = transient_window
         self._waiting: dict[str, _Waiter[T]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._pace = SiblingPace()
 
     async def wait(self, resource_id: str, on_update: Callable[[T], None] | None = None) -> T:
         """The resource's final record; `on_update` sees every record polled on the way."""
@@ -184,6 +219,7 @@ class BatchWaiter(Generic[T]):
             waiter.on_update(record)
         if self.done(record):
             waiter.future.set_result(record)
+            self._pace.saw_done(now - waiter.since)
             return
         percent = self.progress(record) if self.progress is not None else None
         if percent is not None:
@@ -197,10 +233,96 @@ class BatchWaiter(Generic[T]):
         )
 
     def _delay_for(self, waiter: _Waiter[T], now: float) -> float:
-        return waiter.track.due_in(now, floor=self.min_interval, ceiling=self.poll_interval)
+        delay = waiter.track.due_in(now, floor=self.min_interval, ceiling=self.poll_interval)
+        sibling = self._sibling_due(waiter, now)
+        return delay if sibling is None else min(delay, max(SOONEST_LOOK, sibling))
+
+    def _sibling_due(self, waiter: _Waiter[T], now: float) -> float | None:
+        """Seconds until the one look its siblings predict; None once that look was made
+        (a look at or after the predicted time found the waiter still going)."""
+        if waiter.sibling_look_made:
+            return None
+        due = self._pace.due_in(waiter.since, now)
+        if due is None and self._pace.quickest is not None:
+            waiter.sibling_look_made = True
+        return due
 
 
 def _fail(waiters: Iterable[_Waiter[Any]], error: SnapdError) -> None:
     for waiter in waiters:
         if not waiter.future.done():
             waiter.future.set_exception(error)
+
+
+class BatchLookup(Generic[V]):
+    """One-shot lookups by key: every key asked for in the same event-loop turn is answered
+    by one batched call.
+
+    Restore's cleanup looks again for the copy-backs of each PVC; with `--all` the PVCs whose
+    copy-backs complete in the same poll all ask at once, and one DescribeSnapshots answers
+    them (not one per PVC). `ask` starts the lookup and returns its future at once, so a
+    caller can start it early — while it waits for something else — and `get` it later.
+    A key is looked up once; asking again returns the same answer.
+    """
+
+    def __init__(
+        self, fetch: Callable[[Collection[str]], Awaitable[Mapping[str, V]]], *, missing: V
+    ) -> None:
+        self.fetch = fetch
+        self.missing = missing
+        self._asked: dict[str, asyncio.Future[V]] = {}
+        self._unsent: dict[str, asyncio.Future[V]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def ask(self, key: str) -> asyncio.Future[V]:
+        """The future answer for `key`, joining this turn's batch."""
+        if key in self._asked:
+            return self._asked[key]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[V] = loop.create_future()
+        # An answer nobody collects (its restore failed first) is not an unhandled error.
+        future.add_done_callback(_retrieve)
+        self._asked[key] = future
+        if not self._unsent:
+            loop.call_soon(self._send)
+        self._unsent[key] = future
+        return future
+
+    async def get(self, key: str) -> V:
+        """The answer for `key`: the one asked for earlier, else a new lookup."""
+        return await self.ask(key)
+
+    async def close(self) -> None:
+        """Stop lookups still in flight (their futures are cancelled)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _send(self) -> None:
+        batch, self._unsent = self._unsent, {}
+        task = asyncio.create_task(self._answer(batch), name="lookup.batch")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, batch: Mapping[str, asyncio.Future[V]]) -> None:
+        try:
+            found = await self.fetch(list(batch))
+            for key, future in batch.items():
+                if not future.done():
+                    future.set_result(found.get(key, self.missing))
+        except SnapdError as error:
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(error)
+        finally:
+            # Cancelled (or a bug): no caller may wait for an answer that never comes.
+            for future in batch.values():
+                future.cancel()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a failed future's error as seen (its owner reports the error where it awaits)."""
+    if not future.cancelled():
+        future.exception()

@@ -315,6 +315,13 @@ def test_all_restores_every_pvc_into_one_pvc_file(world: World) -> None:
     ]
     assert {d["spec"]["volumeName"] for d in docs} == {p["metadata"]["name"] for p in pvs}
     assert world.snapshots(SRC) == []
+    # Each target namespace is looked up once, not once per PVC restored into it.
+    namespace_reads = [
+        r.path
+        for r in world.kube.requests
+        if r.method == "GET" and r.path.startswith("/api/v1/namespaces/") and r.path.count("/") == 4
+    ]
+    assert sorted(namespace_reads) == ["/api/v1/namespaces/shop", "/api/v1/namespaces/web"]
 
 
 def test_all_reports_a_failing_pvc_and_restores_the_others(world: World) -> None:

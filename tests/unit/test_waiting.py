@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from snapd.errors import PermanentError, TransientError, WorkFailedError
-from snapd.waiting import BatchWaiter, ProgressTrack
+from snapd.waiting import BatchLookup, BatchWaiter, ProgressTrack, SiblingPace
 
 
 @dataclass
@@ -195,3 +195,113 @@ def test_due_at_is_the_predicted_end_and_none_without_a_rate() -> None:
     assert sighted((10.0, 40)).due_at() is None  # one sighting: no rate
     assert sighted((10.0, 40), (10.0, 50)).due_at() is None  # no time passed
     assert sighted((0.0, 0), (30.0, 60)).due_at() == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    ("quickest", "since", "now", "expected"),
+    [
+        pytest.param(None, 0.0, 1.0, None, id="no sibling seen done: no prediction"),
+        pytest.param(1.0, 0.03, 1.0, 0.03, id="started 30 ms after it: 30 ms after the sighting"),
+        pytest.param(1.0, 0.0, 1.0, None, id="started with it and still going: slower, spent"),
+        pytest.param(1.0, -0.2, 1.0, None, id="started before it: slower, spent"),
+    ],
+)
+def test_a_sibling_seen_done_predicts_the_others(
+    quickest: float | None, since: float, now: float, expected: float | None
+) -> None:
+    pace = SiblingPace()
+    if quickest is not None:
+        pace.saw_done(quickest + 0.5)
+        pace.saw_done(quickest)  # the quickest sibling sets the pace
+    due = pace.due_in(since, now)
+    assert due == (None if expected is None else pytest.approx(expected))
+
+
+def volume_waiter(ec2: ScriptedEc2) -> BatchWaiter[Thing]:
+    """No progress and a 30 s poll interval: only a sibling's pace can bring a look sooner."""
+    return made(
+        BatchWaiter(
+            ec2.describe, done=lambda t: t.state == "completed", what="volume", poll_interval=30.0
+        )
+    )
+
+
+async def test_a_resource_is_looked_at_when_its_quicker_sibling_says() -> None:
+    """`a` is seen done at the first look; `b`, awaited just after it, is looked at once
+    `a`'s time says it is due — not a whole 30 s poll interval later."""
+    ec2 = ScriptedEc2({"a": [Thing("completed")], "b": [Thing("pending"), Thing("completed")]})
+    batch = volume_waiter(ec2)
+    a, b = await asyncio.wait_for(asyncio.gather(batch.wait("a"), batch.wait("b")), 5)
+    assert (a.state, b.state) == ("completed", "completed")
+    assert ec2.calls == [["a", "b"], ["b"]]
+
+
+async def test_a_slower_sibling_gets_one_predicted_look_then_the_poll_interval() -> None:
+    ec2 = ScriptedEc2({"a": [Thing("completed")], "b": [Thing("pending")]})
+    batch = volume_waiter(ec2)
+    a = asyncio.ensure_future(batch.wait("a"))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batch.wait("b"), 0.5)
+    assert (await a).state == "completed"
+    assert ec2.calls == [["a", "b"], ["b"]]
+
+
+# ------------------------------------------------------------------ one-shot batched look-ups
+
+
+@dataclass
+class KeyedEc2:
+    """Answers a batched look-up by key; records each call's keys."""
+
+    answers: dict[str, int]
+    calls: list[list[str]] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    async def fetch(self, keys: Collection[str]) -> Mapping[str, int]:
+        self.calls.append(sorted(keys))
+        await asyncio.sleep(0)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return {k: self.answers[k] for k in keys if k in self.answers}
+
+
+async def test_keys_asked_together_are_one_call_and_each_gets_its_answer() -> None:
+    ec2 = KeyedEc2({"a": 1, "b": 2})
+    lookup = BatchLookup(ec2.fetch, missing=0)
+    answers = await asyncio.gather(*(lookup.get(k) for k in ("a", "b", "c")))
+    assert answers == [1, 2, 0]  # `c` has nothing: the `missing` answer
+    assert ec2.calls == [["a", "b", "c"]]
+
+
+async def test_an_early_ask_is_answered_once_and_kept_for_the_get() -> None:
+    """Cleanup asks when the copy-back completes and collects the answer later."""
+    ec2 = KeyedEc2({"a": 1})
+    lookup = BatchLookup(ec2.fetch, missing=0)
+    lookup.ask("a")
+    await asyncio.sleep(0.01)
+    assert ec2.calls == [["a"]]
+    assert await lookup.get("a") == 1
+    assert ec2.calls == [["a"]]
+
+
+async def test_a_failed_look_up_reaches_every_key_of_its_batch() -> None:
+    ec2 = KeyedEc2({}, fail_with=PermanentError("DescribeSnapshots", "UnauthorizedOperation", "no"))
+    lookup = BatchLookup(ec2.fetch, missing=0)
+    results = await asyncio.gather(lookup.get("a"), lookup.get("b"), return_exceptions=True)
+    assert [type(r) for r in results] == [PermanentError, PermanentError]
+    assert ec2.calls == [["a", "b"]]
+
+
+async def test_close_cancels_a_look_up_in_flight() -> None:
+    started = asyncio.Event()
+
+    async def never(keys: Collection[str]) -> Mapping[str, int]:
+        started.set()
+        await asyncio.Event().wait()
+        return {}
+
+    lookup = BatchLookup(never, missing=0)
+    answer = lookup.ask("a")
+    await asyncio.wait_for(started.wait(), 5)
+    await lookup.close()
+    assert answer.cancelled()
