@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test lint fmt unit integration demo demo-world bench image clean manifests
 
+# The venv's own pip installs the locked set (no upgrade of pip first: one download and one
+# install fewer on a fresh clone, and no check for a newer pip).
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,28 +34,43 @@ $(BIN)/helm: scripts/install_helm.py | $(STAMP)
 manifests:
 	$(PYTHON) scripts/generate_manifests.py
 
+LINT := $(BIN)/ruff check snapd simworld tests \
+	&& $(BIN)/ruff format --check snapd simworld tests \
+	&& $(BIN)/mypy \
+	&& $(BIN)/lint-imports
+
 lint: $(STAMP)
-	$(BIN)/ruff check snapd simworld tests
-	$(BIN)/ruff format --check snapd simworld tests
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(LINT)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format snapd simworld tests
 	$(BIN)/ruff check --fix snapd simworld tests
 
 # Tests run in parallel (pytest-xdist), one worker per CPU; each worker has its own moto
-# server and fake Kubernetes API. `make test WORKERS=0` runs them in this process.
+# server and fake Kubernetes API. `make test WORKERS=0` runs them in this process. A worker
+# that runs out of tests takes queued ones from the other (worksteal), so the long
+# end-to-end tests do not leave one worker busy at the end while the other idles.
 WORKERS ?= auto
+PYTEST := $(BIN)/pytest -q -n $(WORKERS) $(if $(filter 0,$(WORKERS)),,--dist worksteal)
 
-test: tools lint
-	$(BIN)/pytest -q -n $(WORKERS)
+# The checks of `make lint` run beside the tools' install and the tests, not before them:
+# mypy's first run on a fresh clone is a single-threaded half minute that helm's download
+# and the tests' idle moments absorb. Lint's output is shown after the tests' and either
+# failing fails `make test`. (SUBMAKE, not MAKE: `make -n test` must not run the recipe.)
+SUBMAKE := $(MAKE)
+test: $(STAMP)
+	@lint_log=$$(mktemp); \
+	($(LINT)) >"$$lint_log" 2>&1 & lint_pid=$$!; \
+	$(SUBMAKE) --no-print-directory tools && $(PYTEST); tests=$$?; \
+	wait $$lint_pid; lint=$$?; cat "$$lint_log"; rm -f "$$lint_log"; \
+	if [ $$lint -ne 0 ]; then echo "make test: lint failed (its output is above)"; fi; \
+	[ $$lint -eq 0 ] && [ $$tests -eq 0 ]
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -n $(WORKERS) tests/unit
+	$(PYTEST) tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -q -n $(WORKERS) tests/integration
+	$(PYTEST) tests/integration
 
 demo: $(STAMP)
 	$(BIN)/python -m simworld.demo

@@ -793,7 +793,7 @@ class FakeKube:
         """One stored object, or None."""
         resource = _resource(kind)
         with self._lock:
-            obj = self._store[resource.plural].get((namespace, name))
+            obj = self._store[resource.plural].get(_slot(resource, namespace, name))
             return copy.deepcopy(obj) if obj else None
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -803,7 +803,7 @@ class FakeKube:
         metadata = stored.setdefault("metadata", {})
         with self._lock:
             self._stamp(stored, created=True)
-            key = (metadata.get("namespace", "") if resource.namespaced else "", metadata["name"])
+            key = _slot(resource, metadata.get("namespace", ""), metadata["name"])
             self._store[resource.plural][key] = stored
         return copy.deepcopy(stored)
 
@@ -811,7 +811,7 @@ class FakeKube:
         """Delete one stored object as `kubectl delete` would; False when there was none."""
         resource = _resource(kind)
         with self._lock:
-            key = (namespace if resource.namespaced else "", name)
+            key = _slot(resource, namespace, name)
             return self._store[resource.plural].pop(key, None) is not None
 
     def fail(
@@ -947,6 +947,13 @@ class FakeKube:
             ]
             raise ApiError(422, "Invalid", f'{resource.kind} "{name}" is invalid: {text}', details)
 
+    def _incoming(self, resource: Resource, namespace: str, body: Any) -> dict[str, Any]:
+        """A create, replace or patch request's object as the server would store it: the body
+        checked against the URL's resource, decoded, and placed in the URL's namespace."""
+        obj = self._decode(resource, body)
+        self._place(resource, obj, namespace)
+        return obj
+
     def _decode(self, resource: Resource, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", f"the body of the request must be a {resource.kind}")
@@ -989,8 +996,7 @@ class FakeKube:
             metadata.pop("namespace", None)
 
     def _create(self, resource: Resource, namespace: str, body: Any) -> dict[str, Any]:
-        obj = self._decode(resource, body)
-        self._place(resource, obj, namespace)
+        obj = self._incoming(resource, namespace, body)
         metadata = obj["metadata"]
         if not metadata.get("name") and metadata.get("generateName"):
             metadata["name"] = metadata["generateName"] + secrets.token_hex(3)[:5]
@@ -1009,7 +1015,7 @@ class FakeKube:
             )
         _apply_defaults(resource, obj)
         self._check(resource, obj, name)
-        slot = (namespace if resource.namespaced else "", name)
+        slot = _slot(resource, namespace, name)
         if slot in self._store[resource.plural]:
             raise ApiError(
                 409,
@@ -1028,7 +1034,7 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     def _stored(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
-        obj = self._store[resource.plural].get((namespace if resource.namespaced else "", name))
+        obj = self._store[resource.plural].get(_slot(resource, namespace, name))
         if obj is None:
             raise self._not_found(resource, name)
         return obj
@@ -1063,8 +1069,7 @@ class FakeKube:
         }
 
     def _replace(self, resource: Resource, namespace: str, name: str, body: Any) -> dict[str, Any]:
-        obj = self._decode(resource, body)
-        self._place(resource, obj, namespace)
+        obj = self._incoming(resource, namespace, body)
         given = obj["metadata"].get("name")
         if given != name:
             raise ApiError(
@@ -1093,9 +1098,8 @@ class FakeKube:
         patched_rv = (patched.get("metadata") or {}).get("resourceVersion")
         if patched_rv != current["metadata"]["resourceVersion"]:
             self._check_version(resource, patched, current, name)
-        obj = self._decode(resource, patched)
+        obj = self._incoming(resource, namespace, patched)
         obj["metadata"]["name"] = name
-        self._place(resource, obj, namespace)
         return self._commit(resource, namespace, name, obj, current)
 
     def _check_version(
@@ -1136,13 +1140,18 @@ class FakeKube:
         if "status" in current:
             obj["status"] = copy.deepcopy(current["status"])  # status is a subresource
         self._stamp(obj, created=False)
-        self._store[resource.plural][(namespace if resource.namespaced else "", name)] = obj
+        self._store[resource.plural][_slot(resource, namespace, name)] = obj
         return copy.deepcopy(obj)
 
     def _delete(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
         obj = self._stored(resource, namespace, name)
-        del self._store[resource.plural][(namespace if resource.namespaced else "", name)]
+        del self._store[resource.plural][_slot(resource, namespace, name)]
         return copy.deepcopy(obj)
+
+
+def _slot(resource: Resource, namespace: str, name: str) -> tuple[str, str]:
+    """Where an object lives in the store: (namespace, name); cluster-scoped ones have ""."""
+    return (namespace if resource.namespaced else "", name)
 
 
 def _apply_defaults(resource: Resource, obj: dict[str, Any]) -> None:

@@ -120,36 +120,3 @@ def seed_replica(
         snapshot.progress = f"{progress}%"
         snapshot.state_message = state_message
     return SeededReplica(snapshot_id, destination_region, source, copy_tags)
-
-
-def seed_backup(
-    sim: Ec2Simulator,
-    backup: str,
-    pvcs: list[tuple[str, str]],
-    *,
-    scope: str,
-    source_region: str,
-    destination_region: str,
-    **source_fields: Any,
-) -> list[SeededReplica]:
-    """Completed replicas of several (namespace, PVC) of one backup, distinct source ids."""
-    seeded = []
-    for index, (namespace, pvc) in enumerate(pvcs):
-        source = make_source(
-            backup,
-            namespace,
-            pvc,
-            snapshot_id=f"snap-{index:017x}",
-            volume_id=f"vol-{index:017x}",
-            **source_fields,
-        )
-        seeded.append(
-            seed_replica(
-                sim,
-                source,
-                scope=scope,
-                source_region=source_region,
-                destination_region=destination_region,
-            )
-        )
-    return seeded

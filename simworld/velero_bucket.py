@@ -1223,3 +1223,62 @@ def seed_many_backups(
         world.backup(name, schedule=schedule, volumes=volumes, start=when)
         names.append(name)
     return names
+
+
+# ------------------------------------------------------------------ oversized tarballs
+
+#: Size of one filler member in `filler_tarball`.
+FILLER_MEMBER = 128 << 20
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, read in chunks (a filler member never held in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+def filler_tarball(
+    original: bytes,
+    sink: Any,
+    filler_total: int,
+    *,
+    member_size: int = FILLER_MEMBER,
+    incompressible: bool = False,
+) -> int:
+    """Write to `sink` a backup's tarball (`original`, `.tar.gz` bytes) with `filler_total`
+    bytes of filler members in front of its items; returns the number of filler members.
+
+    Zeros by default: a gigabyte packs into about a megabyte, so a test or the benchmark
+    can make a tarball far larger than a memory bound cheaply. `incompressible` fills with
+    seeded random bytes instead, so the packed tarball is as large as its content (each
+    member is then held in memory while written: keep `member_size` small).
+    """
+    members = 0
+    with (
+        gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=1, mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w|") as out,
+    ):
+        noise = random.Random(filler_total)
+        left = filler_total
+        while left > 0:
+            size = min(member_size, left)
+            info = tarfile.TarInfo(f"resources/configmaps/namespaces/big/filler-{members}.bin")
+            info.size = size
+            content = io.BytesIO(noise.randbytes(size)) if incompressible else _Zeros(size)
+            out.addfile(info, content)
+            left -= size
+            members += 1
+        with tarfile.open(fileobj=io.BytesIO(original), mode="r:gz") as source:
+            for member in source:
+                out.addfile(member, source.extractfile(member))
+    return members

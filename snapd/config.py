@@ -354,10 +354,6 @@ class Settings(BaseSettings):
         return "/".join(p for p in parts if p)
 
     @property
-    def dr_enabled(self) -> bool:
-        return bool(self.dr_bucket)
-
-    @property
     def dr_root(self) -> str | None:
         """`s3://bucket/prefix` of the DR location, or None when it is off."""
         if not self.dr_bucket:
@@ -477,11 +473,6 @@ class ConfigFile:
         """`config file snapd.yaml line 3`: where a key of this file is."""
         line = self.lines.get(name)
         return f"config file {self.path}" + (f" line {line}" if line else "")
-
-
-def read_yaml_file(path: Path) -> dict[str, Any]:
-    """The `--config` file as a mapping; any problem is one ConfigError line."""
-    return read_config_file(path).data
 
 
 def read_config_file(path: Path) -> ConfigFile:

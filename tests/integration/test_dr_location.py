@@ -16,10 +16,11 @@ import yaml
 
 from simworld.ec2sim import Ec2Simulator
 from simworld.moto_server import MotoWorld
-from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume
+from simworld.velero_bucket import CSI, NATIVE, VeleroBucket, Volume, filler_tarball
 from snapd import tags
 from snapd.aws import AwsClients
 from snapd.config import Settings
+from snapd.dr import UPLOAD_PART_SIZE
 from snapd.service import Engine
 from tests.integration.cli import run_snapd
 from tests.integration.test_cli_sync import settings_env
@@ -358,81 +359,41 @@ def test_retention_removes_the_published_backup_before_its_replica(
     assert len(old_ids & set(left)) == 1
 
 
-class _Zeros(io.RawIOBase):
-    """`size` zero bytes, read in chunks (a filler member never held in memory)."""
-
-    def __init__(self, size: int) -> None:
-        self.left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        count = min(len(buffer), self.left)
-        buffer[:count] = bytes(count)
-        self.left -= count
-        return count
+#: Incompressible filler: the published tarball is about this large, so it goes up in
+#: ⌈size / part size⌉ parts, never one body.
+STREAM_FILLER = UPLOAD_PART_SIZE + (1 << 20)
 
 
-FILLER_MEMBER = 128 << 20
-FILLER_TOTAL = 1 << 30
-
-
-def big_tarball(original: bytes, path: Any, filler_total: int = FILLER_TOTAL) -> None:
-    """The backup's tarball with `filler_total` bytes of filler members before its items."""
-    with (
-        open(path, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as packed,
-        tarfile.open(fileobj=packed, mode="w|") as out,
-    ):
-        for number in range(filler_total // FILLER_MEMBER):
-            info = tarfile.TarInfo(f"resources/configmaps/namespaces/big/filler-{number}.bin")
-            info.size = FILLER_MEMBER
-            out.addfile(info, _Zeros(FILLER_MEMBER))
-        with tarfile.open(fileobj=io.BytesIO(original), mode="r:gz") as source:
-            for member in source:
-                out.addfile(member, source.extractfile(member))
-
-
-PEAK_RSS = """
-import resource, subprocess, sys
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=600)
-sys.stderr.write(done.stderr[-3000:])
-print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
-
-
-def test_a_gigabyte_tarball_is_published_streaming(
-    moto: MotoWorld, ec2sim: Ec2Simulator, tmp_path: Any
+def test_a_tarball_larger_than_an_upload_part_is_published_in_parts(
+    moto: MotoWorld, ec2sim: Ec2Simulator
 ) -> None:
-    """`snapd sync` publishes a backup whose tarball holds 1 GiB of filler: peak RSS of the
-    whole snapd process stays under 300 MB, and the rewritten items come out right."""
-    import subprocess
-    import sys
-
-    from tests.integration.cli import SNAPD
-
+    """`snapd sync` publishes a backup whose tarball holds 9 MiB of incompressible filler
+    before its items: the DR copy goes up as a multipart upload of part-sized pieces (the
+    publisher streams GET → rewrite → parts; tests/unit/test_dr_rewrite.py bounds the
+    rewrite's memory, and `make bench --parts dr-memory` the whole process's RSS with 1 GiB),
+    and the rewritten items and every filler byte come out right."""
     make_dr_bucket(moto)
     bucket = seed(moto, days=1)
     [name] = bucket.backups
-    path = tmp_path / "big.tar.gz"
-    big_tarball(bucket.file(name, ".tar.gz"), path)
-    bucket.put(bucket.key(name, ".tar.gz"), path.read_bytes())
-    base = {k: v for k, v in __import__("os").environ.items() if k in ("PATH", "HOME")}
-    done = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, SNAPD, "sync"],
-        env={**base, **env(moto)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    packed = io.BytesIO()
+    fillers = filler_tarball(
+        bucket.file(name, ".tar.gz"),
+        packed,
+        STREAM_FILLER,
+        member_size=4 << 20,
+        incompressible=True,
     )
-    code, peak_kib = (int(v) for v in done.stdout.split())
-    assert code == 0, done.stderr
-    assert peak_kib < 300 * 1024, f"peak RSS {peak_kib // 1024} MiB"
-    published = s3(moto).get_object(Bucket=DR_BUCKET, Key=dr_key(name, f"{name}.tar.gz"))["Body"]
+    bucket.put(bucket.key(name, ".tar.gz"), packed.getvalue())
+    result = run_snapd("sync", env=env(moto))
+    assert result.code == 0, result.stderr
+    key = dr_key(name, f"{name}.tar.gz")
+    head = s3(moto).head_object(Bucket=DR_BUCKET, Key=key)
+    parts = -(-head["ContentLength"] // UPLOAD_PART_SIZE)
+    assert parts >= 2
+    assert head["ETag"].strip('"').endswith(f"-{parts}"), head["ETag"]
+    published = s3(moto).get_object(Bucket=DR_BUCKET, Key=key)["Body"]
     replicas = replica_of(moto)
-    members, filler = 0, 0
+    members, filler, handles = 0, 0, 0
     with (
         gzip.GzipFile(fileobj=published, mode="rb") as unpacked,
         tarfile.open(fileobj=unpacked, mode="r|") as archive,
@@ -445,8 +406,10 @@ def test_a_gigabyte_tarball_is_published_streaming(
             if "volumesnapshotcontents" in member.name:
                 item = json.loads(archive.extractfile(member).read())  # type: ignore[union-attr]
                 assert item["status"]["snapshotHandle"] in replicas.values()
-    assert filler == FILLER_TOTAL
-    assert members > FILLER_TOTAL // FILLER_MEMBER
+                handles += 1
+    assert handles
+    assert filler == STREAM_FILLER
+    assert members > fillers
     assert dr_key(name, "velero-backup.json") in objects_keys(moto)
 
 
@@ -458,7 +421,7 @@ def objects_keys(moto: MotoWorld) -> set[str]:
 
 
 def test_kill_9_mid_publish_leaves_no_backup_file_and_the_next_run_completes(
-    moto: MotoWorld, ec2sim: Ec2Simulator, tmp_path: Any
+    moto: MotoWorld, ec2sim: Ec2Simulator
 ) -> None:
     """SIGKILL while the tarball streams: the DR folder has files but no velero-backup.json
     (Velero does not list it); the next `snapd sync` completes it."""
@@ -472,9 +435,9 @@ def test_kill_9_mid_publish_leaves_no_backup_file_and_the_next_run_completes(
     make_dr_bucket(moto)
     bucket = seed(moto, days=1)
     [name] = bucket.backups
-    path = tmp_path / "big.tar.gz"
-    big_tarball(bucket.file(name, ".tar.gz"), path, 256 << 20)  # caught mid-stream
-    bucket.put(bucket.key(name, ".tar.gz"), path.read_bytes())
+    packed = io.BytesIO()
+    filler_tarball(bucket.file(name, ".tar.gz"), packed, 256 << 20)  # caught mid-stream
+    bucket.put(bucket.key(name, ".tar.gz"), packed.getvalue())
     source_files = {k.rsplit("/", 1)[1] for k in bucket.files if f"/{name}/" in k}
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
     process = subprocess.Popen(

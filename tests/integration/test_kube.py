@@ -163,7 +163,7 @@ def status_of(fake_kube: FakeKube, token: str) -> int:
         f"{fake_kube.url}/version", headers={"Authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - same URL
             return int(answer.status)
     except urllib.error.HTTPError as error:
         return int(error.code)

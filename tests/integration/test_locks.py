@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 
 import pytest
 import structlog
@@ -18,10 +17,8 @@ DST = "eu-central-1"
 SCOPE = "velero-bucket"
 
 
-@pytest.fixture
-async def aws(ec2sim: Ec2Simulator) -> AsyncIterator[AwsClients]:
-    async with AwsClients(max_attempts=1) as clients:
-        yield clients
+# botocore attempts per call for the shared `aws` fixture (tests/conftest.py).
+pytestmark = pytest.mark.aws_max_attempts(1)
 
 
 async def test_locks_are_read_in_pages_never_one_call_per_replica(

@@ -8,7 +8,6 @@ DescribeSnapshots (`TransferType`, `CompletionDurationMinutes`) as AWS does.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -32,11 +31,8 @@ from tests.integration.test_cli_sync import (
 )
 from tests.integration.test_copier import SCOPE, make_copier, seed_sources
 
-
-@pytest.fixture
-async def aws(ec2sim: Ec2Simulator) -> AsyncIterator[AwsClients]:
-    async with AwsClients(max_attempts=4) as clients:
-        yield clients
+# botocore attempts per call for the shared `aws` fixture (tests/conftest.py).
+pytestmark = pytest.mark.aws_max_attempts(4)
 
 
 def test_sync_makes_every_copy_time_based(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:

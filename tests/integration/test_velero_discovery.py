@@ -41,10 +41,8 @@ BROKEN = Volume("shop", "broken", method=FAILED)
 LATER = datetime.now(UTC) + timedelta(hours=2)
 
 
-@pytest.fixture
-async def aws(moto: MotoWorld) -> AsyncIterator[AwsClients]:
-    async with AwsClients(max_attempts=1) as clients:
-        yield clients
+# botocore attempts per call for the shared `aws` fixture (tests/conftest.py).
+pytestmark = pytest.mark.aws_max_attempts(1)
 
 
 async def discover(
