@@ -81,6 +81,8 @@ MAX_BACKOFF = 900.0
 #: CopySnapshot calls sent side by side when several slots are free (a poll that sees many
 #: copies complete refills them together, not one round trip after another).
 START_CONCURRENCY = 4
+#: Recent copy durations kept to predict when a copy not yet described may be done.
+DURATIONS_KEPT = 20
 #: How long settled copies are remembered; far longer than any cycle's listing can be stale.
 SETTLED_MEMORY = 3600.0
 
@@ -106,6 +108,8 @@ class Tracked:
     track: ProgressTrack = field(default_factory=ProgressTrack)
     #: Seen pending past its time-based promise (counted once).
     overdue: bool = False
+    #: Described by the poller at least once.
+    looked: bool = False
 
 
 @dataclass(slots=True)
@@ -218,6 +222,8 @@ class Copier:
         #: When the poller last described every pending copy, or first saw one pending after
         #: none were (None: none pending): the next full poll is `poll_interval` after it.
         self._full_anchor: float | None = None
+        #: How long our recent copies took, start to seen completed (newest last).
+        self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
         #: When the poller last described any copy: the next look waits a quarter interval.
         self._last_look: float | None = None
         self._wake_starter = asyncio.Event()
@@ -447,6 +453,7 @@ class Copier:
             self._starting -= 1
             self._starting_sources.discard(source.snapshot_id)
             self._wake_starter.set()
+            self._wake_poller.set()  # it recomputes its next look (a burst of starts ended?)
         if refusal is not None:
             # Only now, with the start no longer counted, may `_changed` see the pool idle:
             # a copy refused and given up must end `snapd sync`'s wait at once.
@@ -575,7 +582,7 @@ class Copier:
                 continue
             if self._full_anchor is None:
                 # Copies pending again after none were: the poll interval counts from now.
-                self._full_anchor = self._last_look = self.clock()
+                self._full_anchor = self.clock()
                 continue
             ids = [] if stop.is_set() else self._to_look_at()
             if not ids:
@@ -592,7 +599,7 @@ class Copier:
         without a Describe per copy."""
         now = self.clock()
         ceiling = (now if self._full_anchor is None else self._full_anchor) + self.poll_interval
-        predicted = [t.track.due_at() for t in self.active.values()]
+        predicted = [self._due_at(t) for t in self.active.values()]
         due = min((at for at in predicted if at is not None), default=None)
         if due is None:
             return max(0.0, ceiling - now)
@@ -602,6 +609,19 @@ class Copier:
     @property
     def _floor(self) -> float:
         return self.poll_interval * EARLIEST_LOOK
+
+    def _due_at(self, tracked: Tracked) -> float | None:
+        """When a copy should be looked at for being done: its measured progress says so;
+        before its first look, the shortest duration of our recent copies says so — or, with
+        none seen yet, as soon as no start is in flight (one look for a burst of starts; a
+        copy that ends in seconds, or fails at once, is not left unseen for a whole poll
+        interval); None when nothing predicts it (the full poll looks anyway)."""
+        at = tracked.track.due_at()
+        if at is not None or tracked.looked:
+            return at
+        if not self._durations:
+            return None if self._starting else tracked.started
+        return tracked.started + min(self._durations)
 
     def _to_look_at(self) -> list[str]:
         """The copies to describe now: all of them when the poll interval is up, else those
@@ -616,7 +636,7 @@ class Copier:
         due = [
             replica_id
             for replica_id, tracked in self.active.items()
-            if (at := tracked.track.due_at()) is not None and at <= now
+            if (at := self._due_at(tracked)) is not None and at <= now
         ]
         if not due:
             return []
@@ -641,6 +661,7 @@ class Copier:
             if tracked is None:
                 continue
             replica = found.get(replica_id)
+            tracked.looked = True
             if replica is None:
                 if now - tracked.started > NOT_FOUND_WINDOW:
                     await self._failed(tracked, "copy vanished from EC2")
@@ -693,6 +714,7 @@ class Copier:
         self.metrics.copies_completed.inc()
         if not tracked.adopted:
             self.metrics.copy_duration.observe(now - tracked.started)
+            self._durations.append(now - tracked.started)
         if (
             self.limit < self.max_in_flight
             and not self._probing

@@ -421,23 +421,35 @@ def objects_keys(moto: MotoWorld) -> set[str]:
 
 
 def test_kill_9_mid_publish_leaves_no_backup_file_and_the_next_run_completes(
-    moto: MotoWorld, ec2sim: Ec2Simulator
+    moto: MotoWorld, ec2sim: Ec2Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL while the tarball streams: the DR folder has files but no velero-backup.json
-    (Velero does not list it); the next `snapd sync` completes it."""
+    (Velero does not list it); the next `snapd sync` completes it.
+
+    The moto server (threads of this process) holds the tarball's first part upload until
+    snapd is killed, so the kill lands mid-stream on any machine, with a small tarball."""
     import os
     import signal
     import subprocess
-    import time
+    import threading
+
+    from moto.s3.models import S3Backend
 
     from tests.integration.cli import SNAPD
 
+    streaming, release = threading.Event(), threading.Event()
+    upload_part = S3Backend.upload_part
+
+    def held_upload_part(backend: Any, bucket_name: str, *args: Any) -> Any:
+        if bucket_name == DR_BUCKET and not release.is_set():
+            streaming.set()
+            release.wait(120)
+        return upload_part(backend, bucket_name, *args)
+
+    monkeypatch.setattr(S3Backend, "upload_part", held_upload_part)
     make_dr_bucket(moto)
     bucket = seed(moto, days=1)
     [name] = bucket.backups
-    packed = io.BytesIO()
-    filler_tarball(bucket.file(name, ".tar.gz"), packed, 256 << 20)  # caught mid-stream
-    bucket.put(bucket.key(name, ".tar.gz"), packed.getvalue())
     source_files = {k.rsplit("/", 1)[1] for k in bucket.files if f"/{name}/" in k}
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
     process = subprocess.Popen(
@@ -447,17 +459,18 @@ def test_kill_9_mid_publish_leaves_no_backup_file_and_the_next_run_completes(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 300
-        while not any(f"/{name}/" in k for k in objects_keys(moto)):
-            assert process.poll() is None, "sync ended before publishing started"
-            assert time.monotonic() < deadline, "publishing never started"
-            time.sleep(0.05)
+        assert streaming.wait(300), "publishing never reached the tarball"
         os.kill(process.pid, signal.SIGKILL)
-    finally:
         process.wait(timeout=60)
+    finally:
+        release.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
     partial = {k.rsplit("/", 1)[1] for k in objects_keys(moto) if f"/{name}/" in k}
     assert partial, "killed mid-publish"
     assert "velero-backup.json" not in partial
+    assert f"{name}.tar.gz" not in partial
     assert partial < source_files
     again = run_snapd("sync", env=env(moto), timeout=600)
     assert again.code == 0, again.stderr

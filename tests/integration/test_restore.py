@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from snapd.cli import build_parser, restore_request
 from snapd.config import Settings
 from snapd.errors import ConfigError
 from snapd.models import Replica
+from snapd.models import Volume as VolumeRecord
 from tests.integration.cli import SNAPD, Result, run_snapd
 
 SRC = "eu-west-1"
@@ -967,7 +968,11 @@ def test_choose_zone(
         assert note in said
 
 
+VOLUME_FIELDS = frozenset(f.name for f in fields(VolumeRecord))
+
+
 def replica(**overrides: Any) -> Replica:
+    """A replica of shop/db; `overrides` name Replica or Volume fields alike."""
     values: dict[str, Any] = {
         "snapshot_id": "snap-0abc",
         "region": DST,
@@ -976,6 +981,9 @@ def replica(**overrides: Any) -> Replica:
         "scope": SCOPE,
         "source_snapshot_id": "snap-0src",
         "backup": BACKUP,
+        **{k: v for k, v in overrides.items() if k not in VOLUME_FIELDS},
+    }
+    volume: dict[str, Any] = {
         "namespace": "shop",
         "pvc": "db",
         "availability_zone": "eu-west-1b",
@@ -983,9 +991,9 @@ def replica(**overrides: Any) -> Replica:
         "iops": 4000,
         "throughput": 250,
         "size_gib": 20,
-        **overrides,
+        **{k: v for k, v in overrides.items() if k in VOLUME_FIELDS},
     }
-    return Replica(**values)
+    return Replica(**values, volume=VolumeRecord(**volume))
 
 
 def plan_for(tmp_path: Path, *argv: str, **replica_fields: Any) -> restore_plan.RestorePlan:
