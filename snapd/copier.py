@@ -603,7 +603,7 @@ class Copier:
         due = min((at for at in predicted if at is not None), default=None)
         if due is None:
             return max(0.0, ceiling - now)
-        earliest = (now if self._last_look is None else self._last_look) + self._floor
+        earliest = now if self._last_look is None else self._last_look + self._floor
         return max(0.0, min(ceiling, max(due, earliest)) - now)
 
     @property
