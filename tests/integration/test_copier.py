@@ -133,7 +133,7 @@ async def test_foreign_copies_that_stay_cost_few_refusals(
     aws: AwsClients, ec2sim: Ec2Simulator
 ) -> None:
     """Foreign copies that hold slots all run long: the limit learnt from the first refusal
-    is kept, and a climb refused at once doubles the wait before the next, so refused
+    is kept, and a climb refused at once multiplies the wait before the next, so refused
     CopySnapshot calls grow with the log of the run's length, not with its copies — while
     every slot AWS leaves us stays in use."""
     ec2sim.copy_duration = 0.2
@@ -148,7 +148,8 @@ async def test_foreign_copies_that_stay_cost_few_refusals(
     assert copier.stats.completed == 30
     assert most >= 3  # every slot AWS leaves us (more in our view: ours ended, unseen yet)
     refused = ec2sim.calls["CopySnapshot"] - 30
-    # The first burst (starts in flight together) plus one per doubling of the quiet time.
+    # The first burst (starts in flight together), then at most one per doubling of the
+    # quiet time (it grows faster than that).
     assert 1 <= refused <= START_CONCURRENCY + math.log2(elapsed / (2 * poll)) + 2
 
 
