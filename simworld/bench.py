@@ -2411,8 +2411,8 @@ def _notes(results: dict[str, Any], largest: dict[str, Any] | None) -> list[str]
         if foreign:
             refusals = (
                 f" With F = {foreign['foreign']} foreign copies the first refusal sets the "
-                "limit to what snapd holds, and a climb AWS refuses at once doubles the quiet "
-                "time before the next: "
+                "limit to what snapd holds, and a climb AWS refuses at once makes the quiet "
+                "time before the next four times longer: "
                 f"{foreign['resource_limit_exceeded']} ResourceLimitExceeded answers in this "
                 "run (one per round before, each a wasted CopySnapshot)."
             )

@@ -23,10 +23,10 @@ of ours to complete (or a jittered backoff when we hold none). The limit climbs 
 step on a completed copy once no refusal was seen for a quiet time, and one step at a time:
 the next climb waits until a full poll shows more of ours pending than AWS allowed at the
 refusal (an accepted CopySnapshot alone proves nothing: one of ours may have ended unseen).
-The quiet time is two poll intervals at first, doubles each time a climb is refused (the
-foreign copies are still there), capped at `MAX_BACKOFF`, and is two poll intervals again
-once a climb holds. So foreign copies that stay cost a refused CopySnapshot ever more
-rarely, not one per completed copy.
+The quiet time is two poll intervals at first, grows `PROBE_GROWTH`-fold each time a climb
+is refused (the foreign copies are still there), capped at `MAX_BACKOFF`, and is two poll
+intervals again once a climb holds. So foreign copies that stay cost a refused
+CopySnapshot ever more rarely, not one per completed copy.
 Throttling and 5xx are botocore's job (`aws.py`).
 
 Failures. A copy that ends in `error` is logged with its StateMessage, counted, deleted, and
@@ -81,6 +81,8 @@ MAX_BACKOFF = 900.0
 #: CopySnapshot calls sent side by side when several slots are free (a poll that sees many
 #: copies complete refills them together, not one round trip after another).
 START_CONCURRENCY = 4
+#: How much longer the quiet time before the next climb gets each time AWS refuses one.
+PROBE_GROWTH = 4.0
 #: Recent copy durations kept to predict when a copy not yet described may be done.
 DURATIONS_KEPT = 20
 #: How long settled copies are remembered; far longer than any cycle's listing can be stale.
@@ -215,7 +217,8 @@ class Copier:
         self._last_refusal = -1e18
         self._refusals_in_a_row = 0
         #: Quiet time after a ResourceLimitExceeded before the limit may climb again; it
-        #: doubles each time a climb is refused at once (the foreign copies are still there).
+        #: grows `PROBE_GROWTH`-fold each time a climb is refused at once (the foreign copies
+        #: are still there).
         self._probe_wait = 2 * poll_interval
         self._probing = False
         self._refused_at = max_in_flight
@@ -537,11 +540,12 @@ class Copier:
 
     def _limit_refused(self, now: float) -> None:
         """Learn the effective limit from a refusal: what we hold, counting our starts still
-        in flight (AWS may accept them). A climb refused at once doubles the quiet time
-        before the next one, so foreign copies that stay cost a refused CopySnapshot ever
-        more rarely (capped at `MAX_BACKOFF`) instead of one per completed copy."""
+        in flight (AWS may accept them). A climb refused at once makes the quiet time
+        before the next `PROBE_GROWTH` times longer, so foreign copies that stay cost a
+        refused CopySnapshot ever more rarely (capped at `MAX_BACKOFF`) instead of one per
+        completed copy."""
         if self._probing:
-            self._probe_wait = min(MAX_BACKOFF, self._probe_wait * 2)
+            self._probe_wait = min(MAX_BACKOFF, self._probe_wait * PROBE_GROWTH)
             self._probing = False
         self._last_refusal = now
         self.limit = max(1, len(self.active) + self._starting)
@@ -603,7 +607,7 @@ class Copier:
         due = min((at for at in predicted if at is not None), default=None)
         if due is None:
             return max(0.0, ceiling - now)
-        earliest = (now if self._last_look is None else self._last_look) + self._floor
+        earliest = now if self._last_look is None else self._last_look + self._floor
         return max(0.0, min(ceiling, max(due, earliest)) - now)
 
     @property

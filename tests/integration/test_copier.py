@@ -132,7 +132,7 @@ async def test_foreign_copies_that_stay_cost_few_refusals(
     aws: AwsClients, ec2sim: Ec2Simulator
 ) -> None:
     """Foreign copies that hold slots all run long: the limit learnt from the first refusal
-    is kept, and a climb refused at once doubles the wait before the next, so refused
+    is kept, and a climb refused at once multiplies the wait before the next, so refused
     CopySnapshot calls grow with the log of the run's length, not with its copies — while
     every slot AWS leaves us stays in use."""
     ec2sim.copy_duration = 0.2
@@ -147,7 +147,8 @@ async def test_foreign_copies_that_stay_cost_few_refusals(
     assert copier.stats.completed == 30
     assert most >= 3  # every slot AWS leaves us (more in our view: ours ended, unseen yet)
     refused = ec2sim.calls["CopySnapshot"] - 30
-    # The first burst (starts in flight together) plus one per doubling of the quiet time.
+    # The first burst (starts in flight together), then at most one per doubling of the
+    # quiet time (it grows faster than that).
     assert 1 <= refused <= START_CONCURRENCY + math.log2(elapsed / (2 * poll)) + 2
 
 
@@ -363,7 +364,8 @@ async def test_stale_listing_neither_adopts_nor_replans_settled_copies(
 
 async def test_poller_looks_when_progress_says_a_copy_is_due(aws: AwsClients) -> None:
     """Between polls the next look comes at the predicted end of the soonest copy, never
-    sooner than a quarter of the poll interval nor later than the poll interval."""
+    sooner than a quarter of the poll interval after the last look nor later than the poll
+    interval."""
     now = [100.0]
     copier = make_copier(aws, poll_interval=20.0, clock=lambda: now[0])
     assert copier._next_poll_in() == 20.0  # nothing pending
@@ -380,7 +382,9 @@ async def test_poller_looks_when_progress_says_a_copy_is_due(aws: AwsClients) ->
     pending("soon", 60.0, [(100.0, 80)])  # 80 % in 40 s: due in 10 s
     assert copier._next_poll_in() == pytest.approx(10.0)
     now[0] = 109.0
-    assert copier._next_poll_in() == pytest.approx(5.0)  # overdue: the floor, poll / 4
+    assert copier._next_poll_in() == pytest.approx(1.0)  # no look yet: at the predicted end
+    copier._last_look = 108.0
+    assert copier._next_poll_in() == pytest.approx(4.0)  # a quarter interval after the last
 
 
 async def test_between_full_polls_only_the_copies_due_are_described(aws: AwsClients) -> None:
