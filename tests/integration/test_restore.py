@@ -679,7 +679,7 @@ def test_an_interrupted_run_and_an_immediate_rerun_leave_no_copy_back(world: Wor
     first = start_restore(world, BACKUP, "data-db-0")
     wait_for(lambda: world.calls("CopySnapshot", SRC) >= 1, first)
     first.send_signal(signal.SIGINT)
-    first.wait(timeout=30)
+    first.wait(timeout=120)  # a bound for a hang, with room for a loaded machine
     rerun = start_restore(world, BACKUP, "data-db-0")
     wait_for(lambda: world.calls("CopySnapshot", SRC) >= 2, rerun)
     world.sim.invisible_for = 0.0
