@@ -433,6 +433,20 @@ class Ec2Simulator:
                 if progress is not None:
                     progress.visible_at = min(progress.visible_at, now)
 
+    def finish_pending(self, region: str) -> int:
+        """Every copy pending in `region` ends now (as it would have: `completed`, or `error`
+        when it was planned to fail); returns how many. For tests that need copies to stay
+        pending through an interruption and then to settle without waiting."""
+        now = self.clock()
+        finished = 0
+        with self._lock:
+            for snapshot in list(self.backend(region).snapshots.values()):
+                progress = snapshot.__dict__.get(_COPY)
+                if progress is not None and not progress.finished(now):
+                    progress.duration = now - progress.started
+                    finished += 1
+        return finished
+
     def pending_count(self, region: str) -> int:
         """The account's pending snapshots in `region` — what the copy limit counts."""
         return self._pending_in(self.backend(region))

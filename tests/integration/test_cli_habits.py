@@ -423,10 +423,11 @@ def test_ctrl_c_in_sync_exits_130_and_says_copies_continue(
 ) -> None:
     """SIGINT while copies are pending: exit 130, a line saying they continue in AWS and will
     be adopted; the next sync adopts them and copies nothing twice."""
-    ec2sim.copy_duration = 3.0
+    ec2sim.copy_duration = 600.0  # pending through the interruption however slow the machine
     bucket = seed(moto)
     env = settings_env(moto)
     code, err = interrupt_while_copying(ec2sim, "sync", env=env, signum=signal.SIGINT, timeout=30)
+    ec2sim.finish_pending(DST)
 
     assert code == 130, err
     assert "copies already started continue inside AWS" in err

@@ -366,9 +366,13 @@ def interrupt_while_copying(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while ec2sim.pending_count(DST) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+    if ec2sim.pending_count(DST) < 2:
+        process.kill()
+        _, err = process.communicate(timeout=30)
+        raise AssertionError(f"snapd {command} started no two copies within 60 s:\n{err}")
     process.send_signal(signum)
     _, err = process.communicate(timeout=timeout)
     return process.returncode, err

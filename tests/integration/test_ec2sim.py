@@ -132,6 +132,26 @@ async def test_per_source_duration_overrides_the_default(
     assert (await describe(aws, slow))["State"] == "pending"
 
 
+async def test_finish_pending_ends_every_pending_copy_as_planned(
+    ec2sim: Ec2Simulator, clock: ManualClock, aws: AwsClients
+) -> None:
+    """`finish_pending` ends the region's pending copies now: completed, or `error` for one
+    planned to fail; a copy already ended is not counted."""
+    ec2sim.copy_duration = 600.0
+    good_source, bad_source = ec2sim.add_snapshot(SRC), ec2sim.add_snapshot(SRC)
+    ec2sim.fail_copies(bad_source)
+    good, bad = await copy(aws, good_source), await copy(aws, bad_source)
+    assert ec2sim.pending_count(DST) == 2
+
+    assert ec2sim.finish_pending(DST) == 2
+    assert ec2sim.pending_count(DST) == 0
+    assert ((await describe(aws, good))["State"], (await describe(aws, bad))["State"]) == (
+        "completed",
+        "error",
+    )
+    assert ec2sim.finish_pending(DST) == 0
+
+
 async def test_copy_reports_an_arbitrary_volume_id(ec2sim: Ec2Simulator, aws: AwsClients) -> None:
     """As in AWS, a copy's VolumeId is an arbitrary vol-ffffffff, not the source volume."""
     replica = await copy(aws, ec2sim.add_snapshot(SRC))
