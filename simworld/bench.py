@@ -2154,7 +2154,7 @@ def dr_memory_run(world: MotoWorld, sim: Any, filler: int = DR_FILLER_BYTES) -> 
         process = subprocess.Popen(
             [*_snapd_command(), "sync"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
         )
-        code, usage = _wait_with_usage(process, timeout=900)
+        code, usage, peak_kb = _wait_with_usage(process, timeout=900)
         wall = time.perf_counter() - begin
         stderr.seek(0)
         tail = stderr.read()[-2000:].decode(errors="replace")
@@ -2165,7 +2165,7 @@ def dr_memory_run(world: MotoWorld, sim: Any, filler: int = DR_FILLER_BYTES) -> 
         "filler_bytes": filler,
         "exit_code": code,
         "published": published,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak_kb / 1024,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "wall_seconds": wall,
         "stderr_tail": tail,
@@ -2174,15 +2174,21 @@ def dr_memory_run(world: MotoWorld, sim: Any, filler: int = DR_FILLER_BYTES) -> 
 
 def _wait_with_usage(
     process: subprocess.Popen[bytes], timeout: float
-) -> tuple[int, resource.struct_rusage]:
-    """Reap `process` with wait4 for its own resource usage (peak RSS in KiB, CPU): unlike
-    RUSAGE_CHILDREN, not mixed with the bench's earlier children. Killed after `timeout`."""
+) -> tuple[int, resource.struct_rusage, int]:
+    """Reap `process` with wait4 for its own CPU, and its peak RSS (KiB) from VmHWM sampled
+    every 50 ms while it runs. Not wait4's `ru_maxrss`: Linux carries the parent's RSS at
+    fork into the child's maxrss across exec, so a bench grown to hundreds of MB would be
+    charged to snapd. Killed after `timeout`."""
     deadline = time.monotonic() + timeout
+    peak_kb = 0
     while True:
+        sample = _proc_sample(process.pid)
+        if sample is not None:
+            peak_kb = max(peak_kb, sample.hwm_kb)
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage
+            return process.returncode, usage, peak_kb
         if time.monotonic() > deadline:
             process.kill()
         time.sleep(0.05)
@@ -2359,7 +2365,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "loading the EC2 model) and process exit are measured apart and not counted.",
         f"- **dr-memory**: `snapd sync` as a subprocess, the DR location on, over one backup "
         f"whose tarball holds {DR_FILLER_BYTES >> 20} MiB of filler (zeros: about a megabyte "
-        "packed) before its items; the peak RSS of that process (wait4) against the target. "
+        "packed) before its items; the peak RSS of that process (its VmHWM, sampled while "
+        "it runs) against the target. "
         "The test suite checks the streaming itself (bounded reads and parts); this figure is "
         "what it costs the whole process.",
         "",
@@ -2373,7 +2380,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## Reproduce",
         "",
         "```",
-        "make bench                                   # the full run (~11 min on 2 CPUs)",
+        "make bench                                   # the full run (~18 min on 2 CPUs)",
         "python -m simworld.bench --quick        # a smoke run in about two minutes",
         "python -m simworld.bench --sizes 1000,5000 --watched-fraction 0.2",
         "python -m simworld.bench --parts copy   # copy, discovery, steady, restore, dr-memory",
@@ -2390,7 +2397,7 @@ snapd's speed is bounded by AWS: N copies of duration D under an in-flight limit
 finish before ⌈N/L⌉·D. `make bench` measures how close snapd comes to that bound, what a
 discovery cycle costs as the bucket grows, and what a restore adds to AWS's own time — on a
 simulated AWS (moto in server mode with snapd's EC2 simulator, no account needed), with
-snapd running as its own process. Reproduce with `make bench` (about 11 minutes on 2 CPUs;
+snapd running as its own process. Reproduce with `make bench` (about 18 minutes on 2 CPUs;
 `python -m simworld.bench --quick` for a smoke run). The main figures:"""
 
 
@@ -2497,8 +2504,10 @@ def _notes(results: dict[str, Any], largest: dict[str, Any] | None) -> list[str]
         ]
     notes += [
         "- **Noise.** This is a shared 2-CPU virtual machine: across repeated runs the copy "
-        "makespan ratios moved by about ±0.03 and the cold cycle at 10,000 backups between "
-        "243 s and 375 s; the counts (requests, calls, pages, GetObject = 0) do not move.",
+        "makespan ratios moved by about ±0.03, and wall times with the load of other work on "
+        "the machine (beside other test runs the cold cycle at 10,000 backups took three times "
+        "as long as on a quiet machine); CPU seconds move far less, and the counts (requests, "
+        "calls, pages, GetObject = 0) do not move.",
         "- **Not measured.** Real AWS: its latencies, throttling and copy times vary; here "
         "every copy takes exactly D. A cold cycle over 10,000 backups that all belong to the "
         "watched schedule: about six requests per backup at moto's cost would take over half "
