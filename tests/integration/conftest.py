@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from simworld.ec2sim import Ec2Simulator
 from simworld.fake_kube import FakeKube
 from simworld.moto_server import MotoWorld
+from tests.integration.cli import ForkServer, use_fork_server
 from tests.integration.test_restore import DST, SCOPE, SRC, World
 
 
@@ -26,3 +28,16 @@ def world(moto: MotoWorld, ec2sim: Ec2Simulator, fake_kube: FakeKube, tmp_path: 
         "SNAPD_POLL_INTERVAL": "0.1",
     }
     return World(ec2sim, fake_kube, env, tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def snapd_fork_server() -> Iterator[None]:
+    """`run_snapd` forks its commands from one server per worker that imported snapd once
+    (tests/integration/forkserver.py): each command is still a process of its own."""
+    server = ForkServer()
+    use_fork_server(server)
+    try:
+        yield
+    finally:
+        use_fork_server(None)
+        server.close()
