@@ -660,6 +660,21 @@ def _decode_token(sim: Ec2Simulator, token: str) -> str:
     return after
 
 
+def _ids_or_page(
+    sim: Ec2Simulator, response: Any, ids_param: str, set_name: str
+) -> tuple[list[str], Any, str | None]:
+    """A Describe request's ids and page (MaxResults, NextToken); AWS refuses both at once."""
+    ids = response._get_param(ids_param, [])
+    max_results = response._get_param("MaxResults")
+    next_token = response._get_param("NextToken")
+    if ids and (max_results is not None or next_token):
+        raise sim._error(
+            "InvalidParameterCombination",
+            f"The parameter {set_name} cannot be used with the parameter maxResults",
+        )
+    return ids, max_results, next_token
+
+
 def _page_result(key: str, items: list[Any], token: str | None) -> dict[str, Any]:
     """A Describe* answer: the page under `key`, and NextToken when there is a next page."""
     return {key: items, "NextToken": token} if token else {key: items}
@@ -1068,15 +1083,10 @@ def _describe_patches(sim: Ec2Simulator) -> list[_Replacement]:
 
     def describe_snapshots_response(response: Any) -> Any:
         filters = response._filters_from_querystring()
-        snapshot_ids = response._get_param("SnapshotIds", [])
+        snapshot_ids, max_results, next_token = _ids_or_page(
+            sim, response, "SnapshotIds", "snapshotSet"
+        )
         owner_ids = response._get_param("OwnerIds", [])
-        max_results = response._get_param("MaxResults")
-        next_token = response._get_param("NextToken")
-        if snapshot_ids and (max_results is not None or next_token):
-            raise sim._error(
-                "InvalidParameterCombination",
-                "The parameter snapshotSet cannot be used with the parameter maxResults",
-            )
         backend = response.ec2_backend
         snapshots = backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
         if owner_ids:
@@ -1087,14 +1097,7 @@ def _describe_patches(sim: Ec2Simulator) -> list[_Replacement]:
 
     def describe_volumes_response(response: Any) -> Any:
         filters = response._filters_from_querystring()
-        volume_ids = response._get_param("VolumeIds", [])
-        max_results = response._get_param("MaxResults")
-        next_token = response._get_param("NextToken")
-        if volume_ids and (max_results is not None or next_token):
-            raise sim._error(
-                "InvalidParameterCombination",
-                "The parameter volumeSet cannot be used with the parameter maxResults",
-            )
+        volume_ids, max_results, next_token = _ids_or_page(sim, response, "VolumeIds", "volumeSet")
         volumes = response.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
         page, token = _paginate(sim, volumes, max_results, next_token)
         return ActionResult(_page_result("Volumes", page, token))
