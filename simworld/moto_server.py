@@ -57,6 +57,10 @@ def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoWorld]:
     os.environ.update(FAKE_AWS_ENV)
     from moto.server import ThreadedMotoServer
 
+    from simworld import s3index
+
+    s3index.install()
+
     # One access-log line per request drowns the demo's and the tests' own output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
