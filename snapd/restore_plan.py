@@ -570,87 +570,104 @@ def plan_restores(
     """
     plans: list[RestorePlan] = []
     refused: list[Refusal] = []
-    problems: list[str] = []
     for replica in replicas:
-        namespace, pvc = replica.volume.namespace or "", replica.volume.pvc or ""
-        label = f"{namespace}/{pvc}"
-        try:
-            zone, note = choose_zone(
-                request.target_region,
-                replica.volume.availability_zone,
-                request.availability_zone,
-                zones,
-            )
-        except ConfigError as error:
-            if not request.restore_all:
-                raise
-            # With --all, one PVC's zone is that PVC's problem: the others go ahead.
-            refused.append(Refusal(label, str(error)))
-            continue
-        try:
-            _check_volume_settings(replica)
-        except ValueError as error:
-            refused.append(Refusal(label, str(error)))
-            continue
-        target_namespace = request.target_namespace or namespace
-        target_pvc = request.target_pvc or pvc
-        key = build_restore_key(
-            scope=request.scope,
-            backup=request.backup,
-            namespace=namespace,
-            pvc=pvc,
-            target_namespace=target_namespace,
-            target_pvc=target_pvc,
-            region=request.target_region,
-            zone=zone,
+        planned = _plan_one(replica, request, zones)
+        if isinstance(planned, Refusal):
+            refused.append(planned)
+        else:
+            plans.append(planned)
+    plans, unbuildable = _buildable(plans, request.scope)
+    clashes = _clashing_targets(plans)
+    if clashes:
+        raise ConfigError("; ".join(clashes))
+    return plans, refused + unbuildable
+
+
+def _plan_one(
+    replica: Replica, request: RestoreRequest, zones: Sequence[str]
+) -> RestorePlan | Refusal:
+    """The plan for one replica, or why that PVC alone cannot be restored."""
+    namespace, pvc = replica.volume.namespace or "", replica.volume.pvc or ""
+    label = f"{namespace}/{pvc}"
+    try:
+        zone, note = choose_zone(
+            request.target_region,
+            replica.volume.availability_zone,
+            request.availability_zone,
+            zones,
         )
-        plans.append(
-            RestorePlan(
-                replica=replica,
-                backup=request.backup,
-                source_namespace=namespace,
-                source_pvc=pvc,
-                target_namespace=target_namespace,
-                target_pvc=target_pvc,
-                region=request.target_region,
-                zone=zone,
-                zone_note=note,
-                copy_back=request.copy_back,
-                pv_name=manifests.build_pv_name(target_namespace, target_pvc, request.backup),
-                key=key,
-                size_gib=int(replica.volume.size_gib or 0),
-                volume_type=replica.volume.volume_type,
-                iops=replica.volume.iops,
-                throughput=replica.volume.throughput,
-                encrypted=replica.encrypted,
-                kms_key_id=request.kms_key_id,
-            )
-        )
+    except ConfigError as error:
+        if not request.restore_all:
+            raise
+        # With --all, one PVC's zone is that PVC's problem: the others go ahead.
+        return Refusal(label, str(error))
+    try:
+        _check_volume_settings(replica)
+    except ValueError as error:
+        return Refusal(label, str(error))
+    target_namespace = request.target_namespace or namespace
+    target_pvc = request.target_pvc or pvc
+    key = build_restore_key(
+        scope=request.scope,
+        backup=request.backup,
+        namespace=namespace,
+        pvc=pvc,
+        target_namespace=target_namespace,
+        target_pvc=target_pvc,
+        region=request.target_region,
+        zone=zone,
+    )
+    return RestorePlan(
+        replica=replica,
+        backup=request.backup,
+        source_namespace=namespace,
+        source_pvc=pvc,
+        target_namespace=target_namespace,
+        target_pvc=target_pvc,
+        region=request.target_region,
+        zone=zone,
+        zone_note=note,
+        copy_back=request.copy_back,
+        pv_name=manifests.build_pv_name(target_namespace, target_pvc, request.backup),
+        key=key,
+        size_gib=int(replica.volume.size_gib or 0),
+        volume_type=replica.volume.volume_type,
+        iops=replica.volume.iops,
+        throughput=replica.volume.throughput,
+        encrypted=replica.encrypted,
+        kms_key_id=request.kms_key_id,
+    )
+
+
+def _buildable(plans: list[RestorePlan], scope: str) -> tuple[list[RestorePlan], list[Refusal]]:
+    """The plans whose PV/PVC and tags can be built; a refusal for each of the others."""
     buildable: list[RestorePlan] = []
+    refused: list[Refusal] = []
     for plan in plans:
         try:
-            build_manifests(plan, PLACEHOLDER_VOLUME, request.scope)
+            build_manifests(plan, PLACEHOLDER_VOLUME, scope)
         except ValueError as error:
             refused.append(Refusal(plan.label, f"cannot build its PV/PVC: {error}"))
             continue
         try:
-            check_tags(plan, request.scope)
+            check_tags(plan, scope)
         except ValueError as error:
             refused.append(Refusal(plan.label, f"cannot tag its copy-back or volume: {error}"))
             continue
         buildable.append(plan)
-    plans = buildable
+    return buildable, refused
+
+
+def _clashing_targets(plans: list[RestorePlan]) -> list[str]:
+    """One problem per target PVC that more than one plan would restore into."""
     targets: dict[str, list[str]] = defaultdict(list)
     for plan in plans:
         targets[plan.target_label].append(plan.label)
-    problems += [
+    return [
         f"{', '.join(sources)} would all be restored into {target}"
         for target, sources in sorted(targets.items())
         if len(sources) > 1
     ]
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return plans, refused
 
 
 def build_manifests(
