@@ -2691,8 +2691,8 @@ def _copy_notes(runs: Sequence[dict[str, Any]]) -> list[str]:
     lost = (base["makespan"] - base["bound"]) / max(1, base["count"] / base["capacity"])
     return [
         f"- **Copy pipeline.** Each of the ⌈N/L⌉ rounds loses about {lost:.2f} s: a "
-        f"finished copy is seen {base['detect_lag_mean']:.2f} s after its end on average "
-        f"and its slot is refilled {base['refill_mean']:.2f} s after that — about one "
+        f"finished copy is seen {_seconds(base['detect_lag_mean'])} s after its end on average "
+        f"and its slot is refilled {_seconds(base['refill_mean'])} s after that — about one "
         "DescribeSnapshots and one CopySnapshot round trip, the least a round can cost. "
         "The poller describes every pending copy once per poll interval and, in between, "
         "only the copies whose measured Progress says they are done (never within a "
@@ -2709,6 +2709,12 @@ def _copy_notes(runs: Sequence[dict[str, Any]]) -> list[str]:
         "machine under load each round trip takes several times that, which is what the "
         "makespan ratio measures beyond the bound.",
     ]
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds in a note, or `n/a` for a figure the run could not measure (no slot was
+    refilled when N ≤ L; no copy-back started when the restore failed)."""
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _refusals_text(foreign: dict[str, Any] | None) -> str:
@@ -2780,7 +2786,7 @@ def _restore_notes(restores: Sequence[dict[str, Any]]) -> list[str]:
         f"- **Restore.** Of the {one['overhead']:.2f} s beyond AWS's time for one PVC, "
         f"{(one['copy_lag'] or 0) + (one['volume_lag'] or 0):.2f} s is noticing that the "
         "copy-back and then the volume are done, and "
-        f"{one['before_copy']:.2f} s the look-ups before the copy-back starts (the "
+        f"{_seconds(one['before_copy'])} s the look-ups before the copy-back starts (the "
         "replica and the zones side by side with connecting to Kubernetes, then the "
         "Kubernetes objects, copy-backs and volumes of an earlier run side by side). The "
         "copy-back is looked at when its Progress says it is due, volumes every quarter "

@@ -528,3 +528,15 @@ def test_figures_of_a_saved_run_are_rebuilt_from_its_raw_runs() -> None:
     missing = [saved for saved in results["figures"] if saved not in records]
     assert not missing, f"saved figures not rebuilt in order: {missing[:3]}"
     assert len(results["figures"]) > 100
+
+
+def test_results_markdown_says_n_a_for_what_a_run_could_not_measure() -> None:
+    """A copy run of one round refills no slot and a failed restore starts no copy-back:
+    their notes say `n/a` instead of the renderer failing after the whole bench ran."""
+    results = _saved_run()
+    base = next(r for r in results["parts"]["copy"]["runs"] if r["label"] == "F=0")
+    base["refill_mean"] = None
+    results["parts"]["restore"]["runs"][0]["before_copy"] = None
+    rendered = bench.render_markdown(results)
+    assert "its slot is refilled n/a s after that" in rendered
+    assert "n/a s the look-ups before the copy-back starts" in rendered
