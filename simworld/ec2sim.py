@@ -754,18 +754,34 @@ def _moto_backend_names() -> set[str]:
 def check_moto() -> None:
     """Raise `MotoMismatchError` unless moto is the release and shape the patches expect."""
     import moto
+
+    problems: list[str] = []
+    if moto.__version__ != MOTO_VERSION:
+        problems.append(f"moto {moto.__version__} is installed, the simulator needs {MOTO_VERSION}")
+    problems += _signature_problems()
+    problems += _placement_problems()
+    problems += _missing_action_problems()
+    problems += _attribute_shape_problems()
+    if problems:
+        raise MotoMismatchError(
+            "the EC2 simulator does not fit this moto; re-verify simworld/ec2sim.py "
+            "against it and update MOTO_VERSION:\n  - " + "\n  - ".join(problems)
+        )
+
+
+def _signature_owners() -> dict[str, Any]:
+    """The moto classes and functions `_EXPECTED_SIGNATURES` names, by those names."""
     from moto.core.responses import BaseResponse
     from moto.ec2.exceptions import InvalidSnapshotInUse
     from moto.ec2.models import EC2Backend
     from moto.ec2.models.core import TaggedEC2Resource
-    from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot, Volume
-    from moto.ec2.responses import EC2Response
+    from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
     from moto.ec2.responses._base_response import EC2BaseResponse
     from moto.ec2.responses.elastic_block_store import ElasticBlockStore
     from moto.ec2.utils import is_filter_matching
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-    owners: dict[str, Any] = {
+    return {
         "DomainDispatcherApplication": DomainDispatcherApplication,
         "BaseResponse": BaseResponse,
         "EBSBackend": EBSBackend,
@@ -777,9 +793,13 @@ def check_moto() -> None:
         "InvalidSnapshotInUse": InvalidSnapshotInUse,
         "is_filter_matching": is_filter_matching,
     }
+
+
+def _signature_problems() -> list[str]:
+    """The patches call moto's functions positionally: a renamed or added parameter would
+    shift every argument, so each signature must be the one the patches were written for."""
+    owners = _signature_owners()
     problems: list[str] = []
-    if moto.__version__ != MOTO_VERSION:
-        problems.append(f"moto {moto.__version__} is installed, the simulator needs {MOTO_VERSION}")
     for (owner_name, attr), expected in _EXPECTED_SIGNATURES.items():
         target = owners[owner_name] if not attr else getattr(owners[owner_name], attr, None)
         if target is None:
@@ -788,7 +808,20 @@ def check_moto() -> None:
         names = list(inspect.signature(target).parameters)
         if names != expected:
             problems.append(f"{owner_name}.{attr}{tuple(names)} != expected {tuple(expected)}")
-    # The patches replace these; each must be where the simulator puts its own.
+    return problems
+
+
+def _placement_problems() -> list[str]:
+    """The patches replace these; each must be where the simulator puts its own, else a
+    subclass's override would hide the patch and moto's own behaviour would answer."""
+    from moto.core.responses import BaseResponse
+    from moto.ec2.models import EC2Backend
+    from moto.ec2.models.elastic_block_store import EBSBackend
+    from moto.ec2.responses import EC2Response
+    from moto.ec2.responses._base_response import EC2BaseResponse
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    problems: list[str] = []
     for owner, attr, patched in (
         (EC2Response, "call_action", BaseResponse),
         (EC2Response, "describe_snapshots", ElasticBlockStore),
@@ -803,12 +836,29 @@ def check_moto() -> None:
         if defined_in is not patched:
             where = defined_in.__name__ if defined_in else "nowhere"
             problems.append(f"{owner.__name__}.{attr} now comes from {where}")
-    # Actions the simulator adds must not exist in moto (else moto grew them: re-verify).
+    return problems
+
+
+def _missing_action_problems() -> list[str]:
+    """Actions the simulator adds must not exist in moto (else moto grew them: re-verify)."""
+    from moto.ec2.responses import EC2Response
+
+    problems: list[str] = []
     for attr in ("lock_snapshot", "unlock_snapshot", "describe_locked_snapshots"):
         if hasattr(EC2Response, attr):
             problems.append(f"moto now implements EC2 {attr}; compare it with the simulator's")
     if "rbin" in _moto_backend_names():
         problems.append("moto now has a Recycle Bin backend; compare it with the simulator's")
+    return problems
+
+
+def _attribute_shape_problems() -> list[str]:
+    """`_state_patches` puts properties computed from the simulated clock on Snapshot and
+    Volume: they stand in for moto's only while moto keeps `progress` and Volume `status`
+    as properties and sets `status` (and `state_message`) on the instance."""
+    from moto.ec2.models.elastic_block_store import Snapshot, Volume
+
+    problems: list[str] = []
     if not isinstance(Snapshot.__dict__.get("progress"), property):
         problems.append("Snapshot.progress is no longer a property")
     if "status" in Snapshot.__dict__ or "state_message" in Snapshot.__dict__:
@@ -818,11 +868,7 @@ def check_moto() -> None:
     init_source = inspect.getsource(Snapshot.__init__)
     if 'self.status = "completed"' not in init_source:
         problems.append("Snapshot.__init__ no longer sets self.status")
-    if problems:
-        raise MotoMismatchError(
-            "the EC2 simulator does not fit this moto; re-verify simworld/ec2sim.py "
-            "against it and update MOTO_VERSION:\n  - " + "\n  - ".join(problems)
-        )
+    return problems
 
 
 # ------------------------------------------------------------- the patches of moto
@@ -980,12 +1026,15 @@ def _tag_patches(sim: Ec2Simulator) -> list[_Replacement]:
 def _copy_patches(sim: Ec2Simulator) -> list[_Replacement]:
     """CopySnapshot: standing refusals, the in-flight limit, then a pending copy; and the
     time-based copy's CompletionDurationMinutes, which moto drops."""
-    from moto.ec2.models import ec2_backends
+    return [_copy_snapshot_patch(sim), _copy_snapshot_response_patch(sim)]
+
+
+def _copy_snapshot_patch(sim: Ec2Simulator) -> _Replacement:
+    """The backend's CopySnapshot: refused as AWS would (`_refuse_copy`), else moto's copy
+    made a pending one that completes, or fails, on the simulated clock."""
     from moto.ec2.models.elastic_block_store import EBSBackend
-    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
     base_copy = EBSBackend.copy_snapshot
-    base_copy_response = ElasticBlockStore.copy_snapshot
 
     def copy_snapshot(
         backend: Any,
@@ -995,21 +1044,7 @@ def _copy_patches(sim: Ec2Simulator) -> list[_Replacement]:
         kms_key_id: str | None,
     ) -> Any:
         with sim._lock:
-            refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
-            if refusal is not None:
-                raise sim._error(refusal.code, refusal.message, refusal.status)
-            if sim._pending_in(backend) >= sim.copy_limit:
-                raise sim._error(
-                    "ResourceLimitExceeded",
-                    "Too many snapshot copies in progress. "
-                    f"The limit is {sim.copy_limit} for this destination region.",
-                )
-            source_backend = ec2_backends[backend.account_id][source_region]
-            source = source_backend.snapshots.get(source_snapshot_id)
-            if source is not None and source.status != "completed":
-                raise sim._error(
-                    "IncorrectState", f"Snapshot is in invalid state - {source.status}"
-                )
+            _refuse_copy(sim, backend, source_snapshot_id, source_region)
             snapshot = base_copy(
                 backend, source_snapshot_id, source_region, description, kms_key_id
             )
@@ -1027,6 +1062,39 @@ def _copy_patches(sim: Ec2Simulator) -> list[_Replacement]:
                 visible_at=now + sim.invisible_for,
             )
             return snapshot
+
+    return (EBSBackend, "copy_snapshot", copy_snapshot)
+
+
+def _refuse_copy(
+    sim: Ec2Simulator, backend: Any, source_snapshot_id: str, source_region: str
+) -> None:
+    """Raise what AWS answers a CopySnapshot it refuses, in its order: a standing refusal
+    the test set, the destination's in-flight limit, a source that is not completed.
+    Called under the simulator's lock, so the limit counts every copy made before."""
+    from moto.ec2.models import ec2_backends
+
+    refusal = sim._copy_refusals.get(source_snapshot_id) or sim._copy_refusals.get(None)
+    if refusal is not None:
+        raise sim._error(refusal.code, refusal.message, refusal.status)
+    if sim._pending_in(backend) >= sim.copy_limit:
+        raise sim._error(
+            "ResourceLimitExceeded",
+            "Too many snapshot copies in progress. "
+            f"The limit is {sim.copy_limit} for this destination region.",
+        )
+    source_backend = ec2_backends[backend.account_id][source_region]
+    source = source_backend.snapshots.get(source_snapshot_id)
+    if source is not None and source.status != "completed":
+        raise sim._error("IncorrectState", f"Snapshot is in invalid state - {source.status}")
+
+
+def _copy_snapshot_response_patch(sim: Ec2Simulator) -> _Replacement:
+    """The CopySnapshot request's CompletionDurationMinutes (a time-based copy), which moto
+    drops: checked as AWS does, remembered, and reported back by DescribeSnapshots."""
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    base_copy_response = ElasticBlockStore.copy_snapshot
 
     def copy_snapshot_response(response: Any) -> Any:
         minutes = response._get_param("CompletionDurationMinutes")
@@ -1049,10 +1117,7 @@ def _copy_patches(sim: Ec2Simulator) -> list[_Replacement]:
                     made.completion_duration_minutes = int(minutes)
         return answer
 
-    return [
-        (EBSBackend, "copy_snapshot", copy_snapshot),
-        (ElasticBlockStore, "copy_snapshot", copy_snapshot_response),
-    ]
+    return (ElasticBlockStore, "copy_snapshot", copy_snapshot_response)
 
 
 def _describe_patches(sim: Ec2Simulator) -> list[_Replacement]:
@@ -1142,6 +1207,17 @@ def _delete_patches(sim: Ec2Simulator) -> list[_Replacement]:
 def _lock_patches(sim: Ec2Simulator) -> list[_Replacement]:
     """EBS snapshot lock: LockSnapshot, UnlockSnapshot and DescribeLockedSnapshots, which moto
     does not have."""
+    return [
+        _lock_snapshot_patch(sim),
+        _unlock_snapshot_patch(sim),
+        _describe_locked_snapshots_patch(sim),
+    ]
+
+
+def _lock_snapshot_patch(sim: Ec2Simulator) -> _Replacement:
+    """LockSnapshot: a new lock or a change to the snapshot's lock, by the rules of
+    `snapshot_lock.lock_snapshot`; answers the lock as DescribeLockedSnapshots would,
+    without OwnerId (as AWS does)."""
     from moto.core.responses import ActionResult
     from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
@@ -1171,6 +1247,15 @@ def _lock_patches(sim: Ec2Simulator) -> list[_Replacement]:
         info.pop("OwnerId")
         return ActionResult(info)
 
+    return (ElasticBlockStore, "lock_snapshot", lock_snapshot_response)
+
+
+def _unlock_snapshot_patch(sim: Ec2Simulator) -> _Replacement:
+    """UnlockSnapshot: removes the snapshot's lock when `snapshot_lock.unlock_snapshot`
+    allows it (governance mode, or compliance still in its cooling-off period)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
     def unlock_snapshot_response(response: Any) -> Any:
         response.error_on_dryrun()
         snapshot = _owned_snapshot(sim, response)
@@ -1181,6 +1266,15 @@ def _lock_patches(sim: Ec2Simulator) -> list[_Replacement]:
                 raise sim._error(error.code, error.message) from None
             snapshot.__dict__.pop(_LOCK, None)
         return ActionResult({"SnapshotId": snapshot.id})
+
+    return (ElasticBlockStore, "unlock_snapshot", unlock_snapshot_response)
+
+
+def _describe_locked_snapshots_patch(sim: Ec2Simulator) -> _Replacement:
+    """DescribeLockedSnapshots: the region's locks on the caller's own snapshots, chosen by
+    ids and filters (`snapshot_lock.filter_locks`), paginated as the other Describes are."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
     def describe_locked_snapshots_response(response: Any) -> Any:
         response.error_on_dryrun()
@@ -1210,11 +1304,7 @@ def _lock_patches(sim: Ec2Simulator) -> list[_Replacement]:
             _page_result("Snapshots", [item.value.describe(now) for item in page], token)
         )
 
-    return [
-        (ElasticBlockStore, "lock_snapshot", lock_snapshot_response),
-        (ElasticBlockStore, "unlock_snapshot", unlock_snapshot_response),
-        (ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots_response),
-    ]
+    return (ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots_response)
 
 
 def _volume_patches(sim: Ec2Simulator) -> list[_Replacement]:

@@ -928,12 +928,6 @@ def _add(archive: tarfile.TarFile, path: str, data: bytes) -> None:
 def _pv(snap: BuiltSnapshot) -> dict[str, Any]:
     """The PV as the API server returns it: CSI (nodeAffinity) or in-tree (zone labels)."""
     volume = snap.volume
-    labels: dict[str, str] = {}
-    if volume.zone_in == "label":
-        labels = {
-            "topology.kubernetes.io/region": snap.az[:-1],
-            "topology.kubernetes.io/zone": snap.az,
-        }
     spec: dict[str, Any] = {
         "accessModes": list(volume.access_modes),
         "capacity": {"storage": volume.capacity or f"{volume.size_gib}Gi"},
@@ -947,14 +941,48 @@ def _pv(snap: BuiltSnapshot) -> dict[str, Any]:
         "persistentVolumeReclaimPolicy": "Delete",
         "storageClassName": volume.storage_class,
         "volumeMode": volume.volume_mode,
+        **_pv_volume_source(snap),
     }
+    if volume.zone_in == "affinity":
+        spec["nodeAffinity"] = _pv_node_affinity(snap.az)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": volume.pv_name,
+            "labels": _pv_zone_labels(snap),
+            "annotations": {"pv.kubernetes.io/provisioned-by": "ebs.csi.aws.com"},
+            "finalizers": ["kubernetes.io/pv-protection"],
+        },
+        "spec": spec,
+        "status": {"phase": "Bound"},
+    }
+
+
+def _pv_zone_labels(snap: BuiltSnapshot) -> dict[str, str]:
+    """The topology labels of a PV whose zone is in its labels (older provisioners): snapd
+    must read the zone from there when the PV has no nodeAffinity."""
+    if snap.volume.zone_in != "label":
+        return {}
+    return {
+        "topology.kubernetes.io/region": snap.az[:-1],
+        "topology.kubernetes.io/zone": snap.az,
+    }
+
+
+def _pv_volume_source(snap: BuiltSnapshot) -> dict[str, Any]:
+    """The PV's volume source: the in-tree `awsElasticBlockStore` (`aws://zone/vol-…`) or
+    the EBS CSI driver's handle — the two shapes a volume id is read from."""
+    volume = snap.volume
     if volume.in_tree:
-        spec["awsElasticBlockStore"] = {
-            "volumeID": f"aws://{snap.az}/{snap.volume_id}",
-            "fsType": volume.fs_type,
+        return {
+            "awsElasticBlockStore": {
+                "volumeID": f"aws://{snap.az}/{snap.volume_id}",
+                "fsType": volume.fs_type,
+            }
         }
-    else:
-        spec["csi"] = {
+    return {
+        "csi": {
             "driver": "ebs.csi.aws.com",
             "fsType": volume.fs_type,
             "volumeHandle": snap.volume_id,
@@ -962,34 +990,13 @@ def _pv(snap: BuiltSnapshot) -> dict[str, Any]:
                 "storage.kubernetes.io/csiProvisionerIdentity": "1718000000000-8081-ebs.csi.aws.com"
             },
         }
-    if volume.zone_in == "affinity":
-        spec["nodeAffinity"] = {
-            "required": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": "topology.ebs.csi.aws.com/zone",
-                                "operator": "In",
-                                "values": [snap.az],
-                            }
-                        ]
-                    }
-                ]
-            }
-        }
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {
-            "name": volume.pv_name,
-            "labels": labels,
-            "annotations": {"pv.kubernetes.io/provisioned-by": "ebs.csi.aws.com"},
-            "finalizers": ["kubernetes.io/pv-protection"],
-        },
-        "spec": spec,
-        "status": {"phase": "Bound"},
     }
+
+
+def _pv_node_affinity(zone: str) -> dict[str, Any]:
+    """The EBS CSI driver's nodeAffinity: the PV may mount only in its volume's zone."""
+    term = {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": [zone]}
+    return {"required": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}}
 
 
 def _pvc(snap: BuiltSnapshot) -> dict[str, Any]:

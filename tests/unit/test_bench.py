@@ -6,6 +6,9 @@ The benchmark itself (`make bench`) runs for minutes against moto and is never r
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -486,3 +489,54 @@ def test_a_warm_cycle_counts_its_dr_pass_but_not_a_prune_pass_after_it() -> None
         ("ListObjectsV2", "snapd-dr"),
     ]
     assert bench.cycle_requests(log, window) == counted[:2]  # no tail bucket, no tail
+
+
+#: A small real run saved as it was written (`--parts copy,discovery,steady,restore
+#: --sizes 200,400 --copies 45`), and the RESULTS.md rendered from it. A deliberate change
+#: to RESULTS.md's wording rewrites the expected file: run `render_markdown` on the saved
+#: run and read the diff before committing it.
+SAVED_RUN = Path(__file__).parent / "data" / "bench-results.json"
+SAVED_MARKDOWN = Path(__file__).parent / "data" / "bench-RESULTS.md"
+
+
+def _saved_run() -> dict[str, Any]:
+    results: dict[str, Any] = json.loads(SAVED_RUN.read_text())
+    return results
+
+
+def test_results_markdown_of_a_saved_run_is_unchanged() -> None:
+    """RESULTS.md from a saved results.json is byte for byte the expected document: the
+    heading, what is measured, the tables and every note of every part."""
+    rendered = bench.render_markdown(_saved_run())
+    assert rendered == SAVED_MARKDOWN.read_text()
+
+
+def test_figures_of_a_saved_run_are_rebuilt_from_its_raw_runs() -> None:
+    """Each part's figure builder turns the saved raw runs back into the saved figures, in
+    order and equal field for field (a figure added since may sit between them)."""
+    results = _saved_run()
+    parts = results["parts"]
+    rebuilt: list[Figure] = []
+    for run in parts["copy"]["runs"]:
+        rebuilt += bench.copy_figures(run, run["label"], judged="sensitivity" not in run["label"])
+    fraction = parts["discovery"]["config"]["watched_fraction"]
+    rebuilt += bench.discovery_figures(parts["discovery"]["runs"], fraction)
+    rebuilt += bench.steady_figures(parts["steady"]["runs"])
+    restore = bench.RestoreConfig(**parts["restore"]["config"])
+    rebuilt += bench.restore_figures(parts["restore"]["runs"], restore)
+    records = iter(f.as_dict() for f in rebuilt)
+    missing = [saved for saved in results["figures"] if saved not in records]
+    assert not missing, f"saved figures not rebuilt in order: {missing[:3]}"
+    assert len(results["figures"]) > 100
+
+
+def test_results_markdown_says_n_a_for_what_a_run_could_not_measure() -> None:
+    """A copy run of one round refills no slot and a failed restore starts no copy-back:
+    their notes say `n/a` instead of the renderer failing after the whole bench ran."""
+    results = _saved_run()
+    base = next(r for r in results["parts"]["copy"]["runs"] if r["label"] == "F=0")
+    base["refill_mean"] = None
+    results["parts"]["restore"]["runs"][0]["before_copy"] = None
+    rendered = bench.render_markdown(results)
+    assert "its slot is refilled n/a s after that" in rendered
+    assert "n/a s the look-ups before the copy-back starts" in rendered
