@@ -270,6 +270,64 @@ async def _namespace_exists(client: kube.KubeClient, name: str) -> bool | None:
         raise
 
 
+async def _kube_state_by_name(
+    client: kube.KubeClient, plan: RestorePlan
+) -> tuple[list[KubeState], list[dict[str, Any]]]:
+    """One PVC: its PV, PVC and namespace each by name, and the PVs snapd restored (rivals)
+    by label — a few small GETs, whatever the size of the cluster."""
+    async with asyncio.TaskGroup() as group:
+        state = group.create_task(
+            inspect_kube(client, plan, _namespace_exists(client, plan.target_namespace))
+        )
+        restored = group.create_task(
+            client.list_pvs(manifests.label_selector({manifests.MANAGED_BY: "snapd"}))
+        )
+    return [state.result()], restored.result()
+
+
+async def _kube_state_listed(
+    client: kube.KubeClient, plans: Sequence[RestorePlan]
+) -> tuple[list[KubeState], list[dict[str, Any]]]:
+    """Several PVCs (`--all`): every PV in one LIST, each target namespace's PVCs in one LIST
+    and the namespace in one GET — a few requests for the whole restore, not two per PVC.
+
+    The PV list answers all three PV questions: the PV of each target's name (a foreign one
+    blocks the restore), the PV each target PVC is bound to, and the PVs snapd restored
+    (rivals, by the label `list_pvs` would select them by).
+    """
+    namespaces = sorted({p.target_namespace for p in plans})
+    async with asyncio.TaskGroup() as group:
+        every_pv = group.create_task(client.list_pvs())
+        claims = {name: group.create_task(client.list_pvcs(name)) for name in namespaces}
+        exists = {name: group.create_task(_namespace_exists(client, name)) for name in namespaces}
+    pvs = {_name_of(pv): pv for pv in every_pv.result()}
+    pvcs = {
+        (namespace, _name_of(pvc)): pvc
+        for namespace, task in claims.items()
+        for pvc in task.result()
+    }
+    states: list[KubeState] = []
+    for plan in plans:
+        pvc = pvcs.get((plan.target_namespace, plan.target_pvc))
+        volume_name = ((pvc or {}).get("spec") or {}).get("volumeName")
+        bound_pv = (
+            pvs.get(str(volume_name)) if volume_name and volume_name != plan.pv_name else None
+        )
+        states.append(
+            (pvs.get(plan.pv_name), pvc, bound_pv, exists[plan.target_namespace].result())
+        )
+    restored = [
+        pv
+        for pv in pvs.values()
+        if ((pv.get("metadata") or {}).get("labels") or {}).get(manifests.MANAGED_BY) == "snapd"
+    ]
+    return states, restored
+
+
+def _name_of(resource: Mapping[str, Any]) -> str:
+    return str((resource.get("metadata") or {}).get("name") or "")
+
+
 # --------------------------------------------------------------------------- doing
 
 
@@ -571,7 +629,8 @@ async def discover(
 ) -> dict[str, Found]:
     """What already exists of every planned restore, read-only: AWS by tags, Kubernetes by name.
 
-    The three lookups are independent and run side by side (a person waits on them)."""
+    The three lookups are independent and run side by side (a person waits on them).
+    Kubernetes is read by name for one PVC and by LIST for several (`_kube_state_listed`)."""
 
     async def copy_backs_of() -> dict[str, list[Replica]]:
         if not (request.copy_back and plans):
@@ -579,25 +638,12 @@ async def discover(
         keys = (p.key for p in plans)
         return await find_copy_backs(aws, request.target_region, request.scope, keys)
 
-    async def kube_state_of() -> list[KubeState]:
-        if client is None:
-            return [(None, None, None, None)] * len(plans)
-        # One GET per namespace, not per PVC: `--all` restores many PVCs into a few.
-        async with asyncio.TaskGroup() as group:
-            namespaces = {
-                name: group.create_task(_namespace_exists(client, name))
-                for name in sorted({p.target_namespace for p in plans})
-            }
-            states = [
-                group.create_task(inspect_kube(client, p, namespaces[p.target_namespace]))
-                for p in plans
-            ]
-        return [state.result() for state in states]
-
-    async def restored_pvs() -> list[dict[str, Any]]:
+    async def kube_state_of() -> tuple[list[KubeState], list[dict[str, Any]]]:
         if client is None or not plans:
-            return []
-        return await client.list_pvs(manifests.label_selector({manifests.MANAGED_BY: "snapd"}))
+            return [(None, None, None, None)] * len(plans), []
+        if len(plans) == 1:
+            return await _kube_state_by_name(client, plans[0])
+        return await _kube_state_listed(client, plans)
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -606,10 +652,9 @@ async def discover(
                 find_volumes(aws, request.target_region, request.scope, (p.key for p in plans))
             )
             kube_task = group.create_task(kube_state_of())
-            restored_task = group.create_task(restored_pvs())
     except ExceptionGroup as group_error:
         raise first_error(group_error) from group_error
-    copy_backs, volumes, kube_state = (
+    copy_backs, volumes, (kube_state, restored) = (
         copy_backs_task.result(),
         volumes_task.result(),
         kube_task.result(),
@@ -627,7 +672,7 @@ async def discover(
             bound_pv=bound_pv,
             kube_checked=client is not None,
             namespace_exists=namespace_exists,
-            rivals=rival_pvs(plan, restored_task.result()),
+            rivals=rival_pvs(plan, restored),
         )
     return result
 
