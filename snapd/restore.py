@@ -204,7 +204,8 @@ class Waiters:
 
     copy_backs: BatchWaiter[Replica]
     volumes: BatchWaiter[VolumeRecord]
-    #: Every copy-back of a restore key, looked up again once this run's copy-back completed.
+    #: Every copy-back of a restore key, looked up again once this run asked for its volume
+    #: (PVCs whose volumes were asked for within a volume poll share one DescribeSnapshots).
     copy_backs_again: BatchLookup[Sequence[Replica]]
 
     @classmethod
@@ -227,7 +228,11 @@ class Waiters:
                 what="volume",
                 poll_interval=poll_interval * VOLUME_POLL_SHARE,
             ),
-            copy_backs_again=BatchLookup(partial(find_copy_backs, aws, region, scope), missing=()),
+            copy_backs_again=BatchLookup(
+                partial(find_copy_backs, aws, region, scope),
+                missing=(),
+                linger=poll_interval * VOLUME_POLL_SHARE,
+            ),
         )
 
     async def close(self) -> None:
@@ -409,6 +414,11 @@ class Restorer:
                 copy_back_id = await self._copy_back(plan, found.copy_backs)
                 snapshot_id = copy_back_id
             volume_id = await self._create_volume(plan, snapshot_id, found.failed_volumes)
+            if copy_back_id:
+                # Cleanup's second look starts now, batched with the PVCs whose volumes were
+                # requested alongside, and is answered while the volume is being made: off
+                # the path a person waits on, and after the burst of CreateVolume calls.
+                self.waiters.copy_backs_again.ask(plan.key)
             volume = await self._wait_volume(plan, volume_id)
         elif volume.state == "creating":
             log.info("restore.volume_adopted", volume_id=volume.volume_id)
@@ -466,9 +476,6 @@ class Restorer:
                 f"{final.state_message or 'no message'}; {fate} — run the restore again to retry"
             )
         log.info("restore.copy_back_completed", snapshot_id=snapshot_id)
-        # Cleanup's second look starts now, batched with the PVCs completing alongside, and
-        # is answered while the volume is being made (off the path a person waits on).
-        self.waiters.copy_backs_again.ask(plan.key)
         return snapshot_id
 
     async def _start_copy_back(self, plan: RestorePlan) -> str:
