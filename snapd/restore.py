@@ -369,11 +369,10 @@ class Restorer:
         self.limit = asyncio.Semaphore(self.request.concurrency)
 
     async def restore_one(self, plan: RestorePlan, found: Found) -> Outcome:
-        """Copy back, volume, PV, then cleanup for one PVC; every failure becomes its outcome.
+        """Copy back, volume, then PV and cleanup for one PVC; every failure becomes its outcome.
 
-        The PV is created before the copy-backs are deleted: a cleanup that fails (an SCP
-        denying DeleteSnapshot) is a warning naming what is left behind, never a restore
-        that stops short of its PV.
+        A cleanup that fails (an SCP denying DeleteSnapshot) is a warning naming what is left
+        behind, never a restore that stops short of its PV (`_pv_and_cleanup`).
         """
         bound = log.bind(backup=plan.backup, namespace=plan.source_namespace, pvc=plan.source_pvc)
         try:
@@ -382,8 +381,7 @@ class Restorer:
                 raise WorkFailedError(refusal)
             async with self.limit:
                 copy_back_id, volume = await self._volume(plan, found)
-            await self._pv(plan, found, volume)
-            kept, left_behind = await self._clean_copy_backs(plan, found, copy_back_id, volume)
+            kept, left_behind = await self._pv_and_cleanup(plan, found, copy_back_id, volume)
         except SnapdError as error:
             bound.error("restore.failed", error=str(error))
             return Outcome(plan, error=str(error), found=found)
@@ -557,18 +555,43 @@ class Restorer:
             log.info("restore.volume_available", volume_id=volume_id, zone=record.zone)
         return record
 
+    async def _pv_and_cleanup(
+        self, plan: RestorePlan, found: Found, made: str | None, volume: VolumeRecord
+    ) -> tuple[bool, tuple[tuple[str, str], ...]]:
+        """Create the PV and delete the copy-backs side by side, once the volume is available.
+
+        Both need only that volume: from then on no copy-back is needed (a re-run finds the
+        volume by its tags), so the two no longer wait on each other on the path a person
+        waits on. A refused delete never stops the PV (it is returned as left behind). When
+        the PV fails, that is the outcome, and the cleanup still runs to its end (whatever
+        it could not delete carries the restore's tags: the re-run deletes it).
+        Returns (kept, left behind), as `_clean_copy_backs`.
+        """
+        cleanup = asyncio.create_task(
+            self._clean_copy_backs(plan, found, made, volume), name=f"cleanup {plan.label}"
+        )
+        try:
+            await self._pv(plan, found, volume)
+        except BaseException as error:
+            if not isinstance(error, SnapdError):
+                cleanup.cancel()  # Ctrl-C (or a bug): stop, as everything else stops
+            await asyncio.wait([cleanup])
+            if not cleanup.cancelled() and cleanup.exception() is not None:
+                log.warning("restore.cleanup_failed", error=str(cleanup.exception()))
+            raise
+        return await cleanup
+
     async def _clean_copy_backs(
         self, plan: RestorePlan, found: Found, made: str | None, volume: VolumeRecord
     ) -> tuple[bool, tuple[tuple[str, str], ...]]:
-        """Delete every copy-back of this restore once its PV exists.
+        """Delete every copy-back of this restore once its volume is available.
 
         Every one: those found at the start, the one used, and — when this run made a
-        copy-back — those found again once it completed (a CopySnapshot whose answer was lost
-        and was retried, or an interrupted run, makes one the start could not see; both exist
-        before this run's copy-back completes). With
-        `--keep-snapshot` the one the volume was made from is kept and only duplicates go.
-        A refused DeleteSnapshot is returned as left behind (id, why), never raised: the PV
-        exists. Returns (kept, left behind).
+        copy-back — those found again once its volume was asked for (a CopySnapshot whose
+        answer was lost and was retried, or an interrupted run, makes one the start could not
+        see; both exist before this run's copy-back completes). With `--keep-snapshot` the one
+        the volume was made from is kept and only duplicates go. A refused DeleteSnapshot is
+        returned as left behind (id, why), never raised. Returns (kept, left behind).
         """
         if not plan.copy_back:
             return False, ()
