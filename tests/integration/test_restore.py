@@ -601,6 +601,31 @@ def test_a_refused_delete_snapshot_still_creates_the_pv_and_names_what_is_left(
     assert world.snapshots(SRC) == []
 
 
+def test_a_refused_pv_fails_the_restore_yet_its_copy_back_is_deleted_and_a_rerun_finishes(
+    world: World,
+) -> None:
+    """The PV and the cleanup run side by side once the volume is available: a PV the API
+    refuses is the outcome (exit 1), the copy-back is deleted all the same (the volume no
+    longer needs it), and the re-run makes the PV from the volume it finds — no new copy."""
+    world.seed("shop", "data-db-0")
+    world.kube.fail("POST", "/api/v1/persistentvolumes", code=500, times=1)
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 1
+    assert "create PersistentVolume" in result.stderr
+    assert world.pvs() == []
+    assert world.snapshots(SRC) == []
+    [volume] = world.volumes(SRC)
+
+    again = world.restore(BACKUP, "data-db-0")
+
+    assert again.code == 0, again.stderr
+    [pv] = world.pvs()
+    assert pv["spec"]["csi"]["volumeHandle"] == volume["VolumeId"]
+    assert (world.calls("CopySnapshot", SRC), world.calls("CreateVolume", SRC)) == (1, 1)
+
+
 @pytest.mark.parametrize("region", [SRC, DST])
 def test_redoing_a_restore_after_deleting_its_volume_makes_a_new_one(
     world: World, region: str

@@ -19,7 +19,7 @@ TRICKY_VALUES = [
     "~",
     "- dash",
     "#hash",
-    "it's \"quoted\"\nand two lines",
+    'it\'s "quoted"\nand two lines',
     "ünïcode ✓ and emoji 🚀",
     "a" * 300,
     "trailing space ",
