@@ -5,11 +5,12 @@ replica, region, zone, ClientToken, tags, manifests) is made first, pure, in
 `restore_plan.py`, so `--dry-run` and the tests see them without touching anything.
 
 Here: look up what a previous run already made (copy-back and volume by their tags, PV by its
-deterministic name; side by side), then per PVC: copy back with the copier's own
-`copy_snapshot`, wait for it, CreateVolume with the plan's ClientToken, wait for `available`
-(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), create the PV, then
-delete every copy-back of the restore (a refused delete is a warning naming what is left:
-the PV already exists), write `pvc.yaml`. One PVC failing never stops the others (`--all`);
+deterministic name — several PVCs by one LIST of PVs and one of PVCs per namespace; side by
+side), then per PVC: copy back with the copier's own `copy_snapshot`, wait for it,
+CreateVolume with the plan's ClientToken, wait for `available` (`waiting.BatchWaiter`: one
+batched Describe per round for all PVCs), then side by side create the PV and delete every
+copy-back of the restore (a refused delete is a warning naming what is left, never a PVC
+without its PV), write `pvc.yaml`. The requests in order: docs/restore.md. One PVC failing never stops the others (`--all`);
 the command then exits 1. A volume that ended in `error` is left for inspection. Nothing is
 started for a PVC whose restore is blocked (`restore_plan.blocker`: a foreign or Released
 PV, another KMS key, a missing `--target-namespace`).
