@@ -10,10 +10,11 @@ side), then per PVC: copy back with the copier's own `copy_snapshot`, wait for i
 CreateVolume with the plan's ClientToken, wait for `available` (`waiting.BatchWaiter`: one
 batched Describe per round for all PVCs), then side by side create the PV and delete every
 copy-back of the restore (a refused delete is a warning naming what is left, never a PVC
-without its PV), write `pvc.yaml`. The requests in order: docs/restore.md. One PVC failing never stops the others (`--all`);
-the command then exits 1. A volume that ended in `error` is left for inspection. Nothing is
-started for a PVC whose restore is blocked (`restore_plan.blocker`: a foreign or Released
-PV, another KMS key, a missing `--target-namespace`).
+without its PV), write `pvc.yaml` (the requests in order: docs/restore.md). One PVC failing
+never stops the others (`--all`); the command then exits 1. A volume that ended in `error`
+is left for inspection. Nothing is started for a PVC whose restore is blocked
+(`restore_plan.blocker`: a foreign or Released PV, another KMS key, a missing
+`--target-namespace`).
 
 Must not: import botocore or kubernetes_asyncio (only `aws.py` and `kube.py` do), issue a
 CopySnapshot of its own (the copier's is reused), or write anything in `--dry-run`.

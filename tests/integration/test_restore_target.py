@@ -170,7 +170,8 @@ def test_all_reads_kubernetes_in_a_few_lists_and_still_sees_every_conflict(
     result = world.restore(BACKUP, "--all")
 
     assert result.code == 1
-    assert foreign in result.stderr and "vol-0ffffffffffffffff" in result.stderr
+    assert foreign in result.stderr
+    assert "vol-0ffffffffffffffff" in result.stderr
     assert f"already claimed by PersistentVolume {rival}" in result.stderr
     assert "Careful: PVC web/uploads is bound to PV pvc-0123" in result.stdout
     assert world.calls("CopySnapshot") == 2  # shop/data-db-0 and web/uploads only

@@ -316,7 +316,7 @@ async def test_keys_asked_within_the_linger_are_one_call() -> None:
     second = lookup.ask("b")
     await asyncio.sleep(0.01)
     assert ec2.calls == []  # still gathering
-    assert await asyncio.wait_for(asyncio.gather(first, second), 5) == [1, 2]
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), 5)) == [1, 2]
     assert ec2.calls == [["a", "b"]]
     assert await lookup.get("c") == 3  # after the batch went: a batch of its own
     assert ec2.calls == [["a", "b"], ["c"]]
