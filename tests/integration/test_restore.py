@@ -9,6 +9,7 @@ The pure planning (names, zones, tokens, volume parameters) is checked in-proces
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import subprocess
@@ -30,7 +31,9 @@ from simworld.moto_server import MotoWorld
 from simworld.replicas import SeededReplica, make_source, seed_replica
 from simworld.velero_bucket import NATIVE, VeleroBucket, Volume
 from snapd import manifests, restore_plan
+from snapd import restore as restore_command
 from snapd import tags as tags_mod
+from snapd.aws import AwsClients
 from snapd.cli import build_parser, restore_request
 from snapd.config import Settings
 from snapd.errors import ConfigError
@@ -906,6 +909,23 @@ def test_a_target_namespace_that_does_not_exist_is_refused_before_any_change(
     fresh = world.restore(BACKUP, "data-db-0")
     assert fresh.code == 0, fresh.stderr
     assert "kubectl create namespace shop" in fresh.stdout
+
+
+async def test_start_up_makes_both_regions_clients_then_freezes_what_it_made(
+    moto: MotoWorld, tmp_path: Path
+) -> None:
+    """A full garbage collection of the start-up heap (imports, botocore's models) came
+    during the burst of CopySnapshot calls: restore makes its clients first and freezes
+    that heap, so the collector never scans it while a person waits."""
+    request = request_of(BACKUP, "data-db-0", tmp_path=tmp_path)
+    frozen = gc.get_freeze_count()
+    try:
+        async with AwsClients() as aws:
+            await restore_command._start_up_done(aws, request)
+            assert sorted(aws._clients) == [("ec2", DST), ("ec2", SRC)]
+            assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
 
 
 # --------------------------------------------------------------------------- pure planning
