@@ -5,14 +5,16 @@ replica, region, zone, ClientToken, tags, manifests) is made first, pure, in
 `restore_plan.py`, so `--dry-run` and the tests see them without touching anything.
 
 Here: look up what a previous run already made (copy-back and volume by their tags, PV by its
-deterministic name; side by side), then per PVC: copy back with the copier's own
-`copy_snapshot`, wait for it, CreateVolume with the plan's ClientToken, wait for `available`
-(`waiting.BatchWaiter`: one batched Describe per round for all PVCs), create the PV, then
-delete every copy-back of the restore (a refused delete is a warning naming what is left:
-the PV already exists), write `pvc.yaml`. One PVC failing never stops the others (`--all`);
-the command then exits 1. A volume that ended in `error` is left for inspection. Nothing is
-started for a PVC whose restore is blocked (`restore_plan.blocker`: a foreign or Released
-PV, another KMS key, a missing `--target-namespace`).
+deterministic name — several PVCs by one LIST of PVs and one of PVCs per namespace; side by
+side), then per PVC: copy back with the copier's own `copy_snapshot`, wait for it,
+CreateVolume with the plan's ClientToken, wait for `available` (`waiting.BatchWaiter`: one
+batched Describe per round for all PVCs), then side by side create the PV and delete every
+copy-back of the restore (a refused delete is a warning naming what is left, never a PVC
+without its PV), write `pvc.yaml` (the requests in order: docs/restore.md). One PVC failing
+never stops the others (`--all`); the command then exits 1. A volume that ended in `error`
+is left for inspection. Nothing is started for a PVC whose restore is blocked
+(`restore_plan.blocker`: a foreign or Released PV, another KMS key, a missing
+`--target-namespace`).
 
 Must not: import botocore or kubernetes_asyncio (only `aws.py` and `kube.py` do), issue a
 CopySnapshot of its own (the copier's is reused), or write anything in `--dry-run`.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import sys
@@ -204,7 +207,8 @@ class Waiters:
 
     copy_backs: BatchWaiter[Replica]
     volumes: BatchWaiter[VolumeRecord]
-    #: Every copy-back of a restore key, looked up again once this run's copy-back completed.
+    #: Every copy-back of a restore key, looked up again once this run asked for its volume
+    #: (PVCs whose volumes were asked for within a volume poll share one DescribeSnapshots).
     copy_backs_again: BatchLookup[Sequence[Replica]]
 
     @classmethod
@@ -227,7 +231,11 @@ class Waiters:
                 what="volume",
                 poll_interval=poll_interval * VOLUME_POLL_SHARE,
             ),
-            copy_backs_again=BatchLookup(partial(find_copy_backs, aws, region, scope), missing=()),
+            copy_backs_again=BatchLookup(
+                partial(find_copy_backs, aws, region, scope),
+                missing=(),
+                linger=poll_interval * VOLUME_POLL_SHARE,
+            ),
         )
 
     async def close(self) -> None:
@@ -270,6 +278,64 @@ async def _namespace_exists(client: kube.KubeClient, name: str) -> bool | None:
         raise
 
 
+async def _kube_state_by_name(
+    client: kube.KubeClient, plan: RestorePlan
+) -> tuple[list[KubeState], list[dict[str, Any]]]:
+    """One PVC: its PV, PVC and namespace each by name, and the PVs snapd restored (rivals)
+    by label — a few small GETs, whatever the size of the cluster."""
+    async with asyncio.TaskGroup() as group:
+        state = group.create_task(
+            inspect_kube(client, plan, _namespace_exists(client, plan.target_namespace))
+        )
+        restored = group.create_task(
+            client.list_pvs(manifests.label_selector({manifests.MANAGED_BY: "snapd"}))
+        )
+    return [state.result()], restored.result()
+
+
+async def _kube_state_listed(
+    client: kube.KubeClient, plans: Sequence[RestorePlan]
+) -> tuple[list[KubeState], list[dict[str, Any]]]:
+    """Several PVCs (`--all`): every PV in one LIST, each target namespace's PVCs in one LIST
+    and the namespace in one GET — a few requests for the whole restore, not two per PVC.
+
+    The PV list answers all three PV questions: the PV of each target's name (a foreign one
+    blocks the restore), the PV each target PVC is bound to, and the PVs snapd restored
+    (rivals, by the label `list_pvs` would select them by).
+    """
+    namespaces = sorted({p.target_namespace for p in plans})
+    async with asyncio.TaskGroup() as group:
+        every_pv = group.create_task(client.list_pvs())
+        claims = {name: group.create_task(client.list_pvcs(name)) for name in namespaces}
+        exists = {name: group.create_task(_namespace_exists(client, name)) for name in namespaces}
+    pvs = {_name_of(pv): pv for pv in every_pv.result()}
+    pvcs = {
+        (namespace, _name_of(pvc)): pvc
+        for namespace, task in claims.items()
+        for pvc in task.result()
+    }
+    states: list[KubeState] = []
+    for plan in plans:
+        pvc = pvcs.get((plan.target_namespace, plan.target_pvc))
+        volume_name = ((pvc or {}).get("spec") or {}).get("volumeName")
+        bound_pv = (
+            pvs.get(str(volume_name)) if volume_name and volume_name != plan.pv_name else None
+        )
+        states.append(
+            (pvs.get(plan.pv_name), pvc, bound_pv, exists[plan.target_namespace].result())
+        )
+    restored = [
+        pv
+        for pv in pvs.values()
+        if ((pv.get("metadata") or {}).get("labels") or {}).get(manifests.MANAGED_BY) == "snapd"
+    ]
+    return states, restored
+
+
+def _name_of(resource: Mapping[str, Any]) -> str:
+    return str((resource.get("metadata") or {}).get("name") or "")
+
+
 # --------------------------------------------------------------------------- doing
 
 
@@ -306,11 +372,10 @@ class Restorer:
         self.limit = asyncio.Semaphore(self.request.concurrency)
 
     async def restore_one(self, plan: RestorePlan, found: Found) -> Outcome:
-        """Copy back, volume, PV, then cleanup for one PVC; every failure becomes its outcome.
+        """Copy back, volume, then PV and cleanup for one PVC; every failure becomes its outcome.
 
-        The PV is created before the copy-backs are deleted: a cleanup that fails (an SCP
-        denying DeleteSnapshot) is a warning naming what is left behind, never a restore
-        that stops short of its PV.
+        A cleanup that fails (an SCP denying DeleteSnapshot) is a warning naming what is left
+        behind, never a restore that stops short of its PV (`_pv_and_cleanup`).
         """
         bound = log.bind(backup=plan.backup, namespace=plan.source_namespace, pvc=plan.source_pvc)
         try:
@@ -319,8 +384,7 @@ class Restorer:
                 raise WorkFailedError(refusal)
             async with self.limit:
                 copy_back_id, volume = await self._volume(plan, found)
-            await self._pv(plan, found, volume)
-            kept, left_behind = await self._clean_copy_backs(plan, found, copy_back_id, volume)
+            kept, left_behind = await self._pv_and_cleanup(plan, found, copy_back_id, volume)
         except SnapdError as error:
             bound.error("restore.failed", error=str(error))
             return Outcome(plan, error=str(error), found=found)
@@ -351,6 +415,11 @@ class Restorer:
                 copy_back_id = await self._copy_back(plan, found.copy_backs)
                 snapshot_id = copy_back_id
             volume_id = await self._create_volume(plan, snapshot_id, found.failed_volumes)
+            if copy_back_id:
+                # Cleanup's second look starts now, batched with the PVCs whose volumes were
+                # requested alongside, and is answered while the volume is being made: off
+                # the path a person waits on, and after the burst of CreateVolume calls.
+                self.waiters.copy_backs_again.ask(plan.key)
             volume = await self._wait_volume(plan, volume_id)
         elif volume.state == "creating":
             log.info("restore.volume_adopted", volume_id=volume.volume_id)
@@ -408,9 +477,6 @@ class Restorer:
                 f"{final.state_message or 'no message'}; {fate} — run the restore again to retry"
             )
         log.info("restore.copy_back_completed", snapshot_id=snapshot_id)
-        # Cleanup's second look starts now, batched with the PVCs completing alongside, and
-        # is answered while the volume is being made (off the path a person waits on).
-        self.waiters.copy_backs_again.ask(plan.key)
         return snapshot_id
 
     async def _start_copy_back(self, plan: RestorePlan) -> str:
@@ -492,18 +558,43 @@ class Restorer:
             log.info("restore.volume_available", volume_id=volume_id, zone=record.zone)
         return record
 
+    async def _pv_and_cleanup(
+        self, plan: RestorePlan, found: Found, made: str | None, volume: VolumeRecord
+    ) -> tuple[bool, tuple[tuple[str, str], ...]]:
+        """Create the PV and delete the copy-backs side by side, once the volume is available.
+
+        Both need only that volume: from then on no copy-back is needed (a re-run finds the
+        volume by its tags), so the two no longer wait on each other on the path a person
+        waits on. A refused delete never stops the PV (it is returned as left behind). When
+        the PV fails, that is the outcome, and the cleanup still runs to its end (whatever
+        it could not delete carries the restore's tags: the re-run deletes it).
+        Returns (kept, left behind), as `_clean_copy_backs`.
+        """
+        cleanup = asyncio.create_task(
+            self._clean_copy_backs(plan, found, made, volume), name=f"cleanup {plan.label}"
+        )
+        try:
+            await self._pv(plan, found, volume)
+        except BaseException as error:
+            if not isinstance(error, SnapdError):
+                cleanup.cancel()  # Ctrl-C (or a bug): stop, as everything else stops
+            await asyncio.wait([cleanup])
+            if not cleanup.cancelled() and cleanup.exception() is not None:
+                log.warning("restore.cleanup_failed", error=str(cleanup.exception()))
+            raise
+        return await cleanup
+
     async def _clean_copy_backs(
         self, plan: RestorePlan, found: Found, made: str | None, volume: VolumeRecord
     ) -> tuple[bool, tuple[tuple[str, str], ...]]:
-        """Delete every copy-back of this restore once its PV exists.
+        """Delete every copy-back of this restore once its volume is available.
 
         Every one: those found at the start, the one used, and — when this run made a
-        copy-back — those found again once it completed (a CopySnapshot whose answer was lost
-        and was retried, or an interrupted run, makes one the start could not see; both exist
-        before this run's copy-back completes). With
-        `--keep-snapshot` the one the volume was made from is kept and only duplicates go.
-        A refused DeleteSnapshot is returned as left behind (id, why), never raised: the PV
-        exists. Returns (kept, left behind).
+        copy-back — those found again once its volume was asked for (a CopySnapshot whose
+        answer was lost and was retried, or an interrupted run, makes one the start could not
+        see; both exist before this run's copy-back completes). With `--keep-snapshot` the one
+        the volume was made from is kept and only duplicates go. A refused DeleteSnapshot is
+        returned as left behind (id, why), never raised. Returns (kept, left behind).
         """
         if not plan.copy_back:
             return False, ()
@@ -571,7 +662,8 @@ async def discover(
 ) -> dict[str, Found]:
     """What already exists of every planned restore, read-only: AWS by tags, Kubernetes by name.
 
-    The three lookups are independent and run side by side (a person waits on them)."""
+    The three lookups are independent and run side by side (a person waits on them).
+    Kubernetes is read by name for one PVC and by LIST for several (`_kube_state_listed`)."""
 
     async def copy_backs_of() -> dict[str, list[Replica]]:
         if not (request.copy_back and plans):
@@ -579,25 +671,12 @@ async def discover(
         keys = (p.key for p in plans)
         return await find_copy_backs(aws, request.target_region, request.scope, keys)
 
-    async def kube_state_of() -> list[KubeState]:
-        if client is None:
-            return [(None, None, None, None)] * len(plans)
-        # One GET per namespace, not per PVC: `--all` restores many PVCs into a few.
-        async with asyncio.TaskGroup() as group:
-            namespaces = {
-                name: group.create_task(_namespace_exists(client, name))
-                for name in sorted({p.target_namespace for p in plans})
-            }
-            states = [
-                group.create_task(inspect_kube(client, p, namespaces[p.target_namespace]))
-                for p in plans
-            ]
-        return [state.result() for state in states]
-
-    async def restored_pvs() -> list[dict[str, Any]]:
+    async def kube_state_of() -> tuple[list[KubeState], list[dict[str, Any]]]:
         if client is None or not plans:
-            return []
-        return await client.list_pvs(manifests.label_selector({manifests.MANAGED_BY: "snapd"}))
+            return [(None, None, None, None)] * len(plans), []
+        if len(plans) == 1:
+            return await _kube_state_by_name(client, plans[0])
+        return await _kube_state_listed(client, plans)
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -606,10 +685,9 @@ async def discover(
                 find_volumes(aws, request.target_region, request.scope, (p.key for p in plans))
             )
             kube_task = group.create_task(kube_state_of())
-            restored_task = group.create_task(restored_pvs())
     except ExceptionGroup as group_error:
         raise first_error(group_error) from group_error
-    copy_backs, volumes, kube_state = (
+    copy_backs, volumes, (kube_state, restored) = (
         copy_backs_task.result(),
         volumes_task.result(),
         kube_task.result(),
@@ -627,7 +705,7 @@ async def discover(
             bound_pv=bound_pv,
             kube_checked=client is not None,
             namespace_exists=namespace_exists,
-            rivals=rival_pvs(plan, restored_task.result()),
+            rivals=rival_pvs(plan, restored),
         )
     return result
 
@@ -661,6 +739,21 @@ async def _connect(request: RestoreRequest) -> kube.KubeClient | None:
         sys.stderr.write(render.restore_line(f"{error}; PVs are not checked"))
         return None
     return client
+
+
+async def _start_up_done(aws: AwsClients, request: RestoreRequest) -> None:
+    """Make the EC2 clients of both regions, then freeze what start-up made out of the
+    cyclic garbage collector's reach.
+
+    Imports, botocore's service models and the clients are a few hundred thousand objects
+    that live as long as the command. Left to the collector, the first full collection
+    scans all of them — 0.1 to 0.5 s of CPU on a shared machine — and it came during the
+    burst of CopySnapshot calls a person waits on. Frozen (`gc.freeze`), they are never
+    scanned; what the restore itself makes is still collected.
+    """
+    for region in sorted({request.destination_region, request.target_region}):
+        await aws.client("ec2", region)
+    gc.freeze()
 
 
 async def _replicas_and_zones(
@@ -702,6 +795,7 @@ async def _kube_connecting(
 async def cmd_restore(request: RestoreRequest) -> int:
     """`snapd restore`: exit 0 done (or already restored), 1 a PVC failed, 2 usage error."""
     async with AwsClients() as aws, _kube_connecting(request) as connecting:
+        await _start_up_done(aws, request)
         replicas, zones = await _replicas_and_zones(aws, request)
         selection = select_replicas(replicas, request)
         if not request.restore_all and selection.refused:

@@ -255,27 +255,35 @@ def _fail(waiters: Iterable[_Waiter[Any]], error: SnapdError) -> None:
 
 
 class BatchLookup(Generic[V]):
-    """One-shot lookups by key: every key asked for in the same event-loop turn is answered
-    by one batched call.
+    """One-shot lookups by key: every key asked for within `linger` seconds of the first
+    (by default: in the same event-loop turn) is answered by one batched call.
 
-    Restore's cleanup looks again for the copy-backs of each PVC; with `--all` the PVCs whose
-    copy-backs complete in the same poll all ask at once, and one DescribeSnapshots answers
-    them (not one per PVC). `ask` starts the lookup and returns its future at once, so a
-    caller can start it early — while it waits for something else — and `get` it later.
-    A key is looked up once; asking again returns the same answer.
+    Restore's cleanup looks again for the copy-backs of each PVC; with `--all` the PVCs
+    whose volumes were requested within a moment of each other all ask, and one
+    DescribeSnapshots answers them (not one per PVC). `ask` starts the lookup and returns its
+    future at once, so a caller can start it early — while it waits for something else —
+    and `get` it later; a `get` of a key still lingering sends its batch at once (nobody
+    waits for the rest of the window). A key is looked up once; asking again returns the
+    same answer.
     """
 
     def __init__(
-        self, fetch: Callable[[Collection[str]], Awaitable[Mapping[str, V]]], *, missing: V
+        self,
+        fetch: Callable[[Collection[str]], Awaitable[Mapping[str, V]]],
+        *,
+        missing: V,
+        linger: float = 0.0,
     ) -> None:
         self.fetch = fetch
         self.missing = missing
+        self.linger = linger
         self._asked: dict[str, asyncio.Future[V]] = {}
         self._unsent: dict[str, asyncio.Future[V]] = {}
+        self._timer: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def ask(self, key: str) -> asyncio.Future[V]:
-        """The future answer for `key`, joining this turn's batch."""
+        """The future answer for `key`, joining the batch being gathered."""
         if key in self._asked:
             return self._asked[key]
         loop = asyncio.get_running_loop()
@@ -284,16 +292,28 @@ class BatchLookup(Generic[V]):
         future.add_done_callback(_retrieve)
         self._asked[key] = future
         if not self._unsent:
-            loop.call_soon(self._send)
+            self._timer = (
+                loop.call_later(self.linger, self._send)
+                if self.linger > 0
+                else loop.call_soon(self._send)
+            )
         self._unsent[key] = future
         return future
 
     async def get(self, key: str) -> V:
         """The answer for `key`: the one asked for earlier, else a new lookup."""
-        return await self.ask(key)
+        future = self.ask(key)
+        if key in self._unsent and self.linger > 0:
+            self._send()
+        return await future
 
     async def close(self) -> None:
-        """Stop lookups still in flight (their futures are cancelled)."""
+        """Stop lookups still in flight or still gathering (their futures are cancelled)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for future in self._unsent.values():
+            future.cancel()
+        self._unsent = {}
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -301,7 +321,12 @@ class BatchLookup(Generic[V]):
             await asyncio.wait(tasks)
 
     def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batch, self._unsent = self._unsent, {}
+        if not batch:
+            return
         task = asyncio.create_task(self._answer(batch), name="lookup.batch")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

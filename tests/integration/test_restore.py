@@ -9,6 +9,7 @@ The pure planning (names, zones, tokens, volume parameters) is checked in-proces
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import subprocess
@@ -30,7 +31,9 @@ from simworld.moto_server import MotoWorld
 from simworld.replicas import SeededReplica, make_source, seed_replica
 from simworld.velero_bucket import NATIVE, VeleroBucket, Volume
 from snapd import manifests, restore_plan
+from snapd import restore as restore_command
 from snapd import tags as tags_mod
+from snapd.aws import AwsClients
 from snapd.cli import build_parser, restore_request
 from snapd.config import Settings
 from snapd.errors import ConfigError
@@ -601,6 +604,31 @@ def test_a_refused_delete_snapshot_still_creates_the_pv_and_names_what_is_left(
     assert world.snapshots(SRC) == []
 
 
+def test_a_refused_pv_fails_the_restore_yet_its_copy_back_is_deleted_and_a_rerun_finishes(
+    world: World,
+) -> None:
+    """The PV and the cleanup run side by side once the volume is available: a PV the API
+    refuses is the outcome (exit 1), the copy-back is deleted all the same (the volume no
+    longer needs it), and the re-run makes the PV from the volume it finds — no new copy."""
+    world.seed("shop", "data-db-0")
+    world.kube.fail("POST", "/api/v1/persistentvolumes", code=500, times=1)
+
+    result = world.restore(BACKUP, "data-db-0")
+
+    assert result.code == 1
+    assert "create PersistentVolume" in result.stderr
+    assert world.pvs() == []
+    assert world.snapshots(SRC) == []
+    [volume] = world.volumes(SRC)
+
+    again = world.restore(BACKUP, "data-db-0")
+
+    assert again.code == 0, again.stderr
+    [pv] = world.pvs()
+    assert pv["spec"]["csi"]["volumeHandle"] == volume["VolumeId"]
+    assert (world.calls("CopySnapshot", SRC), world.calls("CreateVolume", SRC)) == (1, 1)
+
+
 @pytest.mark.parametrize("region", [SRC, DST])
 def test_redoing_a_restore_after_deleting_its_volume_makes_a_new_one(
     world: World, region: str
@@ -881,6 +909,23 @@ def test_a_target_namespace_that_does_not_exist_is_refused_before_any_change(
     fresh = world.restore(BACKUP, "data-db-0")
     assert fresh.code == 0, fresh.stderr
     assert "kubectl create namespace shop" in fresh.stdout
+
+
+async def test_start_up_makes_both_regions_clients_then_freezes_what_it_made(
+    moto: MotoWorld, tmp_path: Path
+) -> None:
+    """A full garbage collection of the start-up heap (imports, botocore's models) came
+    during the burst of CopySnapshot calls: restore makes its clients first and freezes
+    that heap, so the collector never scans it while a person waits."""
+    request = request_of(BACKUP, "data-db-0", tmp_path=tmp_path)
+    frozen = gc.get_freeze_count()
+    try:
+        async with AwsClients() as aws:
+            await restore_command._start_up_done(aws, request)
+            assert sorted(aws._clients) == [("ec2", DST), ("ec2", SRC)]
+            assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
 
 
 # --------------------------------------------------------------------------- pure planning

@@ -110,3 +110,81 @@ def test_an_unknown_context_is_exit_2_before_any_change(world: World) -> None:
     assert f"contexts there: {CONTEXT}" in line
     assert world.calls("CopySnapshot") == 0
     assert world.pvs() == []
+
+
+def test_all_reads_kubernetes_in_a_few_lists_and_still_sees_every_conflict(
+    world: World,
+) -> None:
+    """--all reads every PV in one LIST and each target namespace's PVCs in one LIST — no GET
+    per PVC — and still refuses a foreign PV of a target's name and a PVC another restored PV
+    claims, and sees the PV a target PVC is bound to (its reclaim policy is warned about)."""
+    for namespace, pvc in (
+        ("shop", "data-db-0"),
+        ("shop", "data-db-1"),
+        ("shop", "data-db-2"),
+        ("web", "uploads"),
+    ):
+        world.seed(namespace, pvc)
+    foreign = manifests.build_pv_name("shop", "data-db-1", BACKUP)
+    world.kube.put(
+        manifests.build_pv(
+            name=foreign,
+            volume_id="vol-0ffffffffffffffff",
+            size_gib=20,
+            availability_zone="eu-west-1b",
+            claim_namespace="shop",
+            claim_name="data-db-1",
+            backup=BACKUP,
+        )
+    )
+    rival = manifests.build_pv_name("shop", "data-db-2", OTHER_BACKUP)
+    world.kube.put(
+        manifests.build_pv(
+            name=rival,
+            volume_id="vol-0eeeeeeeeeeeeeeee",
+            size_gib=20,
+            availability_zone="eu-west-1b",
+            claim_namespace="shop",
+            claim_name="data-db-2",
+            backup=OTHER_BACKUP,
+        )
+    )
+    bound = manifests.build_pv(
+        name="pvc-0123",
+        volume_id="vol-0aaaaaaaaaaaaaaaa",
+        size_gib=20,
+        availability_zone="eu-west-1b",
+        claim_namespace="web",
+        claim_name="uploads",
+        backup="velero-made",
+    )
+    bound["spec"]["claimRef"]["uid"] = "4f6a2c1e-0000-4000-8000-000000000001"
+    bound["spec"]["persistentVolumeReclaimPolicy"] = "Delete"
+    world.kube.put(bound)
+    claim = manifests.build_pvc(
+        name="uploads", namespace="web", volume_name="pvc-0123", size_gib=20
+    )
+    world.kube.put(claim)
+    before = len(world.kube.requests)
+
+    result = world.restore(BACKUP, "--all")
+
+    assert result.code == 1
+    assert foreign in result.stderr
+    assert "vol-0ffffffffffffffff" in result.stderr
+    assert f"already claimed by PersistentVolume {rival}" in result.stderr
+    assert "Careful: PVC web/uploads is bound to PV pvc-0123" in result.stdout
+    assert world.calls("CopySnapshot") == 2  # shop/data-db-0 and web/uploads only
+    docs = [d for d in yaml.safe_load_all((world.cwd / "pvc.yaml").read_text()) if d]
+    assert sorted((d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs) == [
+        ("shop", "data-db-0"),
+        ("web", "uploads"),
+    ]
+    reads = sorted(r.path for r in world.kube.requests[before:] if r.method == "GET")
+    assert reads == [
+        "/api/v1/namespaces/shop",
+        "/api/v1/namespaces/shop/persistentvolumeclaims",
+        "/api/v1/namespaces/web",
+        "/api/v1/namespaces/web/persistentvolumeclaims",
+        "/api/v1/persistentvolumes",
+    ]

@@ -305,3 +305,38 @@ async def test_close_cancels_a_look_up_in_flight() -> None:
     await asyncio.wait_for(started.wait(), 5)
     await lookup.close()
     assert answer.cancelled()
+
+
+async def test_keys_asked_within_the_linger_are_one_call() -> None:
+    """Restore asks as each CreateVolume is answered, moments apart: one DescribeSnapshots."""
+    ec2 = KeyedEc2({"a": 1, "b": 2, "c": 3})
+    lookup = BatchLookup(ec2.fetch, missing=0, linger=0.2)
+    first = lookup.ask("a")
+    await asyncio.sleep(0.01)
+    second = lookup.ask("b")
+    await asyncio.sleep(0.01)
+    assert ec2.calls == []  # still gathering
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), 5)) == [1, 2]
+    assert ec2.calls == [["a", "b"]]
+    assert await lookup.get("c") == 3  # after the batch went: a batch of its own
+    assert ec2.calls == [["a", "b"], ["c"]]
+
+
+async def test_a_get_of_a_lingering_key_sends_its_batch_at_once() -> None:
+    """A volume that is ready before the linger ends never waits for the rest of it."""
+    ec2 = KeyedEc2({"a": 1, "b": 2})
+    lookup = BatchLookup(ec2.fetch, missing=0, linger=3600.0)
+    other = lookup.ask("b")
+    assert await asyncio.wait_for(lookup.get("a"), 5) == 1
+    assert await asyncio.wait_for(other, 5) == 2
+    assert ec2.calls == [["a", "b"]]
+
+
+async def test_close_cancels_a_batch_still_gathering_without_a_call() -> None:
+    ec2 = KeyedEc2({"a": 1})
+    lookup = BatchLookup(ec2.fetch, missing=0, linger=3600.0)
+    answer = lookup.ask("a")
+    await lookup.close()
+    assert answer.cancelled()
+    await asyncio.sleep(0.01)
+    assert ec2.calls == []
