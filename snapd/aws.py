@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import gc
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
@@ -458,8 +459,7 @@ def parse_structure(node: Any, plan: _Plan) -> dict[str, Any]:
     """
     parsed: dict[str, Any] = {}
     for child in node:
-        tag = child.tag
-        member = plan.get(tag[tag.rfind("}") + 1 :])
+        member = plan.get(child.tag) or _learn_tag(plan, child.tag)
         if member is None:
             continue
         name, how, detail = member
@@ -479,8 +479,24 @@ def parse_structure(node: Any, plan: _Plan) -> dict[str, Any]:
     return parsed
 
 
+#: Namespaced tags a plan learns (`{ns}Key` for `Key`): AWS answers in one namespace per
+#: service, so a handful; the bound only keeps a strange answer from growing a plan.
+_LEARNED_TAGS = 64
+
+
+def _learn_tag(plan: _Plan, tag: str) -> _Member | None:
+    """The member of a namespaced tag (botocore drops the `{namespace}`), remembered in the
+    plan so that the next element with the same tag is one dict look-up."""
+    member = plan.get(_local_name(tag))
+    if member is not None and len(plan) < _LEARNED_TAGS:
+        plan[tag] = member
+    return member
+
+
 def _value(node: Any, how: int, detail: Any) -> Any:
     """One element's value; an empty element's text is `""`, as in botocore."""
+    if how == _STRUCT:
+        return parse_structure(node, detail)
     if how == _TEXT:
         text = node.text
         return "" if text is None else text
@@ -490,10 +506,10 @@ def _value(node: Any, how: int, detail: Any) -> Any:
             return detail("" if text is None else text)
         except (TypeError, ValueError) as error:
             raise _NotCoveredError(str(error)) from error
-    if how == _STRUCT:
-        return parse_structure(node, detail)
     if how == _LIST:
         item_how, item_detail = detail
+        if item_how == _STRUCT:
+            return [parse_structure(item, item_detail) for item in node]
         return [_value(item, item_how, item_detail) for item in node]
     raise _NotCoveredError("list of lists")
 
@@ -548,16 +564,36 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
         if plan is None:
             return None
         try:
-            root = parse_xml(response["body"])
-            if protocol == "ec2":
-                parsed = _ec2_answer(root, plan)
-            else:
-                parsed = _rest_xml_answer(parser, response, shape, root, plan)
+            with _collector_paused():
+                root = parse_xml(response["body"])
+                if protocol == "ec2":
+                    parsed = _ec2_answer(root, plan)
+                else:
+                    parsed = _rest_xml_answer(parser, response, shape, root, plan)
         except _NotCoveredError:
             self.fallback[shape.name] += 1
             return None
         self.fast[shape.name] += 1
         return parsed
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a page's tree and dicts are built.
+
+    A page of 1,000 snapshots is some 40,000 elements and 25,000 dicts, none of them in a
+    cycle; each 700 allocations the collector would walk them all again (and, in a daemon
+    holding thousands of cached backups, now and then the whole heap): measured, that was
+    three quarters of the time to build a DescribeSnapshots page's tree. The collector
+    runs as usual afterwards; it is switched back on only if it was on.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _rest_xml_answer(
