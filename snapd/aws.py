@@ -469,9 +469,10 @@ def parse_structure(node: Any, plan: _Plan) -> dict[str, Any]:
                 parsed[name].append(value)
             else:
                 parsed[name] = [value]
-        elif name in parsed:
+            continue
+        if name in parsed:
             raise _NotCoveredError(f"{name} repeated")
-        elif how == _TEXT:
+        if how == _TEXT:
             text = child.text
             parsed[name] = "" if text is None else text
         else:
