@@ -8,6 +8,8 @@ endpoint, the same User-Agent, against moto in server mode where a request is in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 from datetime import datetime
 from typing import Any
 from xml.etree import ElementTree
@@ -400,3 +402,26 @@ def test_every_listing_shape_compiles() -> None:
             shape = session.get_service_model(service).operation_model(operation).output_shape
             assert shape.name == name
             assert factory.plan_for(shape, protocol, fast_timestamp) is not None
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["collector-on", "collector-off"])
+async def test_the_collector_is_left_as_it_was_found(enabled: bool) -> None:
+    """The parser holds the cyclic collector off while it builds a page, and leaves it on
+    or off as it found it — also when the page goes to botocore."""
+    model = botocore.session.get_session().get_service_model("s3")
+    output = model.operation_model("ListObjectsV2").output_shape
+    ours = ListingParsers()
+    was = gc.isenabled()
+    try:
+        if not enabled:
+            gc.disable()
+        for body in (LISTING_XML.format(extra="", inner="").encode(), b"<ListBucketResult"):
+            response = {"status_code": 200, "headers": {}, "body": body}
+            with contextlib.suppress(botocore.parsers.ResponseParserError):
+                await ours.create_parser("rest-xml").parse(response, output)
+            assert gc.isenabled() is enabled
+    finally:
+        if was:
+            gc.enable()
+    assert ours.fast["ListObjectsV2Output"] == 1
+    assert ours.fallback["ListObjectsV2Output"] == 1
