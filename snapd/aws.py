@@ -53,6 +53,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.handlers import _handle_200_error
 from botocore.utils import parse_timestamp
 
 from snapd.errors import AwsError, PermanentError, TransientError
@@ -194,7 +195,9 @@ class RelevantParameters:
         return getattr(self._provider, name)
 
 
-def _tune_client(client: Any, unread: Callable[[], Collection[str]]) -> None:
+def _tune_client(
+    client: Any, unread: Callable[[], Collection[str]], parsers: ListingParsers
+) -> None:
     """Per-client tuning done once at creation (see the module docstring); `unread` gives
     the endpoint parameters no rule of the client's service reads."""
     resolver: Any = getattr(client, "_ruleset_resolver", None)
@@ -202,6 +205,14 @@ def _tune_client(client: Any, unread: Callable[[], Collection[str]]) -> None:
     if provider is not None and not isinstance(provider, RelevantParameters):
         resolver._provider = RelevantParameters(provider, unread())
     _cache_user_agent(client)
+    if client.meta.service_model.service_name == "s3":
+        events = client.meta.events
+        events.unregister(S3_200_ERROR_EVENT, _handle_200_error)
+        events.register_first(S3_200_ERROR_EVENT, parsers.check_s3_200_error)
+
+
+#: Where botocore checks S3's 200 answers for an error document (`check_s3_200_error`).
+S3_200_ERROR_EVENT = "before-parse.s3.*"
 
 
 def _cache_user_agent(client: Any) -> None:
@@ -280,7 +291,7 @@ class AwsClients:
         if key not in self._clients:
             factory = self._session.client(service, region_name=region, config=self._config)
             client = await self._stack.enter_async_context(factory)
-            _tune_client(client, lambda: self._unread_parameters(service))
+            _tune_client(client, lambda: self._unread_parameters(service), self.parsers)
             self._clients[key] = client
         return self._clients[key]
 
@@ -558,6 +569,40 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
         self._plans[id(shape)] = (shape, timestamp, plan)
         return plan
 
+    def check_s3_200_error(
+        self, operation_model: Any, response_dict: dict[str, Any] | None, **kwargs: Any
+    ) -> None:
+        """botocore's `_handle_200_error`, without a second parse of every listing page.
+
+        S3 may answer a request with a 200 whose body is an `<Error>` document, or cut off;
+        botocore parses each S3 body to catch those and turns them into a 500 (retried).
+        For a listing page the tree built here is the one the parser then reads (kept in
+        the response's context): the same check, one parse instead of two. Every other
+        answer gets botocore's own handler.
+        """
+        shape = getattr(operation_model, "output_shape", None)
+        body = (response_dict or {}).get("body")
+        if (
+            response_dict is None
+            or shape is None
+            or shape.name not in FAST_OUTPUTS["rest-xml"]
+            or response_dict.get("status_code") != 200
+            or not isinstance(body, bytes)
+            or not body
+        ):
+            _handle_200_error(operation_model=operation_model, response_dict=response_dict)
+            return
+        try:
+            with _collector_paused():
+                root = parse_xml(body)
+        except _NotCoveredError:
+            response_dict["status_code"] = 500  # cut off: botocore retries it
+            return
+        if root.tag == "Error":
+            response_dict["status_code"] = 500
+            return
+        response_dict.setdefault("context", {})[_PARSED_TREE] = (body, root)
+
     def parse(self, parser: Any, response: dict[str, Any], shape: Any) -> dict[str, Any] | None:
         """The parsed answer, or None when botocore's parser must read this one."""
         protocol = "ec2" if isinstance(parser, AioEC2QueryParser) else "rest-xml"
@@ -566,7 +611,7 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
             return None
         try:
             with _collector_paused():
-                root = parse_xml(response["body"])
+                root = _checked_tree(response) or parse_xml(response["body"])
                 if protocol == "ec2":
                     parsed = _ec2_answer(root, plan)
                 else:
@@ -576,6 +621,19 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
             return None
         self.fast[shape.name] += 1
         return parsed
+
+
+#: Where `check_s3_200_error` leaves a listing page's tree for the parser: (body, root).
+_PARSED_TREE = "snapd_parsed_tree"
+
+
+def _checked_tree(response: dict[str, Any]) -> Any:
+    """The tree `check_s3_200_error` built of this very body, if it did (taken once)."""
+    context = response.get("context")
+    kept = context.pop(_PARSED_TREE, None) if isinstance(context, dict) else None
+    if kept is None or kept[0] is not response.get("body"):
+        return None
+    return kept[1]
 
 
 @contextlib.contextmanager

@@ -739,11 +739,13 @@ def _add_listed(
     folders: dict[str, dict[str, ObjectInfo]], root: str, contents: Iterable[Any]
 ) -> None:
     """One listing page's objects into `folders` (see `list_folders`): one tight loop, as
-    a warm cycle runs it for every object of the bucket and does little else."""
+    a warm cycle runs it for every object of the bucket and does little else. The items are
+    botocore's parse of the ListObjectsV2 model (`Key`/`ETag` strings, `Size` an int,
+    `LastModified` a datetime), so their types are not checked again here."""
     start = len(root)
     for item in contents:
-        key = item.get("Key") if isinstance(item, dict) else None
-        if not isinstance(key, str) or not key.startswith(root):
+        key: str = item.get("Key") or ""
+        if not key.startswith(root):
             continue
         name, slash, relative = key[start:].partition("/")
         if not name or not slash:
@@ -752,11 +754,8 @@ def _add_listed(
         if files is None:
             files = folders[name] = {}
         if relative and "/" not in relative:
-            modified = item.get("LastModified")
             files[relative] = ObjectInfo(
-                int(item.get("Size") or 0),
-                str(item.get("ETag") or ""),
-                modified if isinstance(modified, datetime) else None,
+                int(item.get("Size") or 0), item.get("ETag") or "", item.get("LastModified")
             )
 
 
