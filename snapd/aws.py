@@ -362,8 +362,9 @@ FAST_OUTPUTS: dict[str, frozenset[str]] = {
     "ec2": frozenset({"DescribeSnapshotsResult", "DescribeLockedSnapshotsResult"}),
 }
 
-# How a member's element becomes a value (the second field of a `_Member`).
-_TEXT, _CONVERT, _STRUCT, _LIST, _FLAT = range(5)
+# How a member's element becomes a value (the second field of a `_Member`); a _TEXTS is a
+# structure of text members only (EC2's Tag), read by a shorter loop.
+_TEXT, _CONVERT, _STRUCT, _LIST, _FLAT, _TEXTS = range(6)
 #: Member locations botocore reads from the HTTP response, not the body.
 _NOT_BODY = frozenset({"header", "headers", "statusCode"})
 #: Scalar types and how botocore turns their text into a value.
@@ -392,7 +393,7 @@ def compile_plan(shape: Any, timestamp: Callable[[str], Any]) -> _Plan:
     parser takes for every element of every page (`_member_key_name`, `_parse_shape`).
     Raises `_NotCoveredError` for anything beyond structures, lists and plain scalars."""
     how, detail = _compile(shape, timestamp)
-    if how != _STRUCT:
+    if how not in (_STRUCT, _TEXTS):
         raise _NotCoveredError(shape.name)
     plan: _Plan = detail
     return plan
@@ -406,7 +407,7 @@ def _compile(shape: Any, timestamp: Callable[[str], Any]) -> tuple[int, Any]:
     if kind in ("string", "character"):
         return _TEXT, None
     if kind == "timestamp":
-        return _CONVERT, timestamp
+        return _CONVERT, _repeats_remembered(timestamp)
     if kind in _SCALARS:
         return _CONVERT, _SCALARS[kind]
     if kind == "list":
@@ -415,7 +416,9 @@ def _compile(shape: Any, timestamp: Callable[[str], Any]) -> tuple[int, Any]:
             raise _NotCoveredError(shape.name)
         return (_FLAT if shape.serialization.get("flattened") else _LIST), item
     if kind == "structure":
-        return _STRUCT, _compile_structure(shape, timestamp)
+        plan = _compile_structure(shape, timestamp)
+        texts_only = all(how == _TEXT for _, how, _ in plan.values())
+        return (_TEXTS if texts_only else _STRUCT), plan
     raise _NotCoveredError(f"{shape.name} ({kind})")
 
 
@@ -435,6 +438,25 @@ def _compile_structure(shape: Any, timestamp: Callable[[str], Any]) -> _Plan:
         how, detail = _compile(member, timestamp)
         plan[element] = (name, how, detail)
     return plan
+
+
+def _repeats_remembered(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`convert`, answering a text equal to the previous one with the previous value.
+
+    S3 lists times to the second and a backup's files, adjacent in the listing, are
+    mostly written within the same second; a datetime is immutable, so sharing it is safe.
+    """
+    last: list[tuple[str, Any]] = [("", None)]
+
+    def converted(text: str) -> Any:
+        previous = last[0]
+        if text == previous[0] and previous[1] is not None:
+            return previous[1]
+        value = convert(text)
+        last[0] = (text, value)
+        return value
+
+    return converted
 
 
 def _element_name(member: Any, name: str) -> str:
@@ -505,10 +527,28 @@ def _learn_tag(plan: _Plan, tag: str) -> _Member | None:
     return member
 
 
+def parse_texts(node: Any, plan: _Plan) -> dict[str, str]:
+    """`parse_structure` of a structure whose members are all text (EC2's Tag, 25 to a
+    snapshot): the same answer, with fewer steps per element."""
+    parsed: dict[str, str] = {}
+    for child in node:
+        member = plan.get(child.tag) or _learn_tag(plan, child.tag)
+        if member is None:
+            continue
+        name = member[0]
+        if name in parsed:
+            raise _NotCoveredError(f"{name} repeated")
+        text = child.text
+        parsed[name] = "" if text is None else text
+    return parsed
+
+
 def _value(node: Any, how: int, detail: Any) -> Any:
     """One element's value; an empty element's text is `""`, as in botocore."""
     if how == _STRUCT:
         return parse_structure(node, detail)
+    if how == _TEXTS:
+        return parse_texts(node, detail)
     if how == _TEXT:
         text = node.text
         return "" if text is None else text
@@ -522,6 +562,8 @@ def _value(node: Any, how: int, detail: Any) -> Any:
         item_how, item_detail = detail
         if item_how == _STRUCT:
             return [parse_structure(item, item_detail) for item in node]
+        if item_how == _TEXTS:
+            return [parse_texts(item, item_detail) for item in node]
         return [_value(item, item_how, item_detail) for item in node]
     raise _NotCoveredError("list of lists")
 
