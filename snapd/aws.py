@@ -23,6 +23,12 @@ answer, and each client is tuned once at creation (docs/aws-cpu.md):
 - the User-Agent string, the same for every request with the same feature ids, is built once
   per set of ids (`_cache_user_agent`).
 
+A warm cycle makes few requests but lists everything: the Velero bucket (1,000 objects a
+page), the replica inventory and its locks (1,000 snapshots with their tags a page). Those
+pages are read by `ListingParsers`, a parser compiled from botocore's own model that gives
+botocore's answer in a fraction of its CPU; S3's check for an error inside a 200 reuses the
+listing page's tree instead of parsing it a second time (docs/aws-cpu.md, "Listing pages").
+
 Integrity checks stay: botocore still validates the CRC of every GetObject body that carries
 one (`response_checksum_validation` is left at `when_supported`; CRC32 in C costs little).
 """
