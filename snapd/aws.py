@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
 import aioboto3
@@ -59,7 +60,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
-from botocore.handlers import _handle_200_error
+from botocore.handlers import _handle_200_error, decode_list_object_v2
 from botocore.utils import parse_timestamp
 
 from snapd.errors import AwsError, PermanentError, TransientError
@@ -215,10 +216,37 @@ def _tune_client(
         events = client.meta.events
         events.unregister(S3_200_ERROR_EVENT, _handle_200_error)
         events.register_first(S3_200_ERROR_EVENT, parsers.check_s3_200_error)
+        events.unregister(LISTING_DECODE_EVENT, decode_list_object_v2)
+        events.register(LISTING_DECODE_EVENT, decode_listing)
 
 
 #: Where botocore checks S3's 200 answers for an error document (`check_s3_200_error`).
 S3_200_ERROR_EVENT = "before-parse.s3.*"
+#: Where botocore url-decodes a ListObjectsV2 answer (`decode_listing`).
+LISTING_DECODE_EVENT = "after-call.s3.ListObjectsV2"
+
+
+def decode_listing(parsed: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+    """botocore's `decode_list_object_v2`, for less CPU per page.
+
+    botocore asks S3 for url-encoded keys (`EncodingType=url`, which it sets itself) and
+    decodes every key of the answer with `unquote_plus`; a value without `%` or `+` is its
+    own decoding, and almost every key has neither, so only the others are decoded. Same
+    keys, same conditions, same answer.
+    """
+    if parsed.get("EncodingType") != "url" or not context.get("encoding_type_auto_set"):
+        return
+    for key in ("Delimiter", "Prefix", "StartAfter"):
+        if key in parsed:
+            parsed[key] = _url_decoded(parsed[key])
+    for top, child in (("Contents", "Key"), ("CommonPrefixes", "Prefix")):
+        if top in parsed:
+            for member in parsed[top]:
+                member[child] = _url_decoded(member[child])
+
+
+def _url_decoded(value: str) -> str:
+    return unquote_plus(value) if "%" in value or "+" in value else value
 
 
 def _cache_user_agent(client: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,11 @@ import botocore.parsers
 import botocore.session
 import pytest
 from botocore.context import ClientContext, reset_context, set_context
-from botocore.handlers import _handle_200_error, set_list_objects_encoding_type_url
+from botocore.handlers import (
+    _handle_200_error,
+    decode_list_object_v2,
+    set_list_objects_encoding_type_url,
+)
 from botocore.utils import parse_timestamp
 
 from simworld.moto_server import MotoWorld
@@ -28,6 +33,7 @@ from snapd.aws import (
     AwsClients,
     ListingParsers,
     RelevantParameters,
+    decode_listing,
     fast_timestamp,
     rule_references,
     unread_parameters,
@@ -486,3 +492,75 @@ async def test_s3_clients_check_200_errors_once(aws: AwsClients) -> None:
     handlers = list(s3.meta.events._emitter._handlers.prefix_search("before-parse.s3.Op"))
     assert _handle_200_error not in handlers
     assert handlers[0] == aws.parsers.check_s3_200_error
+
+
+ENCODED = [
+    "backups%2Fa%26b",
+    "sp+ace",
+    "%C3%BCn%C3%AFc%C3%B8d%C3%A9",
+    "plain/key.json",
+    "100%25+x",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "auto_set"),
+    [("url", True), ("url", False), (None, True)],
+    ids=["decoded", "caller-asked-for-url", "not-encoded"],
+)
+def test_listing_keys_are_decoded_as_botocore_decodes_them(
+    encoding: str | None, auto_set: bool
+) -> None:
+    """`decode_listing` gives botocore's `decode_list_object_v2` answer: every key, prefix,
+    delimiter and start key, with or without `%` and `+`, only when botocore set the
+    encoding itself."""
+    parsed: dict[str, Any] = {
+        "Prefix": "backups%2F",
+        "Delimiter": "%2F",
+        "StartAfter": "a+b",
+        "Contents": [{"Key": key, "Size": 1} for key in ENCODED],
+        "CommonPrefixes": [{"Prefix": key} for key in ENCODED],
+    }
+    if encoding:
+        parsed["EncodingType"] = encoding
+    context = {"encoding_type_auto_set": True} if auto_set else {}
+    theirs, ours = copy.deepcopy(parsed), copy.deepcopy(parsed)
+    decode_list_object_v2(theirs, dict(context))
+    decode_listing(ours, dict(context))
+    assert ours == theirs
+
+
+async def test_odd_keys_list_as_untuned_boto3_lists_them(aws: AwsClients, moto: MotoWorld) -> None:
+    """Through snapd's tuned S3 client (compiled parser, one 200-error parse, its own key
+    decoding), a listing of keys with `&<>'"`, unicode, spaces, `+` and `%` is the one plain
+    boto3 returns, with and without a delimiter, page by page."""
+    plain = _bucket(moto)
+    for extra in ({}, {"Delimiter": "/"}):
+        ours = [
+            {k: v for k, v in page.items() if k != "ResponseMetadata"}
+            async for page in aws.pages(
+                "s3",
+                REGION,
+                "ListObjectsV2",
+                Bucket=BUCKET,
+                PaginationConfig={"PageSize": 3},
+                **extra,
+            )
+        ]
+        paginator = plain.get_paginator("list_objects_v2")
+        theirs = [
+            {k: v for k, v in page.items() if k != "ResponseMetadata"}
+            for page in paginator.paginate(Bucket=BUCKET, PaginationConfig={"PageSize": 3}, **extra)
+        ]
+        assert ours == theirs
+    assert {item["Key"] for page in ours for item in page.get("Contents", [])} | {
+        p["Prefix"] for page in ours for p in page.get("CommonPrefixes", [])
+    } == {"top-level.json", "backups/"}
+    assert aws.parsers.fast["ListObjectsV2Output"] >= 4
+    s3 = await aws.client("s3", REGION)
+    after_call = list(
+        s3.meta.events._emitter._handlers.prefix_search("after-call.s3.ListObjectsV2")
+    )
+    assert decode_list_object_v2 not in after_call
+    assert decode_listing in after_call
