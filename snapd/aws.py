@@ -27,7 +27,8 @@ A warm cycle makes few requests but lists everything: the Velero bucket (1,000 o
 page), the replica inventory and its locks (1,000 snapshots with their tags a page). Those
 pages are read by `ListingParsers`, a parser compiled from botocore's own model that gives
 botocore's answer in a fraction of its CPU; S3's check for an error inside a 200 reuses the
-listing page's tree instead of parsing it a second time (docs/aws-cpu.md, "Listing pages").
+listing page's tree instead of parsing it a second time, and only keys with `%` or `+` are
+url-decoded (docs/aws-cpu.md, "Listing pages").
 
 Integrity checks stay: botocore still validates the CRC of every GetObject body that carries
 one (`response_checksum_validation` is left at `when_supported`; CRC32 in C costs little).
