@@ -330,6 +330,19 @@ class AwsClients:
             self._clients[key] = client
         return self._clients[key]
 
+    async def settle(self, clients: Collection[tuple[str, str]]) -> None:
+        """Make these (service, region) clients now, then freeze what start-up made.
+
+        Imports, botocore's service models and the clients are a few hundred thousand
+        objects that live as long as the process. Left to the cyclic garbage collector,
+        every full collection scans all of them again (0.1 s and more of CPU each, in the
+        middle of a burst of requests). Frozen (`gc.freeze`), they are never scanned; what
+        the work makes afterwards is collected as before.
+        """
+        for service, region in sorted(clients):
+            await self.client(service, region)
+        gc.freeze()
+
     def _unread_parameters(self, service: str) -> frozenset[str]:
         """`unread_parameters` of a service's endpoint rules, worked out once per service."""
         if service not in self._unread:
@@ -760,6 +773,52 @@ class _RestXmlListingParser(AioRestXMLParser):  # type: ignore[misc]
     def _do_parse(self, response: dict[str, Any], shape: Any) -> Any:
         parsed = self.listings.parse(self, response, shape)
         return parsed if parsed is not None else super()._do_parse(response, shape)
+
+    def _parse_non_payload_attrs(
+        self,
+        response: dict[str, Any],
+        shape: Any,
+        member_shapes: Any,
+        final_parsed: dict[str, Any],
+    ) -> None:
+        """botocore's, with the answer's headers looked up in a plain dict.
+
+        botocore asks the case-insensitive header map for each of an output's header
+        members: some 60 for GetObject, nearly all absent, each miss a KeyError raised and
+        caught inside the map. That was a fifth of the CPU of a cold cycle's GetObject.
+        Here the dozen headers the answer has are lowercased once and each member is a
+        plain look-up; the members are visited in the model's order, as botocore does.
+        """
+        headers = response["headers"]
+        present = {name.lower(): headers[name] for name in headers}
+        for name, member_shape, location, header in _header_members(member_shapes):
+            if location == "header":
+                if header in present:
+                    final_parsed[name] = self._parse_shape(member_shape, present[header])
+            elif location == "statusCode":
+                final_parsed[name] = self._parse_shape(member_shape, response["status_code"])
+            else:
+                final_parsed[name] = self._parse_header_map(member_shape, headers)
+
+
+#: Per output shape (by its members mapping): its members outside the body, in the model's
+#: order, as (name, shape, location, lowercased header name).
+_HEADER_MEMBERS: dict[int, tuple[Any, list[tuple[str, Any, str, str]]]] = {}
+
+
+def _header_members(member_shapes: Any) -> list[tuple[str, Any, str, str]]:
+    """The members botocore's `_parse_non_payload_attrs` reads, worked out once per shape."""
+    cached = _HEADER_MEMBERS.get(id(member_shapes))
+    if cached is not None and cached[0] is member_shapes:
+        return cached[1]
+    members = []
+    for name, member_shape in member_shapes.items():
+        location = member_shape.serialization.get("location")
+        if location in {"header", "headers", "statusCode"}:
+            header = member_shape.serialization.get("name", name).lower()
+            members.append((name, member_shape, location, header))
+    _HEADER_MEMBERS[id(member_shapes)] = (member_shapes, members)
+    return members
 
 
 class _Ec2ListingParser(AioEC2QueryParser):  # type: ignore[misc]

@@ -19,7 +19,7 @@ from snapd.aws import AwsClients
 from snapd.config import Settings
 from snapd.copier import Tracked
 from snapd.requests import DrManifestsRequest, ListRequest, StatusRequest, SyncRequest
-from snapd.service import Engine, sync_holding_lease
+from snapd.service import Engine, start_up_clients, sync_holding_lease
 from snapd.velero import BucketLocation
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -63,6 +63,7 @@ async def cmd_sync(request: SyncRequest, settings: Settings) -> int:
         engine = Engine(settings, aws, events=progress)
         progress.backlog = lambda: engine.copier.backlog
         await engine.check_dr()
+        await aws.settle(start_up_clients(settings))
         if request.dry_run:
             result = await engine.plan_cycle()
             warnings = [w.as_dict() for w in result.warnings]

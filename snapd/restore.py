@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import sys
@@ -751,9 +750,7 @@ async def _start_up_done(aws: AwsClients, request: RestoreRequest) -> None:
     burst of CopySnapshot calls a person waits on. Frozen (`gc.freeze`), they are never
     scanned; what the restore itself makes is still collected.
     """
-    for region in sorted({request.destination_region, request.target_region}):
-        await aws.client("ec2", region)
-    gc.freeze()
+    await aws.settle({("ec2", request.destination_region), ("ec2", request.target_region)})
 
 
 async def _replicas_and_zones(

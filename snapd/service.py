@@ -651,6 +651,7 @@ async def run_daemon(settings: Settings) -> None:
             await engine.check_dr()
         except AwsError as error:
             log.warning("dr.zones_unchecked", error=str(error), retry="at the first publish pass")
+        await aws.settle(start_up_clients(settings))
         log.info(
             "service.started",
             metrics_port=server.port,
@@ -676,6 +677,16 @@ async def run_daemon(settings: Settings) -> None:
             health.mark_ready()
             await _work_until(engine, stop)
         log.info("service.stopped")
+
+
+def start_up_clients(settings: Settings) -> set[tuple[str, str]]:
+    """The clients every cycle uses, made before the work starts (`AwsClients.settle`)."""
+    clients = set()
+    if settings.source_region:
+        clients |= {("s3", settings.source_region), ("ec2", settings.source_region)}
+    if settings.destination_region:
+        clients.add(("ec2", settings.destination_region))
+    return clients
 
 
 async def _serve(metrics: Metrics, port: int, health: Health) -> MetricsServer:

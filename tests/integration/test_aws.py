@@ -325,6 +325,30 @@ async def test_describe_locked_snapshots_parse_as_botocore_parses_them(
     assert ours.fast["DescribeLockedSnapshotsResult"] == 2
 
 
+async def test_answer_headers_parse_as_botocore_parses_them(ec2sim: Any, moto: MotoWorld) -> None:
+    """Every S3 answer's header members (GetObject's some 60, a user's metadata, checksums,
+    ranges, a missing object's 404) are read from a plain dict: the same dict as botocore's."""
+    plain = _bucket(moto)
+    plain.put_object(
+        Bucket=BUCKET,
+        Key="meta.json",
+        Body=b"{}",
+        Metadata={"Velero-Owner": "x", "lower": "y"},
+        ContentType="application/json",
+        ChecksumAlgorithm="CRC32",
+    )
+    client, captured = plain_client(moto, "s3")
+    client.get_object(Bucket=BUCKET, Key="meta.json", ChecksumMode="ENABLED")
+    client.get_object(Bucket=BUCKET, Key=KEYS[3], Range="bytes=0-1")
+    client.head_object(Bucket=BUCKET, Key="meta.json")
+    client.put_object(Bucket=BUCKET, Key="new.json", Body=b"x", ChecksumAlgorithm="SHA256")
+    with pytest.raises(client.exceptions.NoSuchKey):
+        client.get_object(Bucket=BUCKET, Key="absent.json")
+    await both_parsers(captured)
+    metadata = [r for _, r, _ in captured.responses if "x-amz-meta-velero-owner" in r["headers"]]
+    assert metadata, "no answer carried the user metadata the test means to compare"
+
+
 async def test_errors_and_other_operations_go_to_botocore(ec2sim: Any, moto: MotoWorld) -> None:
     """An error answer, and any operation outside the listings, is botocore's to parse."""
     s3, s3_captured = plain_client(moto, "s3")
@@ -564,3 +588,27 @@ async def test_odd_keys_list_as_untuned_boto3_lists_them(aws: AwsClients, moto: 
     )
     assert decode_list_object_v2 not in after_call
     assert decode_listing in after_call
+
+
+async def test_settle_makes_the_cycles_clients_then_freezes_the_start_up_heap(
+    moto: MotoWorld,
+) -> None:
+    """`snapd run` and `sync` make the clients every cycle uses before the work starts and
+    freeze what start-up made, so no full garbage collection rescans botocore's models in
+    the middle of a cycle's requests."""
+    from snapd.config import Settings
+    from snapd.service import start_up_clients
+
+    settings = Settings(source_region="eu-west-1", destination_region="eu-central-1")
+    frozen = gc.get_freeze_count()
+    try:
+        async with AwsClients() as aws:
+            await aws.settle(start_up_clients(settings))
+            assert sorted(aws._clients) == [
+                ("ec2", "eu-central-1"),
+                ("ec2", "eu-west-1"),
+                ("s3", "eu-west-1"),
+            ]
+            assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
