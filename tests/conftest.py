@@ -27,11 +27,14 @@ from simworld.fake_kube import CONTEXT, FakeKube, fake_kube_server
 from simworld.moto_server import FAKE_AWS_ENV, MotoWorld, moto_server
 from snapd import kube
 from snapd.aws import AwsClients
+from tests.botocore_data import share_botocore_data
 
 # No test may ever reach real AWS, whatever the developer's shell has configured.
 for _name in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
     os.environ.pop(_name, None)
 os.environ.update(FAKE_AWS_ENV)
+# Every botocore session of a worker shares one loader (tests/botocore_data.py).
+share_botocore_data()
 
 
 @pytest.fixture(scope="session")

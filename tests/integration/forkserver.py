@@ -7,7 +7,7 @@ that does what the `snapd` console script does: `sys.exit(snapd.cli.main())`, wi
 command's argv, environment, working directory and its own stdout/stderr files. So each
 command is still its own process, with its own pid, exit code, signals and streams; only
 the imports and botocore's parsed data files are shared (copy-on-write, see
-`_share_botocore_data`). Nothing in the server runs a thread or an event loop, so forking it
+tests/botocore_data.py). Nothing in the server runs a thread or an event loop, so forking it
 is safe.
 
 Protocol, one JSON object per line: the client writes `{"id", "argv", "env", "cwd",
@@ -28,38 +28,10 @@ import signal
 import sys
 from typing import Any
 
+from tests.botocore_data import share_botocore_data
+
 #: What the server imports before it forks: every module a command may load.
 PRELOAD = ("snapd.cli", "snapd.commands", "snapd.service", "snapd.restore", "snapd.dr")
-#: The AWS services snapd calls, whose models the server reads before it forks.
-AWS_SERVICES = ("ec2", "s3", "rbin", "sts")
-
-
-def _share_botocore_data() -> None:
-    """Read botocore's data files (service models, endpoints, rules) once for every command.
-
-    botocore parses them into a cache per session (ec2's model alone is 0.06 s of JSON), and
-    each `snapd` command makes its own session, so each command parsed them again: ~0.12 s
-    of CPU a command, over a few hundred commands. Here every session of the server and its
-    children gets one loader, filled before the fork, as every client of one session shares
-    one loader in botocore itself: the same data, the same requests, less parsing.
-    A session given its own data path (`AWS_DATA_PATH`) still gets a loader of its own.
-    """
-    import botocore.loaders
-    import botocore.session
-
-    shared = botocore.loaders.create_loader()
-    own_loader = botocore.session.create_loader
-
-    def create_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
-        return shared if search_path_string is None else own_loader(search_path_string)
-
-    botocore.session.create_loader = create_loader
-    session = botocore.session.get_session()
-    for service in AWS_SERVICES:
-        # Explicit keys: building a client must not look for credentials (or reach IMDS).
-        session.create_client(
-            service, region_name="us-east-1", aws_access_key_id="-", aws_secret_access_key="-"
-        )
 
 
 def _child(request: dict[str, Any], pidfds: tuple[int, ...]) -> None:
@@ -91,7 +63,7 @@ def serve() -> None:
     """Read requests on stdin until it closes; fork one child per request."""
     for module in PRELOAD:
         __import__(module)
-    _share_botocore_data()
+    share_botocore_data()
     requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
     children: dict[int, int] = {}  # pidfd → pid
     pending = b""
