@@ -20,6 +20,7 @@ terminals, daemons) start the console script with `subprocess.Popen` as before.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -64,6 +65,10 @@ def serve() -> None:
     for module in PRELOAD:
         __import__(module)
     share_botocore_data()
+    # The collector of each child would otherwise walk (and so copy, page by page) every
+    # object the server imported, in its collections and again at exit: ~0.2 s of CPU a
+    # command. Frozen, they are never collected in the server nor in its children.
+    gc.freeze()
     requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
     children: dict[int, int] = {}  # pidfd → pid
     pending = b""
