@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import os
 import signal
@@ -214,3 +215,9 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     await asyncio.wait(leaked, timeout=LEAK_GRACE_SECONDS)
     names = ", ".join(sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in leaked))
     pytest.fail(f"the test left asyncio tasks pending (now cancelled): {names}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is imported by now (moto, botocore, snapd, the tests) lives as long as the worker:
+    freeze it, so that the worker's garbage collections stop walking it again and again."""
+    gc.freeze()
