@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,6 +51,27 @@ class MotoWorld:
         self._server.stop()
 
 
+def _list_moto_modules_once() -> None:
+    """Make moto's dispatcher read moto's package directory once, not on every request.
+
+    To find the backend of a request, moto's server asks whether the host names one of
+    moto's modules by listing its package directory (~180 entries, a stat each): ~0.8 ms of
+    CPU a request, a fifth of what a request costs, under the dispatcher's lock. The
+    directory does not change while the server runs, so its listing is kept.
+    """
+    from moto import backends
+
+    if getattr(backends.list_of_moto_modules, "kept", False):
+        return
+    modules = tuple(backends.list_of_moto_modules())
+
+    def list_of_moto_modules() -> Iterable[str]:
+        return iter(modules)
+
+    list_of_moto_modules.kept = True  # type: ignore[attr-defined]
+    backends.list_of_moto_modules = list_of_moto_modules
+
+
 @contextmanager
 def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoWorld]:
     """Start moto on `host` (a free port by default) with this process pointed at it."""
@@ -63,6 +84,7 @@ def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoWorld]:
 
     # One access-log line per request drowns the demo's and the tests' own output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    _list_moto_modules_once()
 
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()

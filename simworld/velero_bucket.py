@@ -16,6 +16,7 @@ Test-only: production modules never import this (import-linter contract).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -152,15 +153,9 @@ class _HttpStore:
     """moto server over HTTP with botocore clients (sync; the server runs in a thread)."""
 
     def __init__(self, region: str, endpoint_url: str | None) -> None:
-        import botocore.session
-        from botocore.config import Config
-
-        session = botocore.session.get_session()
         url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         self.region = region
-        config = Config(max_pool_connections=HTTP_WORKERS)
-        self.s3 = session.create_client("s3", region_name=region, endpoint_url=url, config=config)
-        self.ec2 = session.create_client("ec2", region_name=region, endpoint_url=url, config=config)
+        self.s3, self.ec2 = _http_clients(region, url)
         self._pool = ThreadPoolExecutor(HTTP_WORKERS, thread_name_prefix="velero-bucket")
 
     def map(self, function: Callable[[T], R], items: Sequence[T]) -> list[R]:
@@ -202,6 +197,24 @@ class _HttpStore:
             TagSpecifications=[{"ResourceType": "snapshot", "Tags": _tag_list(tags)}],
         )
         return str(response["SnapshotId"])
+
+
+@functools.cache
+def _http_clients(region: str, url: str | None) -> tuple[Any, Any]:
+    """The S3 and EC2 clients of one region and endpoint, made once per process.
+
+    A builder is made per test, and a botocore session of its own would parse the EC2 and
+    S3 models again each time (~0.1 s of CPU); botocore's clients are thread-safe, so every
+    builder of a region shares them (as the builder's own thread pool already does).
+    """
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    config = Config(max_pool_connections=HTTP_WORKERS)
+    s3 = session.create_client("s3", region_name=region, endpoint_url=url, config=config)
+    ec2 = session.create_client("ec2", region_name=region, endpoint_url=url, config=config)
+    return s3, ec2
 
 
 class _InProcessStore:

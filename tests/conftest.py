@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import os
 import signal
@@ -27,11 +28,14 @@ from simworld.fake_kube import CONTEXT, FakeKube, fake_kube_server
 from simworld.moto_server import FAKE_AWS_ENV, MotoWorld, moto_server
 from snapd import kube
 from snapd.aws import AwsClients
+from tests.botocore_data import share_botocore_data
 
 # No test may ever reach real AWS, whatever the developer's shell has configured.
 for _name in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
     os.environ.pop(_name, None)
 os.environ.update(FAKE_AWS_ENV)
+# Every botocore session of a worker shares one loader (tests/botocore_data.py).
+share_botocore_data()
 
 
 @pytest.fixture(scope="session")
@@ -211,3 +215,9 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     await asyncio.wait(leaked, timeout=LEAK_GRACE_SECONDS)
     names = ", ".join(sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in leaked))
     pytest.fail(f"the test left asyncio tasks pending (now cancelled): {names}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is imported by now (moto, botocore, snapd, the tests) lives as long as the worker:
+    freeze it, so that the worker's garbage collections stop walking it again and again."""
+    gc.freeze()
