@@ -210,7 +210,8 @@ class Copier:
         self.active: dict[str, Tracked] = {}
         self.attempts: dict[str, int] = {}
         self.stats = CopyStats()
-        self._starting_sources: set[str] = set()
+        #: Copies whose CopySnapshot is sent and not yet answered, by source.
+        self._in_start: dict[str, _Queued] = {}
         self._settled_copies: dict[str, _Settled] = {}
         #: Adopted copies that ended in `error`, by source, until the source is queued again.
         self._adopted_failures: dict[str, Unfinished] = {}
@@ -243,7 +244,7 @@ class Copier:
         """Sources queued, being started or pending here; the planner must not plan them again."""
         return (
             {q.action.source.snapshot_id for q in self.queue}
-            | self._starting_sources
+            | set(self._in_start)
             | {t.source_id for t in self.active.values()}
         )
 
@@ -441,7 +442,7 @@ class Copier:
     def _begin_start(self, queued: _Queued) -> None:
         """Count the start before the task runs: the next free-slot check must see it."""
         self._starting += 1
-        self._starting_sources.add(queued.action.source.snapshot_id)
+        self._in_start[queued.action.source.snapshot_id] = queued
 
     async def _start(self, queued: _Queued) -> None:
         """One CopySnapshot (counted by `_begin_start`); track the copy or handle the refusal."""
@@ -454,7 +455,7 @@ class Copier:
             refusal = error
         finally:
             self._starting -= 1
-            self._starting_sources.discard(source.snapshot_id)
+            self._in_start.pop(source.snapshot_id, None)
             self._wake_starter.set()
             self._wake_poller.set()  # it recomputes its next look (a burst of starts ended?)
         if refusal is not None:
@@ -785,6 +786,7 @@ class Copier:
         ]
         items += self._adopted_failures.values()
         items += [self._queued_item(q) for q in self.queue]
+        items += [self._starting_item(q) for q in self._in_start.values()]
         items += [
             Unfinished(
                 t.source_id,
@@ -809,6 +811,17 @@ class Copier:
             _label(source.volume.namespace, source.volume.pvc, source.backup),
             "queued",
             why,
+        )
+
+    def _starting_item(self, queued: _Queued) -> Unfinished:
+        """A copy whose CopySnapshot AWS has not answered yet: still not started, as far as
+        anyone knows; the last refusal, if any, says why it waited."""
+        source = queued.action.source
+        return Unfinished(
+            source.snapshot_id,
+            _label(source.volume.namespace, source.volume.pvc, source.backup),
+            "queued",
+            queued.why_waiting or "starting: CopySnapshot sent, AWS has not answered yet",
         )
 
     def time_out(self) -> list[Unfinished]:

@@ -298,6 +298,32 @@ async def test_source_is_busy_while_its_copy_is_being_started(
     assert ec2sim.calls["CopySnapshot"] == 1
 
 
+async def test_a_copy_being_started_is_named_unfinished(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """`snapd sync --timeout` may end while a CopySnapshot is sent and not yet answered: that
+    source is neither queued nor pending, and must still be named as not protected."""
+    ec2sim.copy_duration = 0.1
+    (first,) = seed_sources(ec2sim, 1)
+    copier = make_copier(aws)
+    unfinished_during_call: list[list[tuple[str, str, str]]] = []
+    send = copier.start_copy
+
+    async def watched_start(source: SourceSnapshot) -> str:
+        unfinished_during_call.append(
+            [(u.source_id, u.state, u.reason) for u in copier.unfinished()]
+        )
+        return await send(source)
+
+    copier.start_copy = watched_start  # type: ignore[method-assign]
+    copier.enqueue([CopyAction(first, "missing")])
+    await run_until_settled(copier, ec2sim)
+    assert unfinished_during_call == [
+        [(first.snapshot_id, "queued", "starting: CopySnapshot sent, AWS has not answered yet")]
+    ]
+    assert copier.unfinished() == []
+
+
 async def test_failed_copy_is_queued_or_given_up_before_its_delete(
     aws: AwsClients, ec2sim: Ec2Simulator
 ) -> None:
