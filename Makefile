@@ -54,8 +54,8 @@ fmt: $(STAMP)
 
 # Tests run in parallel (pytest-xdist), two workers per CPU: the end-to-end tests spend much
 # of their time waiting on simulated AWS (copies pending, polls), which a second worker per
-# CPU fills (measured on 2 CPUs: 274 s with 2 workers, 230 s with 4). Each worker has its own
-# moto server, fake Kubernetes API and snapd fork server (tests/integration/forkserver.py).
+# CPU fills (measured on 2 CPUs, shared: 120-160 s with 4 workers, level with 3 and 6).
+# Each worker has its own moto server, fake Kubernetes API and snapd fork server (tests/integration/forkserver.py).
 # `make test WORKERS=0` runs them in this process. A worker that runs out of tests takes
 # queued ones from another (worksteal), so the long end-to-end tests do not leave one
 # worker busy at the end while the others idle.
