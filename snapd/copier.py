@@ -5,7 +5,8 @@ fewer than the effective limit of our copies are pending or being started — up
 `START_CONCURRENCY` calls side by side, so a poll that frees several slots refills them
 together. One *poller* task describes all pending copies in one batched DescribeSnapshots
 `poll_interval` after its last poll, and sooner when a copy's measured progress says it is
-due (`waiting.ProgressTrack`), never within a quarter poll interval of the last poll; a copy
+due (`waiting.ProgressTrack`), never within a quarter poll interval of the last poll (every
+look names every pending copy and starts the poll interval again); a copy
 started meanwhile only moves that time, it never triggers a Describe of its own. A slot
 frees the moment the poller sees a copy `completed`, and the starter is woken to start the
 next queued copy at once — not at the next cycle. There are no per-copy polling loops.
@@ -629,28 +630,26 @@ class Copier:
         return tracked.started + min(self._durations)
 
     def _to_look_at(self) -> list[str]:
-        """The copies to describe now: all of them when the poll interval is up, else those
-        predicted done (one batched call either way); none before their time."""
+        """The copies to describe now: every pending one, when the poll interval is up or a
+        copy is predicted done (none before their time).
+
+        A look always names every pending copy: it is one batched call whatever it names,
+        so it also serves as the full poll and the poll interval starts again from it. A
+        look that named only the copies due would leave the full poll to come on its own
+        clock: a second call for what the first could have told.
+        """
         now = self.clock()
         full_at = (now if self._full_anchor is None else self._full_anchor) + self.poll_interval
-        if now >= full_at:
-            self._full_anchor = self._last_look = now
-            return list(self.active)
-        if self._last_look is not None and now < self._last_look + self._floor:
-            return []
-        due = [
-            replica_id
-            for replica_id, tracked in self.active.items()
-            if (at := self._due_at(tracked)) is not None and at <= now
-        ]
-        if not due:
-            return []
-        self._last_look = now
-        if len(due) == len(self.active) or now >= full_at - self._floor:
-            # The full poll is due within a quarter interval anyway: one call does both.
-            self._full_anchor = now
-            return list(self.active)
-        return due
+        if now < full_at:
+            if self._last_look is not None and now < self._last_look + self._floor:
+                return []
+            if not any(
+                (at := self._due_at(tracked)) is not None and at <= now
+                for tracked in self.active.values()
+            ):
+                return []
+        self._full_anchor = self._last_look = now
+        return list(self.active)
 
     async def poll_once(self, ids: Collection[str] | None = None) -> None:
         """One batched DescribeSnapshots of the pending copies `ids` (default: all); settle

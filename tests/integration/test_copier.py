@@ -413,10 +413,13 @@ async def test_poller_looks_when_progress_says_a_copy_is_due(aws: AwsClients) ->
     assert copier._next_poll_in() == pytest.approx(4.0)  # a quarter interval after the last
 
 
-async def test_between_full_polls_only_the_copies_due_are_described(aws: AwsClients) -> None:
-    """Every copy is described once per poll interval; in between a look names only the
-    copies whose progress says they are done, no sooner than a quarter interval after the
-    last look — and becomes the full poll when that is due within a quarter interval."""
+async def test_every_look_describes_every_pending_copy_and_restarts_the_interval(
+    aws: AwsClients,
+) -> None:
+    """Every copy is described at least once per poll interval; sooner when one copy's
+    progress says it is done, no sooner than a quarter interval after the last look. Each
+    look names every pending copy (one batched call whatever it names) and the poll
+    interval counts again from it, so no full poll follows a look on a clock of its own."""
     now = [100.0]
     copier = make_copier(aws, poll_interval=20.0, clock=lambda: now[0])
 
@@ -428,6 +431,7 @@ async def test_between_full_polls_only_the_copies_due_are_described(aws: AwsClie
         tracked.looked = bool(seen)
         copier.active[replica_id] = tracked
 
+    everyone = ["slow", "soon", "new"]
     pending("slow", 0.0, [(100.0, 10)])  # done at 1000
     pending("soon", 60.0, [(100.0, 80)])  # done at 110
     pending("new", 100.0, [])  # never looked at: no copy seen done yet, so due at once
@@ -438,16 +442,23 @@ async def test_between_full_polls_only_the_copies_due_are_described(aws: AwsClie
     now[0] = 105.0
     assert copier._to_look_at() == []  # nothing due yet
     now[0] = 111.0
-    assert copier._to_look_at() == ["soon"]
+    assert copier._to_look_at() == everyone  # "soon" is due: one look at all of them
+    assert copier._full_anchor == 111.0
     assert copier._next_poll_in() == pytest.approx(5.0)  # still due: a quarter interval on
     copier.active["soon"].track.see(111.0, 97)  # not quite: due again at ~112.6
     now[0] = 113.0
     assert copier._to_look_at() == []  # within a quarter interval of the last look
     now[0] = 116.0
-    assert copier._to_look_at() == ["slow", "soon", "new"]  # full poll due by 120 anyway
+    assert copier._to_look_at() == everyone
     assert copier._full_anchor == 116.0
+    del copier.active["soon"]  # seen completed
+    copier.active["new"].looked = True
+    copier.active["new"].track.see(116.0, 20)  # done at ~180: nothing due before 136
+    now[0] = 135.0
+    assert copier._to_look_at() == []
+    assert copier._next_poll_in() == pytest.approx(1.0)  # the poll interval from 116
     now[0] = 136.0
-    assert copier._to_look_at() == ["slow", "soon", "new"]
+    assert copier._to_look_at() == ["slow", "new"]
 
 
 async def test_settled_copies_are_forgotten_after_an_hour(aws: AwsClients) -> None:
