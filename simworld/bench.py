@@ -121,8 +121,9 @@ def pages(count: int, page_size: int = 1000) -> int:
 
 
 def warm_list_calls(objects: int, page_size: int = 1000) -> int:
-    """ListObjectsV2 pages a warm cycle needs: ⌈objects/1000⌉ (at least one) — discovery
-    lists every file under `backups/` with its ETag, so a changed folder is read again."""
+    """ListObjectsV2 pages a warm cycle may need at most: ⌈objects/1000⌉ (at least one),
+    discovery's verification listing of every file with its ETag. A warm cycle between
+    verifications lists names only (⌈backups/1000⌉, the steady part's target)."""
     return pages(objects, page_size)
 
 
@@ -1528,17 +1529,18 @@ def listing_worker() -> None:
 
 
 async def _list_velero_bucket() -> dict[str, Any]:
-    """`velero.list_folders` through snapd's own clients, after one request that pays the
-    client's one-off set-up (a daemon's client is long made)."""
+    """`velero.list_backups` (the names listing a warm cycle makes) through snapd's own
+    clients, after one request that pays the client's one-off set-up (a daemon's client is
+    long made)."""
     from snapd.aws import AwsClients
-    from snapd.velero import BucketLocation, list_folders
+    from snapd.velero import BucketLocation, list_backups
 
     location = BucketLocation(BUCKET, "", SOURCE_REGION)
     async with AwsClients() as aws:
         await aws.call("s3", SOURCE_REGION, "ListObjectsV2", Bucket=BUCKET, MaxKeys=1)
         before = aws.calls["ListObjectsV2"]
         cpu = time.process_time()
-        await list_folders(aws, location)
+        await list_backups(aws, location)
         return {
             "pages": aws.calls["ListObjectsV2"] - before,
             "cpu_seconds": round(time.process_time() - cpu, 3),
@@ -1728,7 +1730,7 @@ def _listing_cpu_figure(section: str, listing: dict[str, Any], warm: dict[str, A
         listing["cpu_seconds"],
         "s",
         bound=warm["snapd_cpu_seconds"],
-        note=f"{listing['pages']} pages, snapd's list_folders in a process of "
+        note=f"{listing['pages']} pages, snapd's list_backups in a process of "
         "its own; ratio = share of the warm cycle's snapd CPU",
     )
 
@@ -2613,7 +2615,7 @@ _STEADY_MEASURED = (
     "pass follows its `cycle.completed` line), counting only the DR bucket's requests "
     "after that line: the daemon's prune pass may plan in the same gap. Requests are "
     "told apart by region and bucket inside moto; the Velero listing's client CPU is "
-    "also measured alone (snapd's `list_folders` in a process of its own)."
+    "also measured alone (snapd's names listing, `list_backups`, in a process of its own)."
 )
 
 
@@ -2886,22 +2888,15 @@ def _steady_notes(runs: Sequence[dict[str, Any]]) -> list[str]:
             if run["variant"] != "replicated"
             else ""
         )
-        + f", and {counts['velero_list']} Velero listing pages: the ⌈B/1000⌉ target fails "
-        f"by design — discovery lists all {run['objects']:,} objects under `backups/` "
-        "because their ETags are the only listing-time evidence of a backup deleted and "
-        "re-created under its name between two cycles (a delimited listing returns folder "
-        "names without ETags, and S3 cannot list `velero-backup.json` alone), and that "
-        "detection is kept. snapd's CPU for the warm cycle was "
+        + f", and {counts['velero_list']} Velero listing page(s): the names listing "
+        f"(delimiter `/`, one entry per backup); the verification listing of all "
+        f"{run['objects']:,} objects with their ETags, which catches a backup deleted and "
+        "re-created under its name, runs on the first cycle and once per prune interval "
+        "(docs/discovery.md), not in this one. snapd's CPU for the warm cycle was "
         f"{warm['snapd_cpu_seconds']:.2f} s, {share:.1%} of its cold cycle's "
-        f"{cold['snapd_cpu_seconds']:.1f} s; the Velero listing alone costs snapd "
-        f"{listing_cpu:.2f} s ({per_page:.0f} ms per 1000-object page, measured apart), "
-        "the rest is mostly parsing the inventory pages (every replica with its "
-        "twenty-odd tags). Profiled (cProfile), snapd's own work in a warm cycle — cache "
-        "look-ups, the plan, metrics — is a few per cent of it: the remaining cost is "
-        "botocore's XML parsing of ⌈objects/1000⌉ + ⌈R/1000⌉ pages. Reading their "
-        "timestamps with `datetime.fromisoformat` instead of dateutil (two thirds of that "
-        "parsing) took the warm cycle's snapd CPU at 1,000 backups from 1.14 s to 0.46 s "
-        "when it was introduced; what is left is botocore walking its model per XML node.",
+        f"{cold['snapd_cpu_seconds']:.1f} s; the names listing alone costs snapd "
+        f"{listing_cpu:.3f} s ({per_page:.0f} ms per page, measured apart), the rest is "
+        "mostly parsing the inventory pages (every replica with its twenty-odd tags).",
     ]
 
 

@@ -528,6 +528,7 @@ class DrPublisher:
                 raise PermanentError(
                     "PutObject", "RewriteFailed", f"{file_name}: {error}"
                 ) from error
+        _check_every_snapshot_met(mapping)
         await self._copy(
             name, BACKUP_FILE, files[BACKUP_FILE], metadata=_metadata(candidate, mapping.seen)
         )
@@ -707,6 +708,26 @@ class DrPublisher:
 
 def _rfc3339(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _check_every_snapshot_met(mapping: DrMapping) -> None:
+    """Refuse to publish files that no longer name the snapshots discovery read them with.
+
+    Discovery keeps a terminal backup's reading by name between its verification listings,
+    so a backup deleted and re-created under its name can reach the publisher with the old
+    reading while the folder holds the new files; published, they would point a DR restore
+    at source snapshots. Its velero-backup.json is not written: the backup stays invisible
+    to Velero and is published once discovery has read the new files."""
+    unmet = sorted(set(mapping.snapshots) - mapping.seen.snapshots)
+    if unmet:
+        raise PermanentError(
+            "PutObject",
+            "FilesChanged",
+            f"the backup's files no longer name {len(unmet)} snapshot(s) it was read with "
+            f"({', '.join(unmet[:3])}{', …' if len(unmet) > 3 else ''}): the backup changed "
+            "since it was read (deleted and re-created under its name?); not published, "
+            "retried once discovery has read it again",
+        )
 
 
 def _metadata(candidate: Candidate, seen: Seen) -> dict[str, str]:

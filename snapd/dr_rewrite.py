@@ -82,11 +82,14 @@ def file_kind(backup: str, file_name: str) -> FileKind | None:
 
 @dataclass(slots=True)
 class Seen:
-    """Names a DR cluster must provide, noticed while rewriting (for `snapd dr-manifests`):
-    VolumeSnapshotLocations of native entries, VolumeSnapshotClasses of the contents."""
+    """What rewriting met: the names a DR cluster must provide (for `snapd dr-manifests`):
+    VolumeSnapshotLocations of native entries, VolumeSnapshotClasses of the contents; and
+    the source snapshots whose references were swapped for their replicas (the publisher
+    checks every one the backup was read with is among them)."""
 
     locations: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
+    snapshots: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,16 @@ def _swap(obj: dict[str, Any] | None, key: str, new: Callable[[str], str]) -> bo
 
 
 def _snapshot(mapping: DrMapping) -> Callable[[str], str]:
-    return lambda value: mapping.snapshots.get(value, value)
+    """Source snapshot id → its replica's (others stay), noting each one swapped."""
+
+    def swap(value: str) -> str:
+        replica = mapping.snapshots.get(value)
+        if replica is None:
+            return value
+        mapping.seen.snapshots.add(value)
+        return replica
+
+    return swap
 
 
 def _labels(labels: dict[str, Any] | None, mapping: DrMapping) -> bool:

@@ -140,7 +140,7 @@ class Engine:
         self.scope = settings.scope or ""
         self.source_region = settings.source_region or ""
         self.region = settings.destination_region or ""
-        self.reader = velero.VeleroReader()
+        self.reader = velero.VeleroReader(verify_every=settings.prune_interval)
         self.copier = Copier(
             aws,
             scope=self.scope,

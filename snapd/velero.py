@@ -3,9 +3,9 @@
 Owns: listing `<prefix>/backups/`, reading each backup's files (parsed, every Velero version's
 quirks, in `velero_files.py`), turning them into `Backup` / `SourceSnapshot` records with the
 reason for everything left out (`build_*`), the checklist that tells a finished upload from
-one still running (`missing_parts`, docs/discovery.md), and the in-memory cache, keyed by
-each folder's identity in the listing, that makes a warm cycle cost one paginated listing
-and no GET.
+one still running (`missing_parts`, docs/discovery.md), and the in-memory cache (by name,
+verified against each folder's ETags) that makes a warm cycle cost one names listing —
+⌈backups/1000⌉ requests — and no GET.
 
 Must not: touch EC2 (`inventory` does), decide what to copy (`planner` does), GET a key it has
 not seen in the cycle's listing, or let one bad backup stop the others — a backup that
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -76,6 +77,9 @@ MAX_OBJECT_BYTES = 64 << 20
 TARBALL_SPOOL_MEMORY = 8 << 20
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PAGE_SIZE = 1000
+#: How often discovery verifies its cache with every file's ETag (the daemon passes
+#: SNAPD_PRUNE_INTERVAL): the longest a backup re-created under its name goes unseen.
+DEFAULT_VERIFY_EVERY = timedelta(hours=1)
 #: How long after `completionTimestamp` files may still be arriving (SNAPD_UPLOAD_GRACE).
 DEFAULT_UPLOAD_GRACE = timedelta(hours=1)
 
@@ -621,21 +625,42 @@ class VeleroReader:
     """Reads the bucket each cycle and remembers readings while their folder is unchanged.
 
     The cache holds, by backup name, each reading with the identity of the folder it was
-    made from (`folder_identity`: names, ETags, sizes, times from the cycle's listing). A
-    folder whose identity changed — a file uploaded, rewritten, deleted, or the backup
-    deleted and re-created under its name — is read again; an unchanged one costs nothing
-    beyond the listing. Readings that hit an S3 failure are never cached. Backups that left
-    the bucket leave the cache. Changing bucket, schedules or the Failed policy starts a
-    fresh cache.
+    made from (`folder_identity`: names, ETags, sizes, times). Two listings feed it:
+
+    - the **names listing** (`list_backups`, delimiter `/`): one entry per backup,
+      ⌈backups/1000⌉ requests. A cycle that finds every name cached with a final reading
+      (`reusable_by_name`: terminal phase, files complete, no error) lists nothing more, so a
+      warm cycle over a replicated bucket costs that listing and no GET. Names not cached,
+      or cached with a reading that may still change (upload in progress, non-terminal
+      phase, unreadable), get their own folder listing and are read again when it changed.
+    - the **verification listing** (`list_folders`, every object with its ETag): on the
+      first cycle, every `verify_every` (the prune interval in the daemon), and whenever
+      more folders need a listing of their own than it has pages. It is what catches the
+      one change a names listing cannot see: a backup deleted and re-created under its
+      name between two cycles (Velero refuses the new backup until the old one's deletion
+      finished, so this needs a delete and a create inside one sync interval). Such a
+      backup is read again at the next verification, at most `verify_every` later.
+
+    Readings that hit an S3 failure are never cached. Backups that left the bucket leave the
+    cache. Changing bucket, schedules or the Failed policy starts a fresh cache.
     """
 
     def __init__(
-        self, *, concurrency: int = DEFAULT_CONCURRENCY, page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        verify_every: timedelta = DEFAULT_VERIFY_EVERY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._concurrency = concurrency
         self._page_size = page_size
+        self._verify_every = verify_every.total_seconds()
+        self._clock = clock
         self._cache: dict[str, tuple[int, BackupScan]] = {}
         self._cache_key: tuple[object, ...] | None = None
+        self._verified_at: float | None = None
+        self._verified_pages = 0
 
     @property
     def cached(self) -> int:
@@ -656,20 +681,86 @@ class VeleroReader:
     ) -> Discovery:
         """List the backups, read the new or changed ones, and return every watched snapshot.
 
-        Raises only when the listing itself fails (the cycle failed); a backup that cannot
-        be read is an `errors` entry. `now` dates the upload grace (default: the clock).
+        Raises only when a listing fails (the cycle failed); a backup that cannot be read is
+        an `errors` entry. `now` dates the upload grace (default: the clock).
         """
         location = BucketLocation(bucket, prefix.strip("/"), region)
         watched = frozenset(schedules)
         key = (location, watched, copy_failed_backups)
         if key != self._cache_key:
-            self._cache, self._cache_key = {}, key
-        folders = await list_folders(aws, location, page_size=self._page_size)
-        self._cache = {n: c for n, c in self._cache.items() if n in folders}
+            self._cache, self._cache_key, self._verified_at = {}, key, None
+        names, folders = await self._list(aws, location)
+        self._cache = {n: c for n, c in self._cache.items() if n in names}
+        scans = await self._scan(
+            aws, location, names, folders, watched=watched, copy_failed_backups=copy_failed_backups
+        )
+        return build_discovery(
+            scans,
+            now=now if now is not None else datetime.now(UTC),
+            upload_grace=upload_grace,
+        )
+
+    async def _list(
+        self, aws: S3Door, location: BucketLocation
+    ) -> tuple[Collection[str], Mapping[str, Folder]]:
+        """The cycle's backup names, and the listed folders of those that need one.
+
+        A name missing from the folders has a final cached reading that is reused as is.
+        Whichever costs fewer requests: the verification listing, or the names listing plus
+        one listing per folder that needs it (new, or with a reading that may change)."""
+        pending = sum(1 for _, scan in self._cache.values() if not reusable_by_name(scan))
+        if self._verification_due() or pending >= self._verified_pages:
+            return await self._verify(aws, location)
+        names = await list_backups(aws, location, page_size=self._page_size)
+        unsettled = [n for n in names if is_valid_backup_name(n) and not self._final(n)]
+        if len(unsettled) > self._verified_pages:
+            return await self._verify(aws, location)
         semaphore = asyncio.Semaphore(self._concurrency)
 
-        async def read(name: str, folder: Folder) -> BackupScan:
-            identity = folder_identity(folder)
+        async def one(name: str) -> Folder:
+            async with semaphore:
+                folders = await list_folders(aws, location, name=name, page_size=self._page_size)
+            return folders.get(name, {})
+
+        listed = await asyncio.gather(*(one(n) for n in unsettled))
+        return names, dict(zip(unsettled, listed, strict=True))
+
+    def _verification_due(self) -> bool:
+        return self._verified_at is None or (
+            self._clock() - self._verified_at >= self._verify_every
+        )
+
+    async def _verify(
+        self, aws: S3Door, location: BucketLocation
+    ) -> tuple[Collection[str], Mapping[str, Folder]]:
+        """The verification listing: every folder with every file's ETag."""
+        started = self._clock()
+        folders = await list_folders(aws, location, page_size=self._page_size)
+        objects = sum(len(files) for files in folders.values())
+        self._verified_at = started
+        self._verified_pages = -(-objects // self._page_size)
+        return folders.keys(), folders
+
+    def _final(self, name: str) -> bool:
+        cached = self._cache.get(name)
+        return cached is not None and reusable_by_name(cached[1])
+
+    async def _scan(
+        self,
+        aws: S3Door,
+        location: BucketLocation,
+        names: Iterable[str],
+        folders: Mapping[str, Folder],
+        *,
+        watched: frozenset[str],
+        copy_failed_backups: bool,
+    ) -> list[BackupScan]:
+        """Every name's reading: reused when cached for the same folder (or final and not
+        listed this cycle), read when new or changed. Unchanged and invalid names resolve at
+        once: a warm cycle starts no task at all."""
+        semaphore = asyncio.Semaphore(self._concurrency)
+
+        async def read(name: str, folder: Folder, identity: int) -> BackupScan:
             async with semaphore:
                 result = await read_backup(
                     aws,
@@ -685,24 +776,40 @@ class VeleroReader:
                 self._cache.pop(name, None)
             return result
 
-        # Unchanged and invalid names resolve at once: a warm cycle starts no task at all.
         scans: dict[str, BackupScan | asyncio.Task[BackupScan]] = {}
         async with asyncio.TaskGroup() as group:
-            for name, folder in folders.items():
-                cached = self._cache.get(name)
+            for name in names:
                 if not is_valid_backup_name(name):
                     scans[name] = _error_scan(name, INVALID_NAME)
-                elif cached is not None and cached[0] == folder_identity(folder):
+                    continue
+                cached = self._cache.get(name)
+                folder = folders.get(name)
+                if folder is None and cached is not None:  # final, not listed this cycle
+                    scans[name] = cached[1]
+                    continue
+                identity = folder_identity(folder or {})
+                if cached is not None and cached[0] == identity:
                     scans[name] = cached[1]
                 else:
                     scans[name] = group.create_task(
-                        read(name, folder), name=f"velero.read:{name[:80]}"
+                        read(name, folder or {}, identity), name=f"velero.read:{name[:80]}"
                     )
-        return build_discovery(
-            (scan.result() if isinstance(scan, asyncio.Task) else scan for scan in scans.values()),
-            now=now if now is not None else datetime.now(UTC),
-            upload_grace=upload_grace,
-        )
+        return [s.result() if isinstance(s, asyncio.Task) else s for s in scans.values()]
+
+
+def reusable_by_name(scan: BackupScan) -> bool:
+    """Whether a reading stays true as long as its backup keeps its name.
+
+    Velero never rewrites the files of a backup in a terminal phase, so once such a backup
+    is read cleanly and completely, only its deletion (the names listing shows it) or a
+    re-creation under its name (the verification listing shows it) can change it."""
+    return (
+        scan.settled
+        and scan.backup is not None
+        and scan.backup.terminal
+        and not scan.missing
+        and not scan.errors
+    )
 
 
 def _error_scan(name: str, error: str, *, settled: bool = True) -> BackupScan:
@@ -711,15 +818,19 @@ def _error_scan(name: str, error: str, *, settled: bool = True) -> BackupScan:
 
 
 async def list_folders(
-    aws: S3Door, location: BucketLocation, *, page_size: int = DEFAULT_PAGE_SIZE
+    aws: S3Door,
+    location: BucketLocation,
+    *,
+    name: str | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
 ) -> dict[str, dict[str, ObjectInfo]]:
-    """Every backup folder under `<prefix>/backups/` and its files, from one listing.
+    """Every backup folder under `<prefix>/backups/` (or only `name`'s) and its files.
 
-    One paginated ListObjectsV2 of the whole `backups/` tree (no delimiter): ⌈objects/1000⌉
-    requests, each object with its ETag, size and time — what tells a changed or re-created
-    backup from the one already read, and which files to GET, without a request per
-    backup. Keys directly under `backups/` are not backups; pseudo-folder keys (`…/`) make
-    a folder without files; nested keys are ignored. Errors propagate: no listing, no cycle.
+    One paginated ListObjectsV2 without delimiter: ⌈objects/1000⌉ requests, each object
+    with its ETag, size and time — what tells a changed or re-created backup from the one
+    already read, and which files to GET, without a request per backup. Keys directly
+    under `backups/` are not backups; pseudo-folder keys (`…/`) make a folder without
+    files; nested keys are ignored. Errors propagate: no listing, no cycle.
     """
     root = location.backups_prefix
     folders: dict[str, dict[str, ObjectInfo]] = {}
@@ -728,7 +839,7 @@ async def list_folders(
         location.region,
         "ListObjectsV2",
         Bucket=location.bucket,
-        Prefix=root,
+        Prefix=root if name is None else location.folder(name),
         PaginationConfig={"PageSize": page_size},
     ):
         _add_listed(folders, root, page.get("Contents") or ())
@@ -764,9 +875,9 @@ async def list_backups(
 ) -> list[str]:
     """Backup names: the folders under `<prefix>/backups/`, from a listing with delimiter
     `/` that answers one entry per folder — ⌈folders/1000⌉ requests however many files
-    each folder holds. Names only: where a re-created backup must be told from the one
-    read before (the Velero bucket), `list_folders` and its ETags are what discovery uses.
-    Keys directly under `backups/` are not backups."""
+    each folder holds. Names only: a backup re-created under its name looks the same here;
+    `VeleroReader` verifies with `list_folders` and its ETags for that. Keys directly under
+    `backups/` are not backups."""
     root = location.backups_prefix
     names: list[str] = []
     async for page in aws.pages(

@@ -110,13 +110,14 @@ def test_backup_copied_as_velero_uploads_it(
 
 def test_recreated_backup_gets_its_replica(moto: MotoWorld, ec2sim: Ec2Simulator) -> None:
     """`velero backup delete X` then `velero backup create X` within one interval: the
-    daemon reads the new X and copies its snapshot (the old reading is not reused)."""
+    daemon reads the new X at its next verification listing (every prune interval) and
+    copies its snapshot (the old reading is not reused beyond that)."""
     ec2sim.copy_duration = 0.1
     bucket = VeleroBucket(BUCKET, region=SRC, endpoint_url=moto.url)
     name = f"daily-{NOW - timedelta(hours=3):%Y%m%d%H%M%S}"
     bucket.backup(name, schedule="daily", volumes=[DB], start=NOW - timedelta(hours=3))
     (old,) = bucket.backups[name].snapshot_ids
-    env = settings_env(moto, SNAPD_SYNC_INTERVAL="0.3s")
+    env = settings_env(moto, SNAPD_SYNC_INTERVAL="0.3s", SNAPD_PRUNE_INTERVAL="2s")
     with running(env) as daemon:
         wait_until(
             lambda: old in replicated(moto),

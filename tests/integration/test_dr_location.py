@@ -302,6 +302,35 @@ def test_dr_listing_pages_by_published_backups_not_by_files(
     assert calls.get("ListObjectsV2") == 2, calls
 
 
+def test_a_backup_recreated_under_its_name_is_not_published_with_the_old_reading(
+    moto: MotoWorld, ec2sim: Ec2Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery keeps a finished backup's reading by name until its next verification
+    listing; a backup deleted and re-created meanwhile must not be published with the new
+    files and the old reading's replicas (its new snapshots would point at the source)."""
+    make_dr_bucket(moto)
+    bucket = seed(moto, days=1)
+    assert run_snapd("sync", env=settings_env(moto)).code == 0  # replicas, DR off
+    (name,) = bucket.backups
+    for key, value in env(moto).items():
+        monkeypatch.setenv(key, value)
+    import asyncio
+
+    async def recreate_then_publish() -> dict[str, str]:
+        async with AwsClients() as aws:
+            engine = Engine(Settings(), aws)
+            await engine.discover()  # the old backup's reading, cached by name
+            bucket.delete_backup(name)
+            bucket.backup(name, schedule="daily", volumes=VOLUMES, start=NOW - timedelta(days=1))
+            report = await engine.publish_pass()
+            assert report is not None
+            return report.failed
+
+    failed = asyncio.run(recreate_then_publish())
+    assert "no longer name 3 snapshot(s) it was read with" in failed[name], failed
+    assert dr_key(name, "velero-backup.json") not in objects(moto, DR_BUCKET)
+
+
 def test_replica_deleted_behind_snapds_back_unpublishes_at_once(
     moto: MotoWorld, ec2sim: Ec2Simulator
 ) -> None:

@@ -461,7 +461,7 @@ async def test_upload_in_progress_is_read_until_complete(aws: AwsClients) -> Non
 
 
 async def test_pagination(aws: AwsClients) -> None:
-    """Listing pages through every backup; a warm cycle costs one call per page."""
+    """Listing pages through every backup; a warm cycle costs one call per page of names."""
     bucket = velero()
     for n in range(5):
         bucket.backup(
@@ -472,8 +472,7 @@ async def test_pagination(aws: AwsClients) -> None:
     assert len(cold.snapshots) == 5
     aws.calls.clear()
     await discover(reader, aws)
-    objects = sum(1 for key in bucket.files if key.startswith("prod/backups/"))
-    assert aws.calls["ListObjectsV2"] == math.ceil(objects / 2)
+    assert aws.calls["ListObjectsV2"] == math.ceil(5 / 2)
     assert aws.calls["GetObject"] == 0
 
 
@@ -575,20 +574,77 @@ async def test_each_versions_upload_order(aws: AwsClients, version: str, seed: i
     assert aws.calls["GetObject"] == 0
 
 
-async def test_recreated_backup_is_read_again(aws: AwsClients) -> None:
-    """A backup deleted and re-created under its name between two cycles is read again."""
+class Clock:
+    """A monotonic clock the test moves by hand (the reader's verification cadence)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_recreated_backup_is_read_again_at_the_next_verification(
+    aws: AwsClients,
+) -> None:
+    """A backup deleted and re-created under its name between two cycles looks the same in
+    the names listing; the verification listing (every `verify_every`) sees its new ETags
+    and reads it again — never later than that."""
     bucket = velero()
     name = "daily-20240605020000"
     bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
-    reader = VeleroReader()
+    clock = Clock()
+    reader = VeleroReader(verify_every=timedelta(hours=1), clock=clock)
     first = await discover(reader, aws)
     bucket.delete_backup(name)
     bucket.backup(name, schedule="daily", volumes=[Volume("shop", "db")])
+    clock.now += 3599
+    aws.calls.clear()
+    assert await discover(reader, aws) == first
+    assert (aws.calls["ListObjectsV2"], aws.calls["GetObject"]) == (1, 0)
+    clock.now += 1
     second = await discover(reader, aws)
     assert [s.snapshot_id for s in second.snapshots] == bucket.backups[name].snapshot_ids
     assert {s.snapshot_id for s in second.snapshots}.isdisjoint(
         s.snapshot_id for s in first.snapshots
     )
+
+
+async def test_names_listing_finds_new_and_deleted_backups(aws: AwsClients) -> None:
+    """Between verifications a new backup costs one listing of its own folder and its
+    GETs; a deleted one leaves the result at once; finished ones cost nothing more."""
+    bucket = velero()
+    old, new = "daily-20240601020000", "daily-20240602020000"
+    bucket.backup(old, schedule="daily", volumes=[Volume("shop", "db")])
+    bucket.backup("daily-20240603020000", schedule="daily", volumes=[Volume("shop", "db")])
+    reader = VeleroReader(clock=Clock())
+    await discover(reader, aws)
+    bucket.backup(new, schedule="daily", volumes=[Volume("shop", "db")])
+    bucket.delete_backup(old)
+    aws.calls.clear()
+    warm = await discover(reader, aws)
+    assert sorted(b.name for b in warm.backups) == [new, "daily-20240603020000"]
+    assert set(bucket.backups[new].snapshot_ids) <= {s.snapshot_id for s in warm.snapshots}
+    assert aws.calls["ListObjectsV2"] == 2  # the names, then the new folder
+    assert aws.calls["GetObject"] > 0
+    aws.calls.clear()
+    assert await discover(reader, aws) == warm
+    assert (aws.calls["ListObjectsV2"], aws.calls["GetObject"]) == (1, 0)
+
+
+async def test_many_new_backups_take_the_verification_listing(aws: AwsClients) -> None:
+    """When more folders need a listing of their own than the verification listing has
+    pages, the cycle takes the verification listing instead (fewer requests)."""
+    bucket = velero()
+    bucket.backup("daily-20240601020000", schedule="daily", volumes=[Volume("shop", "db")])
+    reader = VeleroReader(page_size=1000, clock=Clock())
+    await discover(reader, aws)
+    for n in range(2, 5):
+        bucket.backup(f"daily-2024060{n}020000", schedule="daily", volumes=[Volume("shop", "db")])
+    aws.calls.clear()
+    warm = await discover(reader, aws)
+    assert len(warm.backups) == 4
+    assert aws.calls["ListObjectsV2"] == 2  # the names, then one page of every file
 
 
 class VanishingS3:
