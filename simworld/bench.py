@@ -1409,14 +1409,22 @@ class MemoryBucket:
     async def pages(
         self, service: str, region: str, operation: str, **params: Any
     ) -> AsyncIterator[dict[str, Any]]:
+        """One page of everything under `Prefix`; with `Delimiter`, keys past it fold into
+        `CommonPrefixes` as S3 folds them (discovery's names listing)."""
         prefix = str(params.get("Prefix", ""))
-        yield {
-            "Contents": [
-                {"Key": key, "Size": len(data), "ETag": f'"{zlib.crc32(data):08x}"'}
-                for key, data in sorted(self.files.items())
-                if key.startswith(prefix)
-            ]
-        }
+        delimiter = str(params.get("Delimiter", ""))
+        contents, folded = [], set()
+        for key, data in sorted(self.files.items()):
+            if not key.startswith(prefix):
+                continue
+            head, cut, _ = key[len(prefix) :].partition(delimiter) if delimiter else ("", "", "")
+            if cut:
+                folded.add(prefix + head + cut)
+            else:
+                contents.append(
+                    {"Key": key, "Size": len(data), "ETag": f'"{zlib.crc32(data):08x}"'}
+                )
+        yield {"Contents": contents, "CommonPrefixes": [{"Prefix": p} for p in sorted(folded)]}
 
 
 class SteadyWorld:

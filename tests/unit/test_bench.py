@@ -14,6 +14,7 @@ import pytest
 
 from simworld import bench
 from simworld.bench import Figure
+from snapd.models import Discovery
 
 
 @pytest.mark.parametrize(
@@ -437,23 +438,36 @@ async def test_memory_bucket_serves_snapd_discovery_exactly() -> None:
     for day in range(1, 4):
         bucket.backup(f"daily-2024010{day}020000", schedule="daily", volumes=volumes)
     bucket.backup("weekly-20240101020000", schedule="weekly", volumes=volumes)
-    found = await VeleroReader().discover(
-        bench.MemoryBucket(bucket.files),
-        bucket=bench.BUCKET,
-        prefix="",
-        region=bench.SOURCE_REGION,
-        schedules=("daily",),
-        copy_failed_backups=False,
-    )
-    expected = {
-        sid
-        for name, built in bucket.backups.items()
-        if name.startswith("daily")
-        for sid in built.snapshot_ids
-    }
+    reader = VeleroReader()
+
+    async def discover() -> Discovery:
+        return await reader.discover(
+            bench.MemoryBucket(bucket.files),
+            bucket=bench.BUCKET,
+            prefix="",
+            region=bench.SOURCE_REGION,
+            schedules=("daily",),
+            copy_failed_backups=False,
+        )
+
+    def expected() -> set[str]:
+        return {
+            sid
+            for name, built in bucket.backups.items()
+            if name.startswith("daily")
+            for sid in built.snapshot_ids
+        }
+
+    found = await discover()
     assert found.errors == ()
-    assert {s.snapshot_id for s in found.snapshots} == expected
-    assert len(expected) == 6
+    assert {s.snapshot_id for s in found.snapshots} == expected()
+    assert len(expected()) == 6
+    # The steady part grows its world between sizes: the same reader's names listing (a
+    # delimited listing the in-memory bucket must fold as S3 does) finds the new backups.
+    bucket.backup("daily-20240104020000", schedule="daily", volumes=volumes)
+    grown = await discover()
+    assert {s.snapshot_id for s in grown.snapshots} == expected()
+    assert len(expected()) == 8
 
 
 def test_headline_keeps_the_steady_targets_of_the_largest_size_only() -> None:
