@@ -690,7 +690,8 @@ class VeleroReader:
         if key != self._cache_key:
             self._cache, self._cache_key, self._verified_at = {}, key, None
         names, folders = await self._list(aws, location)
-        self._cache = {n: c for n, c in self._cache.items() if n in names}
+        present = set(names)
+        self._cache = {n: c for n, c in self._cache.items() if n in present}
         scans = await self._scan(
             aws, location, names, folders, watched=watched, copy_failed_backups=copy_failed_backups
         )
