@@ -141,6 +141,8 @@ class Engine:
         self.source_region = settings.source_region or ""
         self.region = settings.destination_region or ""
         self.reader = velero.VeleroReader()
+        #: The last inventory's replicas: unchanged pages are not parsed or built again.
+        self.replica_memo = inventory.ReplicaMemo(self.region)
         self.copier = Copier(
             aws,
             scope=self.scope,
@@ -295,7 +297,9 @@ class Engine:
                 async with asyncio.TaskGroup() as group:
                     found = group.create_task(self.discover(), name="discover")
                     listed = group.create_task(
-                        inventory.list_replicas(self.aws, self.region, self.scope),
+                        inventory.list_replicas(
+                            self.aws, self.region, self.scope, self.replica_memo
+                        ),
                         name="inventory",
                     )
             except ExceptionGroup as group_error:
@@ -319,7 +323,9 @@ class Engine:
         """
         async with self._plan_lock:
             listing_started = self.copier.clock()
-            listed = await inventory.list_replicas(self.aws, self.region, self.scope)
+            listed = await inventory.list_replicas(
+                self.aws, self.region, self.scope, self.replica_memo
+            )
             replicas, locks_known = await self.read_locks(listed)
             in_progress = self._in_progress(listing_started)
             return self._plan(discovery, replicas, in_progress, locks_known=locks_known)
