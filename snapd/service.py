@@ -143,6 +143,7 @@ class Engine:
         self.reader = velero.VeleroReader()
         #: The last inventory's replicas: unchanged pages are not parsed or built again.
         self.replica_memo = inventory.ReplicaMemo(self.region)
+        self.lock_memo = locks.LockMemo()
         self.copier = Copier(
             aws,
             scope=self.scope,
@@ -370,11 +371,11 @@ class Engine:
             return replicas, False
         ids = [r.snapshot_id for r in replicas if r.completed]
         try:
-            found = await locks.read_locks(self.aws, self.region, ids)
+            found = await locks.read_locks(self.aws, self.region, ids, self.lock_memo)
         except AwsError as error:
             log.error("locks.unknown", code=error.code, error=error.message)
             return replicas, False
-        return locks.with_locks(replicas, found), True
+        return locks.with_locks(replicas, found, self.lock_memo), True
 
     async def lock_pass(self, result: CycleResult) -> locks.LockReport | None:
         """Lock what the plan keeps, extend what needs it; sets `snapd_replicas_unlocked`."""
