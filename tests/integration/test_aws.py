@@ -20,6 +20,7 @@ import boto3
 import botocore.parsers
 import botocore.session
 import pytest
+from botocore.awsrequest import AWSRequest
 from botocore.context import ClientContext, reset_context, set_context
 from botocore.handlers import (
     _handle_200_error,
@@ -31,11 +32,13 @@ from botocore.utils import parse_timestamp
 from simworld.moto_server import MotoWorld
 from snapd.aws import (
     FAST_OUTPUTS,
+    FORM_SIGN_EVENT,
     AwsClients,
     ListingParsers,
     PageMemo,
     RelevantParameters,
     decode_listing,
+    encode_form_once,
     fast_timestamp,
     page_key,
     remembering,
@@ -713,3 +716,37 @@ def test_a_page_whose_token_the_key_missed_is_not_kept() -> None:
     assert memo.recall(key) is None
     memo.keep(key, {"ResponseMetadata": {"RequestId": "r"}, "Snapshots": []})
     assert memo.recall(key) == {"ResponseMetadata": {"RequestId": "r"}, "Snapshots": []}
+
+
+def test_an_ec2_form_encoded_once_is_the_form_botocore_sends() -> None:
+    """`encode_form_once` leaves the body botocore signs and sends, and its length, as
+    botocore would make them from the parameters; a body already encoded is left alone."""
+    params = {
+        "Action": "DescribeLockedSnapshots",
+        **{f"SnapshotId.{i}": f"snap-{i:017x}" for i in range(1, 4)},
+        "Odd.1": "välue & more+/=?",
+        "Version": "2016-11-15",
+    }
+    theirs = AWSRequest(method="POST", url="https://ec2.example/", data=dict(params))
+    ours = AWSRequest(method="POST", url="https://ec2.example/", data=dict(params))
+    encode_form_once(ours, signature_version="v4")
+    assert isinstance(ours.data, str)
+    assert ours.body == theirs.body
+    assert ours.prepare().headers == theirs.prepare().headers
+    encoded = ours.data
+    encode_form_once(ours, signature_version="v4")
+    assert ours.data is encoded
+    presigned = AWSRequest(method="POST", url="https://ec2.example/", data=dict(params))
+    encode_form_once(presigned, signature_version="v4-query")  # its signer needs the dict
+    assert presigned.data == params
+
+
+async def test_ec2_clients_encode_their_form_once(aws: AwsClients) -> None:
+    """An EC2 call made through snapd's clients is signed with its form already encoded."""
+    ec2 = await aws.client("ec2", REGION)
+    seen: list[type] = []
+    ec2.meta.events.register_last(
+        FORM_SIGN_EVENT, lambda request, **_: seen.append(type(request.data))
+    )
+    await aws.call("ec2", REGION, "DescribeAvailabilityZones")
+    assert seen == [str]
