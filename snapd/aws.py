@@ -28,7 +28,10 @@ page), the replica inventory and its locks (1,000 snapshots with their tags a pa
 pages are read by `ListingParsers`, a parser compiled from botocore's own model that gives
 botocore's answer in a fraction of its CPU; S3's check for an error inside a 200 reuses the
 listing page's tree instead of parsing it a second time, and only keys with `%` or `+` are
-url-decoded (docs/aws-cpu.md, "Listing pages").
+url-decoded (docs/aws-cpu.md, "Listing pages"). The replica inventory and its locks are
+listed inside `AwsClients.repeated_pages`: an EC2 page whose body is the one of the pass
+before (its request id and next token aside) is answered with that pass's parse, unparsed
+(`PageMemo`).
 
 Integrity checks stay: botocore still validates the CRC of every GetObject body that carries
 one (`response_checksum_validation` is left at `when_supported`; CRC32 in C costs little).
@@ -39,9 +42,12 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import gc
+import hashlib
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -50,6 +56,7 @@ from xml.etree import ElementTree
 
 import aioboto3
 from aiobotocore.parsers import AioEC2QueryParser, AioResponseParserFactory, AioRestXMLParser
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.context import get_context
 from botocore.exceptions import (
@@ -213,6 +220,8 @@ def _tune_client(
     if provider is not None and not isinstance(provider, RelevantParameters):
         resolver._provider = RelevantParameters(provider, unread())
     _cache_user_agent(client)
+    if client.meta.service_model.service_name == "ec2":
+        client.meta.events.register(FORM_SIGN_EVENT, encode_form_once)
     if client.meta.service_model.service_name == "s3":
         events = client.meta.events
         events.unregister(S3_200_ERROR_EVENT, _handle_200_error)
@@ -225,6 +234,28 @@ def _tune_client(
 S3_200_ERROR_EVENT = "before-parse.s3.*"
 #: Where botocore url-decodes a ListObjectsV2 answer (`decode_listing`).
 LISTING_DECODE_EVENT = "after-call.s3.ListObjectsV2"
+
+
+#: Where an EC2 request is about to be signed (`encode_form_once`).
+FORM_SIGN_EVENT = "before-sign.ec2"
+
+
+def encode_form_once(request: Any, signature_version: Any = None, **kwargs: Any) -> None:
+    """Form-encode an EC2 request's parameters once, before it is signed in its header.
+
+    botocore keeps a query request's body as a dict and form-encodes it each time the body
+    is read: once to hash it for the signature, once more to send it. DescribeLockedSnapshots
+    names 1,000 snapshot ids, so each encoding is 2,000 `quote_plus` calls. The body is
+    replaced by its encoding, made by botocore's own preparer: the same bytes are signed
+    and sent. A retry builds its request afresh from the parameters. Only for SigV4 in the
+    header: a presigned URL (CopySnapshot's, `v4-query`) moves the body's parameters into
+    the URL and needs them as a dict."""
+    if signature_version == SIGV4 and isinstance(request.data, dict):
+        request.data = AWSRequest(data=request.data).prepare().body
+
+
+#: The header-signed SigV4 of EC2's requests (`encode_form_once`).
+SIGV4 = "v4"
 
 
 def decode_listing(parsed: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
@@ -306,6 +337,7 @@ class AwsClients:
         self._clients: dict[tuple[str, str], Any] = {}
         self._on_error = on_error or _ignore_error
         self.calls: Counter[str] = Counter()
+        self._memos: dict[str, PageMemo] = {}
 
     async def __aenter__(self) -> AwsClients:
         await self._stack.__aenter__()
@@ -342,6 +374,16 @@ class AwsClients:
         for service, region in sorted(clients):
             await self.client(service, region)
         gc.freeze()
+
+    @contextlib.contextmanager
+    def repeated_pages(self, family: str) -> Iterator[PageMemo]:
+        """One pass over a listing read again every cycle (`family` names it: the replica
+        inventory of a region and scope, their locks): an EC2 listing page parsed inside,
+        in this task, whose body is the one of the family's previous pass is answered with
+        that pass's parse (`PageMemo`). The answers' records are shared between passes:
+        callers read them, never change them."""
+        with remembering(self._memos.setdefault(family, PageMemo())) as memo:
+            yield memo
 
     def _unread_parameters(self, service: str) -> frozenset[str]:
         """`unread_parameters` of a service's endpoint rules, worked out once per service."""
@@ -620,6 +662,127 @@ def _local_name(tag: str) -> str:
     return tag[tag.rfind("}") + 1 :]
 
 
+# ---------------------------------------------------------------------------------------------
+# Listing pages read again: the previous pass's parse of a body that did not change
+# ---------------------------------------------------------------------------------------------
+
+#: Elements of an EC2 answer that differ in every answer (AWS names each request) or may
+#: (an opaque token), whatever the page holds: left out of a page's digest, read afresh.
+_VOLATILE = ("requestId", "nextToken")
+
+
+@dataclass(frozen=True, slots=True)
+class _PageKey:
+    """What identifies an EC2 page: `content` (its shape and the digest of its body without
+    the `_VOLATILE` elements), and those elements' own texts (None: absent)."""
+
+    content: tuple[str, bytes]
+    request_id: str | None
+    next_token: str | None
+
+
+def page_key(shape: str, body: bytes) -> _PageKey | None:
+    """The key of a page, or None when it cannot be told safely (a volatile element
+    repeated, or holding an entity reference or anything but ASCII): then the page is
+    parsed as always."""
+    digest = hashlib.sha256()
+    texts: dict[str, str | None] = {}
+    spans = []
+    for name in _VOLATILE:
+        opening, closing = f"<{name}>".encode(), f"</{name}>".encode()
+        start = body.find(opening)
+        end = body.find(closing, start) if start >= 0 else -1
+        if start < 0 or end < 0:
+            texts[name] = None
+            continue
+        text = body[start + len(opening) : end]
+        if body.find(opening, start + 1) >= 0 or b"&" in text or not text.isascii():
+            return None
+        texts[name] = text.decode("ascii")
+        spans.append((start, end + len(closing)))
+    position = 0
+    for start, end in sorted(spans):
+        if start < position:
+            return None
+        digest.update(body[position:start])
+        position = end
+    digest.update(body[position:])
+    return _PageKey((shape, digest.digest()), texts["requestId"], texts["nextToken"])
+
+
+class PageMemo:
+    """The parsed pages of one listing family's last pass, by `page_key`.
+
+    A page whose body is byte for byte the one read in the pass before (request id and
+    next token aside) has the same parse; it is answered with a copy of that parse's top
+    level, whose records (each snapshot's dict) are the very objects of the last answer —
+    the replica inventory then also knows them by identity. Pages of the previous pass not
+    read again are forgotten at the end of a pass, so the memo holds one pass.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple[str, bytes], dict[str, Any]] = {}
+        self._current: dict[tuple[str, bytes], dict[str, Any]] = {}
+
+    def recall(self, key: _PageKey) -> dict[str, Any] | None:
+        """The answer to a page read before (a fresh top level), or None."""
+        stored = self._current.get(key.content) or self._previous.get(key.content)
+        if stored is None:
+            return None
+        self._current[key.content] = stored
+        return _with_volatile(stored, key)
+
+    def keep(self, key: _PageKey, parsed: dict[str, Any]) -> None:
+        """Remember a page's parse without its volatile members, which `recall` takes from
+        each body (a copy of the top level: botocore adds to the answer's metadata). A
+        parse holding one the key did not find (`<nextToken/>`) is not remembered."""
+        stored = dict(parsed)
+        for member, text in (("NextToken", key.next_token), ("ResponseMetadata", key.request_id)):
+            if (member in stored) != (text is not None):
+                return
+            stored.pop(member, None)
+        self._current[key.content] = stored
+
+    def end_pass(self) -> None:
+        """The pass is over: what it read is what the next pass may find again."""
+        self._previous, self._current = self._current, {}
+
+
+def _with_volatile(stored: dict[str, Any], key: _PageKey) -> dict[str, Any]:
+    """A stored page's answer with this body's own next token and request id, as
+    `_ec2_answer` reads them; lists are copied, the records in them shared."""
+    answer = {k: list(v) if isinstance(v, list) else v for k, v in stored.items()}
+    if key.next_token is not None:
+        answer["NextToken"] = key.next_token
+    if key.request_id is not None:
+        answer["ResponseMetadata"] = {"RequestId": key.request_id or None}
+    return answer
+
+
+def _memo_key(memo: PageMemo | None, shape: str, body: Any) -> _PageKey | None:
+    """A page's `page_key` when a `repeated_pages` pass is running and the body is bytes."""
+    if memo is None or not isinstance(body, bytes):
+        return None
+    return page_key(shape, body)
+
+
+#: The memo of the `repeated_pages` pass running in this task, if any.
+_PAGE_MEMO: ContextVar[PageMemo | None] = ContextVar("snapd_page_memo", default=None)
+
+
+@contextlib.contextmanager
+def remembering(memo: PageMemo) -> Iterator[PageMemo]:
+    """One pass of `memo`: EC2 listing pages parsed inside, in this task (a context
+    variable, so other tasks' calls are untouched), are recalled from it and kept in it;
+    leaving ends the pass."""
+    token = _PAGE_MEMO.set(memo)
+    try:
+        yield memo
+    finally:
+        _PAGE_MEMO.reset(token)
+        memo.end_pass()
+
+
 class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
     """botocore's response-parser factory, whose rest-xml and ec2 parsers read the listing
     pages in `FAST_OUTPUTS` with a plan compiled from the model (`compile_plan`).
@@ -636,6 +799,8 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
         self._plans: dict[int, tuple[Any, Callable[[str], Any], _Plan | None]] = {}
         self.fast: Counter[str] = Counter()
         self.fallback: Counter[str] = Counter()
+        #: Pages answered from a `PageMemo`, unparsed, by shape name.
+        self.remembered: Counter[str] = Counter()
 
     def create_parser(self, protocol_name: str) -> Any:
         parser_class = _LISTING_PARSERS.get(protocol_name)
@@ -699,6 +864,12 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
         plan = self.plan_for(shape, protocol, parser._timestamp_parser)
         if plan is None:
             return None
+        memo = _PAGE_MEMO.get() if protocol == "ec2" else None
+        key = _memo_key(memo, shape.name, response.get("body"))
+        recalled = memo.recall(key) if memo is not None and key is not None else None
+        if recalled is not None:
+            self.remembered[shape.name] += 1
+            return recalled
         try:
             with _collector_paused():
                 root = _checked_tree(response) or parse_xml(response["body"])
@@ -710,6 +881,8 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
             self.fallback[shape.name] += 1
             return None
         self.fast[shape.name] += 1
+        if memo is not None and key is not None:
+            memo.keep(key, parsed)
         return parsed
 
 

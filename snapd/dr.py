@@ -37,7 +37,7 @@ from snapd.dr_rewrite import (
 )
 from snapd.errors import AwsError, ConfigError, PermanentError, SnapdError
 from snapd.metrics import Metrics
-from snapd.models import BackupScan, Discovery, DiscoveryError, Plan, Replica
+from snapd.models import Backup, BackupScan, Discovery, DiscoveryError, Plan, Replica
 from snapd.velero import BucketLocation, S3Door, backup_gate, list_backup_files, list_backups
 from snapd.velero_files import BACKUP_FILE, is_valid_backup_name
 
@@ -106,6 +106,11 @@ class Candidate:
         return frozenset(self.mapping.snapshots.values())
 
 
+#: `choose`'s memo: by backup, the scan and other inputs its candidate was made of, and
+#: the candidate.
+CandidateMemo = dict[str, tuple[BackupScan, tuple[object, ...], Candidate]]
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     """`choose`'s answer: the backups ready to publish, the scans behind every backup
@@ -146,10 +151,17 @@ def choose(
     source_region: str,
     region: str,
     copy_failed_backups: bool,
+    memo: CandidateMemo | None = None,
 ) -> Choice:
     """The backups to publish: watched, in a phase snapd copies from, files complete and
     clean, no named snapshot skipped, every EBS snapshot with a usable replica, and every
-    source zone with a DR zone (else an `errors` entry naming the zone and SNAPD_DR_ZONES)."""
+    source zone with a DR zone (else an `errors` entry naming the zone and SNAPD_DR_ZONES).
+
+    With a `memo` (the publisher's, from its last pass), a candidate made of the very same
+    scan (identity: the Velero reader's cached reading), the same replicas and zones is
+    the one made before — its digest is not computed again."""
+    zone_pairs = tuple(sorted(zones.items()))
+    fresh: CandidateMemo = {}
     candidates: dict[str, Candidate] = {}
     scans: dict[str, BackupScan] = {}
     errors: list[DiscoveryError] = []
@@ -175,22 +187,47 @@ def choose(
                 )
             )
             continue
-        snapshots = {s.snapshot_id: usable[s.snapshot_id] for s in scan.snapshots}
-        mapping = DrMapping(
-            snapshots=snapshots,
-            zones=dict(zones),
-            source_region=source_region,
-            region=region,
-            volumes=frozenset(s.volume.pv for s in scan.snapshots if s.volume.pv),
-        )
-        candidates[scan.name] = Candidate(
-            scan.name,
-            backup.schedule or "",
-            backup.start_time,
-            mapping,
-            digest(snapshots, zones, region),
-        )
+        replicas = tuple(usable[s.snapshot_id] for s in scan.snapshots)
+        inputs = (replicas, zone_pairs, source_region, region)
+        known = memo.get(scan.name) if memo is not None else None
+        if known is not None and known[0] is scan and known[1] == inputs:
+            candidates[scan.name] = known[2]
+        else:
+            candidates[scan.name] = _candidate(
+                scan, backup, replicas, zones, source_region=source_region, region=region
+            )
+        fresh[scan.name] = (scan, inputs, candidates[scan.name])
+    if memo is not None:
+        memo.clear()
+        memo.update(fresh)
     return Choice(candidates, dict(usable), scans, tuple(errors))
+
+
+def _candidate(
+    scan: BackupScan,
+    backup: Backup,
+    replicas: tuple[str, ...],
+    zones: Mapping[str, str],
+    *,
+    source_region: str,
+    region: str,
+) -> Candidate:
+    """The candidate of a publishable scan whose snapshots have these replicas (in order)."""
+    snapshots = {s.snapshot_id: r for s, r in zip(scan.snapshots, replicas, strict=True)}
+    mapping = DrMapping(
+        snapshots=snapshots,
+        zones=dict(zones),
+        source_region=source_region,
+        region=region,
+        volumes=frozenset(s.volume.pv for s in scan.snapshots if s.volume.pv),
+    )
+    return Candidate(
+        scan.name,
+        backup.schedule or "",
+        backup.start_time,
+        mapping,
+        digest(snapshots, zones, region),
+    )
 
 
 def _publishable(scan: BackupScan, copy_failed_backups: bool) -> bool:
@@ -284,6 +321,8 @@ class DrPublisher:
         self._published: dict[str, Published] | None = None
         self.errors: tuple[DiscoveryError, ...] = ()
         self._schedules_exported: set[str] = set()
+        #: The last pass's candidates (`choose`): unchanged backups are not digested again.
+        self._candidates: CandidateMemo = {}
 
     @property
     def published(self) -> Mapping[str, Published]:
@@ -330,6 +369,7 @@ class DrPublisher:
             source_region=self.source_region,
             region=self.dr.region,
             copy_failed_backups=self.copy_failed_backups,
+            memo=self._candidates,
         )
         report = DrReport(errors=choice.errors)
         self.errors = choice.errors
@@ -367,6 +407,7 @@ class DrPublisher:
             source_region=self.source_region,
             region=self.dr.region,
             copy_failed_backups=self.copy_failed_backups,
+            memo=self._candidates,
         )
         self.errors = choice.errors
         for record in self.published.values():

@@ -18,8 +18,9 @@ policy holds no `ec2:UnlockSnapshot`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,42 +64,119 @@ def chunked(values: Sequence[str], size: int = LOCK_PAGE) -> list[list[str]]:
     return [list(values[i : i + size]) for i in range(0, len(values), size)]
 
 
+class LockMemo:
+    """The last pass's locks, so that a warm cycle re-reads them without rebuilding them.
+
+    Inside `AwsClients.repeated_pages` an unchanged DescribeLockedSnapshots page comes back
+    as the very records of the last pass: a record that *is* the one a `LockInfo` was made
+    of gives that `LockInfo` again, and a replica that *is* the one last locked, with that
+    very `LockInfo`, gives the same locked replica (`with_locks`). Identity, not equality:
+    anything that changed was built anew, and so is everything made from it. What a pass
+    does not meet again is forgotten at its end.
+    """
+
+    def __init__(self) -> None:
+        self._infos: dict[str, tuple[dict[str, Any], LockInfo]] = {}
+        self._locked: dict[str, tuple[Replica, LockInfo, Replica]] = {}
+        self._next_infos: dict[str, tuple[dict[str, Any], LockInfo]] = {}
+        self._next_locked: dict[str, tuple[Replica, LockInfo, Replica]] = {}
+
+    def info(self, item: dict[str, Any]) -> LockInfo:
+        """The `LockInfo` of one DescribeLockedSnapshots record, made once per record."""
+        snapshot_id = item["SnapshotId"]
+        known = self._infos.get(snapshot_id)
+        info = known[1] if known is not None and known[0] is item else lock_info(item)
+        self._next_infos[snapshot_id] = (item, info)
+        return info
+
+    def locked(self, replica: Replica, info: LockInfo) -> Replica:
+        """`replica` with `info`'s lock, made once per (replica, lock) pair."""
+        known = self._locked.get(replica.snapshot_id)
+        if known is not None and known[0] is replica and known[1] is info:
+            made = known[2]
+        else:
+            made = dataclasses.replace(replica, lock_state=info.state, lock_expires=info.expires)
+        self._next_locked[replica.snapshot_id] = (replica, info, made)
+        return made
+
+    def end_read(self) -> None:
+        """A read of the locks is over: keep the records it met."""
+        self._infos, self._next_infos = self._next_infos, {}
+
+    def end_pairing(self) -> None:
+        """The replicas got their locks: keep the pairs made."""
+        self._locked, self._next_locked = self._next_locked, {}
+
+
+def lock_info(item: dict[str, Any]) -> LockInfo:
+    """One DescribeLockedSnapshots record's lock."""
+    expires = item.get("LockExpiresOn")
+    return LockInfo(
+        state=str(item.get("LockState")),
+        expires=expires if isinstance(expires, datetime) else None,
+    )
+
+
 async def read_locks(
-    aws: AwsClients, region: str, snapshot_ids: Iterable[str]
+    aws: AwsClients, region: str, snapshot_ids: Iterable[str], memo: LockMemo | None = None
 ) -> dict[str, LockInfo]:
-    """The lock of each snapshot that has one (expired ones too); unlocked ids are absent."""
+    """The lock of each snapshot that has one (expired ones too); unlocked ids are absent.
+
+    With a `memo` (a daemon's, reading the same locks every cycle) unchanged pages are
+    neither parsed nor turned into records again (`LockMemo`)."""
     ids = list(dict.fromkeys(snapshot_ids))
     found: dict[str, LockInfo] = {}
-    for batch in chunked(ids):
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"SnapshotIds": batch}
-            if token:
-                params["NextToken"] = token
-            answer = await aws.call("ec2", region, "DescribeLockedSnapshots", **params)
-            for item in answer.get("Snapshots", []):
-                expires = item.get("LockExpiresOn")
-                found[item["SnapshotId"]] = LockInfo(
-                    state=str(item.get("LockState")),
-                    expires=expires if isinstance(expires, datetime) else None,
-                )
-            token = answer.get("NextToken")
-            if not token:
-                break
+    repeated = aws.repeated_pages(f"locks:{region}") if memo else contextlib.nullcontext()
+    make = memo.info if memo else lock_info
+    with repeated:
+        try:
+            for batch in chunked(ids):
+                await _read_batch(aws, region, batch, make, found)
+        finally:
+            if memo:
+                memo.end_read()
     return found
 
 
-def with_locks(replicas: Sequence[Replica], locks: dict[str, LockInfo]) -> list[Replica]:
-    """The replicas with `lock_state` and `lock_expires` filled in."""
+async def _read_batch(
+    aws: AwsClients,
+    region: str,
+    batch: list[str],
+    make: Callable[[dict[str, Any]], LockInfo],
+    found: dict[str, LockInfo],
+) -> None:
+    """One DescribeLockedSnapshots call of up to `LOCK_PAGE` ids, its pages followed."""
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {"SnapshotIds": batch}
+        if token:
+            params["NextToken"] = token
+        answer = await aws.call("ec2", region, "DescribeLockedSnapshots", **params)
+        for item in answer.get("Snapshots", []):
+            found[item["SnapshotId"]] = make(item)
+        token = answer.get("NextToken")
+        if not token:
+            return
+
+
+def with_locks(
+    replicas: Sequence[Replica], locks: dict[str, LockInfo], memo: LockMemo | None = None
+) -> list[Replica]:
+    """The replicas with `lock_state` and `lock_expires` filled in (by the `memo`, made
+    once per replica and lock, when given)."""
     out: list[Replica] = []
     for replica in replicas:
         info = locks.get(replica.snapshot_id)
         if info is None:
             out.append(replica)
+        elif memo is not None:
+            out.append(memo.locked(replica, info))
         else:
             out.append(
                 dataclasses.replace(replica, lock_state=info.state, lock_expires=info.expires)
             )
+    if memo is not None:
+        memo.end_pairing()
     return out
 
 

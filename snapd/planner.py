@@ -131,6 +131,9 @@ def split_cleanup(
         else:
             live.append(replica)
     for group in by_identity.values():
+        if len(group) == 1:  # the rule case: nothing to choose between, nothing to sort
+            live.append(group[0])
+            continue
         best, *others = sorted(group, key=_keep_order)
         live.append(best)
         cleanup.extend(
@@ -146,9 +149,9 @@ def _conflicting_claims(live: Iterable[Replica]) -> list[DiscoveryError]:
         if replica.source_snapshot_id:
             by_source[replica.source_snapshot_id].append(replica)
     warnings = []
-    for source_id, group in sorted(by_source.items()):
-        if len(group) < 2:  # a conflict takes two
-            continue
+    # A conflict takes two: the rest (nearly all) are dropped before sorting.
+    conflicts = sorted((s, group) for s, group in by_source.items() if len(group) >= 2)
+    for source_id, group in conflicts:
         ids = ", ".join(sorted(r.snapshot_id for r in group))
         warnings.append(
             DiscoveryError(
@@ -262,6 +265,8 @@ def choose_copies(
     now: datetime,
 ) -> tuple[list[CopyAction], list[Skip]]:
     """Copies worth making: the newest source of each PVC always, others unless doomed."""
+    if not candidates:  # a steady cycle: nothing to choose, so nothing to count
+        return [], []
     newest = newest_source_per_volume(sources, now)
     restore_points: dict[VolumeKey, list[datetime]] = defaultdict(list)
     for replica in live:
@@ -343,6 +348,8 @@ def retention_prunes(live: Sequence[Replica], policy: Policy, now: datetime) -> 
             by_volume[key].append((moment, replica))
     prunes: list[PruneAction] = []
     for (namespace, pvc), group in sorted(by_volume.items()):
+        if all(moment >= cutoff for moment, _ in group):
+            continue  # none past its age: nothing of this volume to prune, no need to rank
         group.sort(key=lambda item: (item[0], item[1].snapshot_id), reverse=True)
         for newer, (backup_time, replica) in enumerate(group):
             if newer >= policy.keep_last and backup_time < cutoff:

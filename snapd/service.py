@@ -141,6 +141,9 @@ class Engine:
         self.source_region = settings.source_region or ""
         self.region = settings.destination_region or ""
         self.reader = velero.VeleroReader(verify_every=settings.prune_interval)
+        #: The last inventory's replicas: unchanged pages are not parsed or built again.
+        self.replica_memo = inventory.ReplicaMemo(self.region)
+        self.lock_memo = locks.LockMemo()
         self.copier = Copier(
             aws,
             scope=self.scope,
@@ -295,7 +298,9 @@ class Engine:
                 async with asyncio.TaskGroup() as group:
                     found = group.create_task(self.discover(), name="discover")
                     listed = group.create_task(
-                        inventory.list_replicas(self.aws, self.region, self.scope),
+                        inventory.list_replicas(
+                            self.aws, self.region, self.scope, self.replica_memo
+                        ),
                         name="inventory",
                     )
             except ExceptionGroup as group_error:
@@ -319,7 +324,9 @@ class Engine:
         """
         async with self._plan_lock:
             listing_started = self.copier.clock()
-            listed = await inventory.list_replicas(self.aws, self.region, self.scope)
+            listed = await inventory.list_replicas(
+                self.aws, self.region, self.scope, self.replica_memo
+            )
             replicas, locks_known = await self.read_locks(listed)
             in_progress = self._in_progress(listing_started)
             return self._plan(discovery, replicas, in_progress, locks_known=locks_known)
@@ -364,11 +371,11 @@ class Engine:
             return replicas, False
         ids = [r.snapshot_id for r in replicas if r.completed]
         try:
-            found = await locks.read_locks(self.aws, self.region, ids)
+            found = await locks.read_locks(self.aws, self.region, ids, self.lock_memo)
         except AwsError as error:
             log.error("locks.unknown", code=error.code, error=error.message)
             return replicas, False
-        return locks.with_locks(replicas, found), True
+        return locks.with_locks(replicas, found, self.lock_memo), True
 
     async def lock_pass(self, result: CycleResult) -> locks.LockReport | None:
         """Lock what the plan keeps, extend what needs it; sets `snapd_replicas_unlocked`."""

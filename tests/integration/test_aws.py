@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import gc
+import re
 from datetime import datetime
 from typing import Any
 from xml.etree import ElementTree
@@ -19,6 +20,7 @@ import boto3
 import botocore.parsers
 import botocore.session
 import pytest
+from botocore.awsrequest import AWSRequest
 from botocore.context import ClientContext, reset_context, set_context
 from botocore.handlers import (
     _handle_200_error,
@@ -30,11 +32,16 @@ from botocore.utils import parse_timestamp
 from simworld.moto_server import MotoWorld
 from snapd.aws import (
     FAST_OUTPUTS,
+    FORM_SIGN_EVENT,
     AwsClients,
     ListingParsers,
+    PageMemo,
     RelevantParameters,
     decode_listing,
+    encode_form_once,
     fast_timestamp,
+    page_key,
+    remembering,
     rule_references,
     unread_parameters,
 )
@@ -612,3 +619,134 @@ async def test_settle_makes_the_cycles_clients_then_freezes_the_start_up_heap(
             assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
+
+
+def _with_volatile(body: bytes, request_id: str, next_token: str | None) -> bytes:
+    """The body as another answer to the same request would be: its own request id and,
+    when the page has one, its own next token."""
+    text = re.sub(
+        rb"<requestId>[^<]*</requestId>", f"<requestId>{request_id}</requestId>".encode(), body
+    )
+    if next_token is not None:
+        text = re.sub(
+            rb"<nextToken>[^<]*</nextToken>", f"<nextToken>{next_token}</nextToken>".encode(), text
+        )
+    return text
+
+
+async def test_a_page_read_again_answers_as_botocore_parses_it(
+    ec2sim: Any, moto: MotoWorld
+) -> None:
+    """Inside `repeated_pages`, a DescribeSnapshots page whose body differs from the last
+    pass's only in its request id and next token is not parsed again, and its answer is
+    botocore's parse of the new body (the new id and token, the same snapshots); any other
+    difference is parsed afresh."""
+    client, captured = plain_client(moto, "ec2")
+    _snapshots(client)
+    client.describe_snapshots(OwnerIds=["self"], MaxResults=5)
+    captured.responses.clear()
+    client.describe_snapshots(OwnerIds=["self"], MaxResults=5)
+    ((protocol, response, shape),) = captured.responses
+    assert b"<nextToken>" in response["body"]
+    listed = re.search(rb"<snapshotId>([^<]+)</snapshotId>", response["body"])
+    assert listed is not None
+    ours = ListingParsers()
+    ours.set_parser_defaults(timestamp_parser=fast_timestamp)
+    memo = PageMemo()
+    bodies = [
+        response["body"],
+        _with_volatile(response["body"], "another-request", "another-token"),
+        _with_volatile(response["body"], "third-request", None).replace(
+            listed.group(1), b"snap-0aaaaaaaaaaaaaaaa"
+        ),
+    ]
+    answers = []
+    for body in bodies:
+        with remembering(memo):
+            answers.append(
+                await ours.create_parser(protocol).parse({**response, "body": body}, shape)
+            )
+        theirs = botocore.parsers.create_parser(protocol).parse({**response, "body": body}, shape)
+        assert _elements(answers[-1]) == _elements(theirs)
+        assert _types(answers[-1]) == _types(theirs)
+    assert ours.remembered["DescribeSnapshotsResult"] == 1  # the second body only
+    assert answers[1]["Snapshots"][0] is answers[0]["Snapshots"][0]
+    assert answers[1]["Snapshots"] is not answers[0]["Snapshots"]
+    assert answers[2]["Snapshots"][0] is not answers[0]["Snapshots"][0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<R><requestId>a</requestId><x/><requestId>b</requestId></R>",
+        b"<R><nextToken>a&amp;b</nextToken></R>",
+        "<R><nextToken>é</nextToken></R>".encode(),
+    ],
+    ids=["repeated", "entity", "not-ascii"],
+)
+def test_a_page_without_a_safe_key_is_parsed_as_always(body: bytes) -> None:
+    """A volatile element repeated, or one whose text needs XML unescaping or decoding: no
+    key, no memo."""
+    assert page_key("DescribeSnapshotsResult", body) is None
+
+
+def test_page_keys_leave_out_request_id_and_token_only() -> None:
+    """Two answers that differ in request id and token share a key; any other byte differs."""
+    body = b"<R><requestId>r1</requestId><set><item>1</item></set><nextToken>t1</nextToken></R>"
+    other = body.replace(b"r1", b"r2").replace(b"t1", b"t2")
+    key, same = page_key("S", body), page_key("S", other)
+    assert key is not None
+    assert same is not None
+    assert key.content == same.content
+    assert (same.request_id, same.next_token) == ("r2", "t2")
+    changed = page_key("S", body.replace(b"<item>1", b"<item>2"))
+    assert changed is not None
+    assert changed.content != key.content
+    assert page_key("T", body).content != key.content  # type: ignore[union-attr]
+
+
+def test_a_page_whose_token_the_key_missed_is_not_kept() -> None:
+    """`<nextToken/>` is no element the key strips, yet the parse holds a NextToken: such a
+    parse is not remembered (a recall would lose or invent the token)."""
+    memo = PageMemo()
+    key = page_key("S", b"<R><nextToken/><requestId>r</requestId></R>")
+    assert key is not None
+    assert key.next_token is None
+    memo.keep(key, {"NextToken": "", "ResponseMetadata": {"RequestId": "r"}, "Snapshots": []})
+    assert memo.recall(key) is None
+    memo.keep(key, {"ResponseMetadata": {"RequestId": "r"}, "Snapshots": []})
+    assert memo.recall(key) == {"ResponseMetadata": {"RequestId": "r"}, "Snapshots": []}
+
+
+def test_an_ec2_form_encoded_once_is_the_form_botocore_sends() -> None:
+    """`encode_form_once` leaves the body botocore signs and sends, and its length, as
+    botocore would make them from the parameters; a body already encoded is left alone."""
+    params = {
+        "Action": "DescribeLockedSnapshots",
+        **{f"SnapshotId.{i}": f"snap-{i:017x}" for i in range(1, 4)},
+        "Odd.1": "välue & more+/=?",
+        "Version": "2016-11-15",
+    }
+    theirs = AWSRequest(method="POST", url="https://ec2.example/", data=dict(params))
+    ours = AWSRequest(method="POST", url="https://ec2.example/", data=dict(params))
+    encode_form_once(ours, signature_version="v4")
+    assert isinstance(ours.data, str)
+    assert ours.body == theirs.body
+    assert ours.prepare().headers == theirs.prepare().headers
+    encoded = ours.data
+    encode_form_once(ours, signature_version="v4")
+    assert ours.data is encoded
+    presigned = AWSRequest(method="POST", url="https://ec2.example/", data=dict(params))
+    encode_form_once(presigned, signature_version="v4-query")  # its signer needs the dict
+    assert presigned.data == params
+
+
+async def test_ec2_clients_encode_their_form_once(aws: AwsClients) -> None:
+    """An EC2 call made through snapd's clients is signed with its form already encoded."""
+    ec2 = await aws.client("ec2", REGION)
+    seen: list[type] = []
+    ec2.meta.events.register_last(
+        FORM_SIGN_EVENT, lambda request, **_: seen.append(type(request.data))
+    )
+    await aws.call("ec2", REGION, "DescribeAvailabilityZones")
+    assert seen == [str]

@@ -112,3 +112,42 @@ async def test_a_wildcard_scope_never_lists_another_scope(
     replicas = await inventory.list_replicas(aws, DST, "team-?")
     assert [(r.snapshot_id, r.scope) for r in replicas] == [(ours, "team-?")]
     assert [r.scope for r in await inventory.list_replicas(aws, DST, "team-b")] == ["team-b"]
+
+
+async def test_a_memo_rebuilds_what_changed_and_reuses_what_did_not(
+    aws: AwsClients, ec2sim: Ec2Simulator, moto: MotoWorld
+) -> None:
+    """A daemon's inventory (`ReplicaMemo`): a pass over unchanged pages parses nothing and
+    hands back the very replicas of the pass before; a tag edited by hand, a replica
+    deleted or one added between passes is seen at the next pass, as a fresh listing sees it."""
+    ids = [
+        ec2sim.add_snapshot(
+            DST, tags={tags.CLUSTER: "ours", tags.SOURCE_SNAPSHOT_ID: f"snap-{i:017x}"}
+        )
+        for i in range(1100)
+    ]
+    memo = inventory.ReplicaMemo(DST)
+    first = await inventory.list_replicas(aws, DST, "ours", memo)
+    assert aws.parsers.remembered["DescribeSnapshotsResult"] == 0
+    second = await inventory.list_replicas(aws, DST, "ours", memo)
+    assert aws.parsers.remembered["DescribeSnapshotsResult"] == 2  # both pages, unparsed
+    assert memo.reused == 1100
+    assert all(a is b for a, b in zip(first, second, strict=True))
+
+    ec2 = boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
+    ec2.create_tags(Resources=[ids[7]], Tags=[{"Key": tags.PVC, "Value": "edited"}])
+    ec2.delete_snapshot(SnapshotId=ids[8])
+    added = ec2sim.add_snapshot(DST, tags={tags.CLUSTER: "ours", tags.PVC: "new"})
+    third = await inventory.list_replicas(aws, DST, "ours", memo)
+    fresh = await inventory.list_replicas(aws, DST, "ours")
+    assert third == fresh
+    by_id = {r.snapshot_id: r for r in third}
+    assert by_id[ids[7]].volume.pvc == "edited"
+    assert ids[8] not in by_id
+    assert by_id[added].volume.pvc == "new"
+
+
+async def test_a_memo_lists_one_region_only(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
+    """A memo's replicas carry its region: listing another region with it is a bug."""
+    with pytest.raises(ValueError, match="cannot list"):
+        await inventory.list_replicas(aws, SRC, "ours", inventory.ReplicaMemo(DST))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from datetime import timedelta
 
 import pytest
 import structlog
@@ -10,8 +12,18 @@ import structlog
 from simworld.ec2sim import Ec2Simulator
 from snapd import tags
 from snapd.aws import AwsClients
-from snapd.locks import LOCK_PAGE, RecycleBinWatch, read_locks, rule_covers
+from snapd.inventory import list_replicas
+from snapd.locks import (
+    LOCK_PAGE,
+    LockInfo,
+    LockMemo,
+    RecycleBinWatch,
+    read_locks,
+    rule_covers,
+    with_locks,
+)
 from snapd.metrics import Metrics
+from snapd.models import Replica
 
 DST = "eu-central-1"
 SCOPE = "velero-bucket"
@@ -75,3 +87,40 @@ async def test_recycle_bin_gauge_is_1_0_or_minus_1_and_failure_logged_once(
     assert metrics.recycle_bin_protected._value.get() == -1
     assert [entry["event"] for entry in logs] == ["recycle_bin.unknown"]
     assert await watch.check() is True
+
+
+async def test_a_lock_memo_sees_a_lock_extended_between_passes(
+    ec2sim: Ec2Simulator, aws: AwsClients
+) -> None:
+    """A daemon's lock reads (`LockMemo`): an unchanged page hands back the very locks and
+    locked replicas of the pass before; a lock extended in between is read anew and the
+    replica carries its new expiry, as a read without the memo gives it."""
+    ids = [ec2sim.add_snapshot(DST, tags={tags.CLUSTER: SCOPE}) for _ in range(3)]
+    for sid in ids:
+        ec2sim.put_lock(DST, sid, days=3)
+    replicas = await list_replicas(aws, DST, SCOPE)
+    memo = LockMemo()
+    first = with_locks(replicas, await read_locks(aws, DST, ids, memo), memo)
+    second = with_locks(replicas, await read_locks(aws, DST, ids, memo), memo)
+    assert aws.parsers.remembered["DescribeLockedSnapshotsResult"] == 1
+    assert all(a is b for a, b in zip(first, second, strict=True))
+
+    ec2sim.put_lock(DST, ids[1], days=30)
+    third = with_locks(replicas, await read_locks(aws, DST, ids, memo), memo)
+    assert third == with_locks(replicas, await read_locks(aws, DST, ids))
+    before = {r.snapshot_id: r.lock_expires for r in first}
+    after = {r.snapshot_id: r.lock_expires for r in third}
+    assert after[ids[1]] > before[ids[1]] + timedelta(days=20)  # type: ignore[operator]
+    assert after[ids[0]] == before[ids[0]]
+
+
+def test_a_lock_memo_pairs_a_new_replica_record_anew() -> None:
+    """The same lock on a replica record rebuilt (its tags changed): the locked replica is
+    made from the new record, never the one paired before."""
+    memo = LockMemo()
+    info = LockInfo("governance", None)
+    old = Replica("snap-1", DST, "completed", 100, SCOPE, "snap-s", backup="b1")
+    assert memo.locked(old, info).backup == "b1"
+    memo.end_pairing()
+    new = dataclasses.replace(old, backup="b2")
+    assert memo.locked(new, info).backup == "b2"

@@ -3,6 +3,7 @@ the manifests for the DR cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 
@@ -256,3 +257,37 @@ def test_dr_root_must_not_be_or_overlap_the_velero_location(
             settings.check_dr_location()
     else:
         settings.check_dr_location()
+
+
+def test_a_candidate_memo_remakes_a_candidate_whose_replica_or_reading_changed() -> None:
+    """`choose` with the publisher's memo: the same reading (the very scan object) with the
+    same replicas gives the candidate made before; a replica replaced by another, or the
+    backup read again, makes a new one with its own digest — as a choice without memo."""
+    memo: dr.CandidateMemo = {}
+    the_scan = scan("b", snap("snap-s1"), snap("snap-s2"))
+
+    def chosen(a_scan: BackupScan, replicas: list[Replica]) -> dr.Candidate:
+        choice = dr.choose(
+            Discovery(snapshots=(), scans=(a_scan,)),
+            dr.usable_replicas(replicas, None),
+            zones=ZONES,
+            source_region="eu-west-1",
+            region="eu-central-1",
+            copy_failed_backups=False,
+            memo=memo,
+        )
+        candidate = choice.candidates["b"]
+        assert candidate == choose(a_scan, replicas=replicas).candidates["b"]
+        return candidate
+
+    first = chosen(the_scan, REPLICAS)
+    assert chosen(the_scan, REPLICAS) is first
+    replaced = chosen(the_scan, [REPLICAS[0], replica("snap-r9", "snap-s2")])
+    assert replaced.digest != first.digest
+    assert replaced.mapping.snapshots["snap-s2"] == "snap-r9"
+    moved = snap("snap-s2")
+    moved = dataclasses.replace(moved, volume=dataclasses.replace(moved.volume, pv="pv-new"))
+    reread = scan("b", snap("snap-s1"), moved)  # its PV was renamed: the files changed
+    assert chosen(the_scan, REPLICAS) == first
+    assert "pv-new" in chosen(reread, REPLICAS).mapping.volumes
+    assert set(memo) == {"b"}
