@@ -30,8 +30,8 @@ botocore's answer in a fraction of its CPU; S3's check for an error inside a 200
 listing page's tree instead of parsing it a second time, and only keys with `%` or `+` are
 url-decoded (docs/aws-cpu.md, "Listing pages"). The replica inventory and its locks are
 listed inside `AwsClients.repeated_pages`: an EC2 page whose body is the one of the pass
-before (its request id and next token aside) is answered with that pass's parse, unparsed
-(`PageMemo`).
+before (its request id and next token aside) is not parsed, and what was built from it then
+(the replicas, the locks) is used again (`PageMemo`).
 
 Integrity checks stay: botocore still validates the CRC of every GetObject body that carries
 one (`response_checksum_validation` is left at `when_supported`; CRC32 in C costs little).
@@ -50,7 +50,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
@@ -188,6 +188,9 @@ def unread_parameters(ruleset: dict[str, Any]) -> frozenset[str]:
     return frozenset(
         name for name, spec in declared.items() if name not in read and not spec.get("required")
     )
+
+
+T = TypeVar("T")
 
 
 class RelevantParameters:
@@ -379,9 +382,8 @@ class AwsClients:
     def repeated_pages(self, family: str) -> Iterator[PageMemo]:
         """One pass over a listing read again every cycle (`family` names it: the replica
         inventory of a region and scope, their locks): an EC2 listing page parsed inside,
-        in this task, whose body is the one of the family's previous pass is answered with
-        that pass's parse (`PageMemo`). The answers' records are shared between passes:
-        callers read them, never change them."""
+        in this task, whose body is the one of the family's previous pass is not parsed,
+        and `PageMemo.built` gives what the caller built from it then."""
         with remembering(self._memos.setdefault(family, PageMemo())) as memo:
             yield memo
 
@@ -710,53 +712,74 @@ def page_key(shape: str, body: bytes) -> _PageKey | None:
     return _PageKey((shape, digest.digest()), texts["requestId"], texts["nextToken"])
 
 
-class PageMemo:
-    """The parsed pages of one listing family's last pass, by `page_key`.
+#: Member of a parsed page naming its `page_key` content (a page a consumer may keep).
+PAGE_KEY = "SnapdPageKey"
+#: Member of a page answered from a `PageMemo`: what the consumer built from it last pass.
+RECALLED = "SnapdRecalled"
+_ABSENT = object()
 
-    A page whose body is byte for byte the one read in the pass before (request id and
-    next token aside) has the same parse; it is answered with a copy of that parse's top
-    level, whose records (each snapshot's dict) are the very objects of the last answer —
-    the replica inventory then also knows them by identity. Pages of the previous pass not
-    read again are forgotten at the end of a pass, so the memo holds one pass.
+
+class PageMemo:
+    """What a consumer built from each page of one listing family's last pass, by the
+    page's `page_key` content — not the page's records, which are garbage once built from
+    (about 9 KB a snapshot with its tags: keeping them would cost a daemon with 50,000
+    replicas some 450 MB).
+
+    A page whose body is byte for byte one of the last pass (request id and next token
+    aside) has the same parse, so what was built from it holds: the parser answers it
+    unparsed with that object under `RECALLED`, and `built` hands it back. Only pages a
+    consumer built from through `built` are ever recalled, so a recalled page always has
+    its object. What a pass does not meet again is forgotten at its end.
     """
 
     def __init__(self) -> None:
-        self._previous: dict[tuple[str, bytes], dict[str, Any]] = {}
-        self._current: dict[tuple[str, bytes], dict[str, Any]] = {}
+        self._previous: dict[tuple[str, bytes], Any] = {}
+        self._current: dict[tuple[str, bytes], Any] = {}
 
-    def recall(self, key: _PageKey) -> dict[str, Any] | None:
-        """The answer to a page read before (a fresh top level), or None."""
-        stored = self._current.get(key.content) or self._previous.get(key.content)
-        if stored is None:
-            return None
-        self._current[key.content] = stored
-        return _with_volatile(stored, key)
+    def recall(self, content: tuple[str, bytes]) -> Any:
+        """What was built from a page of this content (`_ABSENT` when nothing)."""
+        made = self._current.get(content, _ABSENT)
+        if made is _ABSENT:
+            made = self._previous.get(content, _ABSENT)
+            if made is not _ABSENT:
+                self._current[content] = made
+        return made
 
-    def keep(self, key: _PageKey, parsed: dict[str, Any]) -> None:
-        """Remember a page's parse without its volatile members, which `recall` takes from
-        each body (a copy of the top level: botocore adds to the answer's metadata). A
-        parse holding one the key did not find (`<nextToken/>`) is not remembered."""
-        stored = dict(parsed)
-        for member, text in (("NextToken", key.next_token), ("ResponseMetadata", key.request_id)):
-            if (member in stored) != (text is not None):
-                return
-            stored.pop(member, None)
-        self._current[key.content] = stored
+    def built(self, page: dict[str, Any], build: Callable[[dict[str, Any]], T]) -> T:
+        """`build(page)`, or what it gave for this page's content in the last pass. The
+        object is shared between passes: callers read it, never change it."""
+        if RECALLED in page:
+            recalled: T = page[RECALLED]
+            return recalled
+        made = build(page)
+        content = page.get(PAGE_KEY)
+        if content is not None:
+            self._current[content] = made
+        return made
 
     def end_pass(self) -> None:
         """The pass is over: what it read is what the next pass may find again."""
         self._previous, self._current = self._current, {}
 
 
-def _with_volatile(stored: dict[str, Any], key: _PageKey) -> dict[str, Any]:
-    """A stored page's answer with this body's own next token and request id, as
-    `_ec2_answer` reads them; lists are copied, the records in them shared."""
-    answer = {k: list(v) if isinstance(v, list) else v for k, v in stored.items()}
+def _recalled_answer(key: _PageKey, made: Any) -> dict[str, Any]:
+    """The answer to a page recalled from a `PageMemo`: the object built from its content,
+    and this body's own next token and request id (what `_ec2_answer` reads of them)."""
+    answer: dict[str, Any] = {RECALLED: made}
     if key.next_token is not None:
         answer["NextToken"] = key.next_token
     if key.request_id is not None:
         answer["ResponseMetadata"] = {"RequestId": key.request_id or None}
     return answer
+
+
+def volatile_agrees(parsed: dict[str, Any], key: _PageKey) -> bool:
+    """Whether the parse holds the volatile members exactly where the key found them: a
+    `<nextToken/>` the key does not strip, yet parsed as a NextToken, makes a page that
+    is never kept (a recall would lose or invent the token)."""
+    return ("NextToken" in parsed) == (key.next_token is not None) and (
+        "ResponseMetadata" in parsed
+    ) == (key.request_id is not None)
 
 
 def _memo_key(memo: PageMemo | None, shape: str, body: Any) -> _PageKey | None:
@@ -866,10 +889,11 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
             return None
         memo = _PAGE_MEMO.get() if protocol == "ec2" else None
         key = _memo_key(memo, shape.name, response.get("body"))
-        recalled = memo.recall(key) if memo is not None and key is not None else None
-        if recalled is not None:
-            self.remembered[shape.name] += 1
-            return recalled
+        if memo is not None and key is not None:
+            made = memo.recall(key.content)
+            if made is not _ABSENT:
+                self.remembered[shape.name] += 1
+                return _recalled_answer(key, made)
         try:
             with _collector_paused():
                 root = _checked_tree(response) or parse_xml(response["body"])
@@ -881,8 +905,8 @@ class ListingParsers(AioResponseParserFactory):  # type: ignore[misc]
             self.fallback[shape.name] += 1
             return None
         self.fast[shape.name] += 1
-        if memo is not None and key is not None:
-            memo.keep(key, parsed)
+        if key is not None and volatile_agrees(parsed, key):
+            parsed[PAGE_KEY] = key.content
         return parsed
 
 

@@ -89,75 +89,35 @@ def _completion_minutes(snapshot: dict[str, Any]) -> int | None:
     return minutes
 
 
-class ReplicaMemo:
-    """The replicas of the last inventory listing, each with the DescribeSnapshots record
-    it was built from.
-
-    Inside `AwsClients.repeated_pages` a page unchanged since the last pass comes back as
-    the very records of that pass; a record that *is* (identity, not equality) the one a
-    replica was built from gives that replica again — `build_replica_from_ec2` is a pure
-    function of the record and the region — instead of parsing its 25 tags anew. Any
-    change on a page makes new records, so its replicas are built again. Replicas not
-    listed again are forgotten after each listing.
-    """
-
-    def __init__(self, region: str) -> None:
-        self.region = region
-        self._built: dict[str, tuple[dict[str, Any], Replica]] = {}
-        self._listed: dict[str, tuple[dict[str, Any], Replica]] = {}
-        self.reused = 0
-
-    def replica(self, snapshot: dict[str, Any]) -> Replica:
-        """The replica of one DescribeSnapshots record, built once per record."""
-        snapshot_id = snapshot["SnapshotId"]
-        known = self._built.get(snapshot_id)
-        if known is not None and known[0] is snapshot:
-            self.reused += 1
-            replica = known[1]
-        else:
-            replica = build_replica_from_ec2(snapshot, self.region)
-        self._listed[snapshot_id] = (snapshot, replica)
-        return replica
-
-    def end_listing(self) -> None:
-        """The listing is over: keep what it listed, forget the rest."""
-        self._built, self._listed = self._listed, {}
-
-
 async def list_replicas(
-    aws: AwsClients, region: str, scope: str, memo: ReplicaMemo | None = None
+    aws: AwsClients, region: str, scope: str, *, repeated: bool = False
 ) -> list[Replica]:
     """Every snapshot we own in `region` whose `snapd.io/cluster` tag is exactly `scope`.
 
     The tag filter narrows the listing, but EC2 treats `*` and `?` in filter values as
     wildcards: the filter alone is never trusted, each replica's tag must equal the scope
-    (configuration refuses such scopes too; this holds whatever reaches here). With a
-    `memo` (a daemon's, listing the same region every cycle), unchanged pages are neither
-    parsed nor built again (`ReplicaMemo`).
+    (configuration refuses such scopes too; this holds whatever reaches here). `repeated`
+    (a daemon's, listing the same region and scope every cycle): a page unchanged since the
+    last listing is neither parsed nor built again — its replicas are the very objects of
+    the last listing (`AwsClients.repeated_pages`); any change on a page builds it anew.
     """
-    if memo is not None and memo.region != region:
-        raise ValueError(f"a replica memo of {memo.region} cannot list {region}")
-    repeated = (
-        aws.repeated_pages(f"replicas:{region}:{scope}") if memo else contextlib.nullcontext()
-    )
-    memo = memo or ReplicaMemo(region)
     replicas: list[Replica] = []
-    with repeated:
-        try:
-            async for page in aws.pages(
-                "ec2",
-                region,
-                "DescribeSnapshots",
-                OwnerIds=["self"],
-                Filters=[{"Name": f"tag:{tags.CLUSTER}", "Values": [scope]}],
-                PaginationConfig={"PageSize": PAGE_SIZE},
-            ):
-                for snapshot in page.get("Snapshots", []):
-                    replica = memo.replica(snapshot)
-                    if replica.scope == scope:
-                        replicas.append(replica)
-        finally:
-            memo.end_listing()
+
+    def build(page: dict[str, Any]) -> list[Replica]:
+        return [build_replica_from_ec2(s, region) for s in page.get("Snapshots", [])]
+
+    family = f"replicas:{region}:{scope}"
+    with aws.repeated_pages(family) if repeated else contextlib.nullcontext() as memo:
+        async for page in aws.pages(
+            "ec2",
+            region,
+            "DescribeSnapshots",
+            OwnerIds=["self"],
+            Filters=[{"Name": f"tag:{tags.CLUSTER}", "Values": [scope]}],
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        ):
+            built = build(page) if memo is None else memo.built(page, build)
+            replicas.extend(r for r in built if r.scope == scope)
     return replicas
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from snapd import tags
-from snapd.aws import AwsClients
+from snapd.aws import AwsClients, PageMemo
 from snapd.errors import AwsError
 from snapd.fanout import each_bounded
 from snapd.locking import LockAction, LockPolicy
@@ -65,29 +65,17 @@ def chunked(values: Sequence[str], size: int = LOCK_PAGE) -> list[list[str]]:
 
 
 class LockMemo:
-    """The last pass's locks, so that a warm cycle re-reads them without rebuilding them.
-
-    Inside `AwsClients.repeated_pages` an unchanged DescribeLockedSnapshots page comes back
-    as the very records of the last pass: a record that *is* the one a `LockInfo` was made
-    of gives that `LockInfo` again, and a replica that *is* the one last locked, with that
-    very `LockInfo`, gives the same locked replica (`with_locks`). Identity, not equality:
-    anything that changed was built anew, and so is everything made from it. What a pass
-    does not meet again is forgotten at its end.
+    """The replicas last paired with their locks, so that a warm cycle does not make them
+    again: a replica that *is* the one last locked, with that very `LockInfo`, gives the
+    same locked replica (`with_locks`). Identity, not equality — the inventory and the lock
+    read (`read_locks(repeated=True)`) hand back the very objects of the last pass for
+    what did not change, and anything that changed was built anew, and so is everything
+    made from it. What a pairing does not meet again is forgotten at its end.
     """
 
     def __init__(self) -> None:
-        self._infos: dict[str, tuple[dict[str, Any], LockInfo]] = {}
         self._locked: dict[str, tuple[Replica, LockInfo, Replica]] = {}
-        self._next_infos: dict[str, tuple[dict[str, Any], LockInfo]] = {}
         self._next_locked: dict[str, tuple[Replica, LockInfo, Replica]] = {}
-
-    def info(self, item: dict[str, Any]) -> LockInfo:
-        """The `LockInfo` of one DescribeLockedSnapshots record, made once per record."""
-        snapshot_id = item["SnapshotId"]
-        known = self._infos.get(snapshot_id)
-        info = known[1] if known is not None and known[0] is item else lock_info(item)
-        self._next_infos[snapshot_id] = (item, info)
-        return info
 
     def locked(self, replica: Replica, info: LockInfo) -> Replica:
         """`replica` with `info`'s lock, made once per (replica, lock) pair."""
@@ -98,10 +86,6 @@ class LockMemo:
             made = dataclasses.replace(replica, lock_state=info.state, lock_expires=info.expires)
         self._next_locked[replica.snapshot_id] = (replica, info, made)
         return made
-
-    def end_read(self) -> None:
-        """A read of the locks is over: keep the records it met."""
-        self._infos, self._next_infos = self._next_infos, {}
 
     def end_pairing(self) -> None:
         """The replicas got their locks: keep the pairs made."""
@@ -118,23 +102,18 @@ def lock_info(item: dict[str, Any]) -> LockInfo:
 
 
 async def read_locks(
-    aws: AwsClients, region: str, snapshot_ids: Iterable[str], memo: LockMemo | None = None
+    aws: AwsClients, region: str, snapshot_ids: Iterable[str], *, repeated: bool = False
 ) -> dict[str, LockInfo]:
     """The lock of each snapshot that has one (expired ones too); unlocked ids are absent.
 
-    With a `memo` (a daemon's, reading the same locks every cycle) unchanged pages are
-    neither parsed nor turned into records again (`LockMemo`)."""
+    `repeated` (a daemon's, reading the same locks every cycle): a page unchanged since the
+    last read is not parsed, and its locks are the very `LockInfo`s of that read
+    (`AwsClients.repeated_pages`), which lets `LockMemo` keep their locked replicas."""
     ids = list(dict.fromkeys(snapshot_ids))
     found: dict[str, LockInfo] = {}
-    repeated = aws.repeated_pages(f"locks:{region}") if memo else contextlib.nullcontext()
-    make = memo.info if memo else lock_info
-    with repeated:
-        try:
-            for batch in chunked(ids):
-                await _read_batch(aws, region, batch, make, found)
-        finally:
-            if memo:
-                memo.end_read()
+    with aws.repeated_pages(f"locks:{region}") if repeated else contextlib.nullcontext() as memo:
+        for batch in chunked(ids):
+            await _read_batch(aws, region, batch, memo, found)
     return found
 
 
@@ -142,7 +121,7 @@ async def _read_batch(
     aws: AwsClients,
     region: str,
     batch: list[str],
-    make: Callable[[dict[str, Any]], LockInfo],
+    memo: PageMemo | None,
     found: dict[str, LockInfo],
 ) -> None:
     """One DescribeLockedSnapshots call of up to `LOCK_PAGE` ids, its pages followed."""
@@ -152,11 +131,15 @@ async def _read_batch(
         if token:
             params["NextToken"] = token
         answer = await aws.call("ec2", region, "DescribeLockedSnapshots", **params)
-        for item in answer.get("Snapshots", []):
-            found[item["SnapshotId"]] = make(item)
+        found.update(_page_locks(answer) if memo is None else memo.built(answer, _page_locks))
         token = answer.get("NextToken")
         if not token:
             return
+
+
+def _page_locks(answer: dict[str, Any]) -> dict[str, LockInfo]:
+    """One DescribeLockedSnapshots page's locks, by snapshot id."""
+    return {item["SnapshotId"]: lock_info(item) for item in answer.get("Snapshots", [])}
 
 
 def with_locks(

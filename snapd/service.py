@@ -141,8 +141,7 @@ class Engine:
         self.source_region = settings.source_region or ""
         self.region = settings.destination_region or ""
         self.reader = velero.VeleroReader(verify_every=settings.prune_interval)
-        #: The last inventory's replicas: unchanged pages are not parsed or built again.
-        self.replica_memo = inventory.ReplicaMemo(self.region)
+        #: The replicas last paired with their locks (unchanged pages give the same ones).
         self.lock_memo = locks.LockMemo()
         self.copier = Copier(
             aws,
@@ -298,9 +297,7 @@ class Engine:
                 async with asyncio.TaskGroup() as group:
                     found = group.create_task(self.discover(), name="discover")
                     listed = group.create_task(
-                        inventory.list_replicas(
-                            self.aws, self.region, self.scope, self.replica_memo
-                        ),
+                        inventory.list_replicas(self.aws, self.region, self.scope, repeated=True),
                         name="inventory",
                     )
             except ExceptionGroup as group_error:
@@ -324,9 +321,7 @@ class Engine:
         """
         async with self._plan_lock:
             listing_started = self.copier.clock()
-            listed = await inventory.list_replicas(
-                self.aws, self.region, self.scope, self.replica_memo
-            )
+            listed = await inventory.list_replicas(self.aws, self.region, self.scope, repeated=True)
             replicas, locks_known = await self.read_locks(listed)
             in_progress = self._in_progress(listing_started)
             return self._plan(discovery, replicas, in_progress, locks_known=locks_known)
@@ -371,7 +366,7 @@ class Engine:
             return replicas, False
         ids = [r.snapshot_id for r in replicas if r.completed]
         try:
-            found = await locks.read_locks(self.aws, self.region, ids, self.lock_memo)
+            found = await locks.read_locks(self.aws, self.region, ids, repeated=True)
         except AwsError as error:
             log.error("locks.unknown", code=error.code, error=error.message)
             return replicas, False

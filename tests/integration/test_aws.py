@@ -33,6 +33,8 @@ from simworld.moto_server import MotoWorld
 from snapd.aws import (
     FAST_OUTPUTS,
     FORM_SIGN_EVENT,
+    PAGE_KEY,
+    RECALLED,
     AwsClients,
     ListingParsers,
     PageMemo,
@@ -44,6 +46,7 @@ from snapd.aws import (
     remembering,
     rule_references,
     unread_parameters,
+    volatile_agrees,
 )
 
 REGION = "eu-west-1"
@@ -638,9 +641,9 @@ async def test_a_page_read_again_answers_as_botocore_parses_it(
     ec2sim: Any, moto: MotoWorld
 ) -> None:
     """Inside `repeated_pages`, a DescribeSnapshots page whose body differs from the last
-    pass's only in its request id and next token is not parsed again, and its answer is
-    botocore's parse of the new body (the new id and token, the same snapshots); any other
-    difference is parsed afresh."""
+    pass's only in its request id and next token is not parsed again: its answer carries
+    the new id and token and what the caller built from the page before (`PageMemo.built`);
+    any other difference is parsed afresh, as botocore parses it."""
     client, captured = plain_client(moto, "ec2")
     _snapshots(client)
     client.describe_snapshots(OwnerIds=["self"], MaxResults=5)
@@ -660,19 +663,30 @@ async def test_a_page_read_again_answers_as_botocore_parses_it(
             listed.group(1), b"snap-0aaaaaaaaaaaaaaaa"
         ),
     ]
-    answers = []
+
+    def build(page: dict[str, Any]) -> list[str]:
+        return [s["SnapshotId"] for s in page["Snapshots"]]
+
+    answers, built = [], []
     for body in bodies:
         with remembering(memo):
-            answers.append(
-                await ours.create_parser(protocol).parse({**response, "body": body}, shape)
-            )
+            answer = await ours.create_parser(protocol).parse({**response, "body": body}, shape)
+            built.append(memo.built(answer, build))
+        answers.append(answer)
         theirs = botocore.parsers.create_parser(protocol).parse({**response, "body": body}, shape)
-        assert _elements(answers[-1]) == _elements(theirs)
-        assert _types(answers[-1]) == _types(theirs)
+        if RECALLED not in answer:
+            fresh = {k: v for k, v in answer.items() if k != PAGE_KEY}
+            assert _elements(fresh) == _elements(theirs)
+            assert _types(fresh) == _types(theirs)
+            assert built[-1] == build(theirs)
     assert ours.remembered["DescribeSnapshotsResult"] == 1  # the second body only
-    assert answers[1]["Snapshots"][0] is answers[0]["Snapshots"][0]
-    assert answers[1]["Snapshots"] is not answers[0]["Snapshots"]
-    assert answers[2]["Snapshots"][0] is not answers[0]["Snapshots"][0]
+    assert set(answers[1]) == {RECALLED, "NextToken", "ResponseMetadata"}
+    assert answers[1]["NextToken"] == "another-token"
+    assert answers[1]["ResponseMetadata"]["RequestId"] == "another-request"
+    assert built[1] is built[0]
+    assert RECALLED not in answers[2]
+    assert built[2] is not built[0]
+    assert built[2][0] == "snap-0aaaaaaaaaaaaaaaa"
 
 
 @pytest.mark.parametrize(
@@ -706,16 +720,31 @@ def test_page_keys_leave_out_request_id_and_token_only() -> None:
 
 
 def test_a_page_whose_token_the_key_missed_is_not_kept() -> None:
-    """`<nextToken/>` is no element the key strips, yet the parse holds a NextToken: such a
-    parse is not remembered (a recall would lose or invent the token)."""
-    memo = PageMemo()
+    """`<nextToken/>` is no element the key strips, yet the parse holds a NextToken: what
+    is built from such a page is not kept (a recall would lose or invent the token)."""
     key = page_key("S", b"<R><nextToken/><requestId>r</requestId></R>")
     assert key is not None
     assert key.next_token is None
-    memo.keep(key, {"NextToken": "", "ResponseMetadata": {"RequestId": "r"}, "Snapshots": []})
-    assert memo.recall(key) is None
-    memo.keep(key, {"ResponseMetadata": {"RequestId": "r"}, "Snapshots": []})
-    assert memo.recall(key) == {"ResponseMetadata": {"RequestId": "r"}, "Snapshots": []}
+    assert not volatile_agrees({"NextToken": "", "ResponseMetadata": {}}, key)
+    assert volatile_agrees({"ResponseMetadata": {}}, key)
+
+
+def test_a_memo_recalls_only_what_a_caller_built_and_forgets_after_a_pass() -> None:
+    """`PageMemo.built` keeps what it built from a page with a key; a page without one (not
+    safely keyed, or not agreeing with its key) is built every time; a pass that does not
+    meet a page again ends its memory of it."""
+    memo = PageMemo()
+    content = ("S", b"digest")
+    made = memo.built({PAGE_KEY: content, "Snapshots": [1]}, lambda page: list(page["Snapshots"]))
+    assert memo.recall(content) is made
+    unkeyed = memo.built({"Snapshots": [2]}, lambda page: list(page["Snapshots"]))
+    assert unkeyed == [2]
+    assert memo.recall(("S", b"other")) is not made
+    memo.end_pass()
+    assert memo.recall(content) is made  # met again in this pass: kept for the next
+    memo.end_pass()
+    memo.end_pass()
+    assert memo.recall(content) is not made
 
 
 def test_an_ec2_form_encoded_once_is_the_form_botocore_sends() -> None:

@@ -114,10 +114,10 @@ async def test_a_wildcard_scope_never_lists_another_scope(
     assert [r.scope for r in await inventory.list_replicas(aws, DST, "team-b")] == ["team-b"]
 
 
-async def test_a_memo_rebuilds_what_changed_and_reuses_what_did_not(
+async def test_a_repeated_listing_rebuilds_what_changed_and_reuses_what_did_not(
     aws: AwsClients, ec2sim: Ec2Simulator, moto: MotoWorld
 ) -> None:
-    """A daemon's inventory (`ReplicaMemo`): a pass over unchanged pages parses nothing and
+    """A daemon's inventory (`repeated=True`): a pass over unchanged pages parses nothing and
     hands back the very replicas of the pass before; a tag edited by hand, a replica
     deleted or one added between passes is seen at the next pass, as a fresh listing sees it."""
     ids = [
@@ -126,19 +126,18 @@ async def test_a_memo_rebuilds_what_changed_and_reuses_what_did_not(
         )
         for i in range(1100)
     ]
-    memo = inventory.ReplicaMemo(DST)
-    first = await inventory.list_replicas(aws, DST, "ours", memo)
+    first = await inventory.list_replicas(aws, DST, "ours", repeated=True)
     assert aws.parsers.remembered["DescribeSnapshotsResult"] == 0
-    second = await inventory.list_replicas(aws, DST, "ours", memo)
+    second = await inventory.list_replicas(aws, DST, "ours", repeated=True)
     assert aws.parsers.remembered["DescribeSnapshotsResult"] == 2  # both pages, unparsed
-    assert memo.reused == 1100
+    assert len(second) == 1100
     assert all(a is b for a, b in zip(first, second, strict=True))
 
     ec2 = boto3.client("ec2", region_name=DST, endpoint_url=moto.url)
     ec2.create_tags(Resources=[ids[7]], Tags=[{"Key": tags.PVC, "Value": "edited"}])
     ec2.delete_snapshot(SnapshotId=ids[8])
     added = ec2sim.add_snapshot(DST, tags={tags.CLUSTER: "ours", tags.PVC: "new"})
-    third = await inventory.list_replicas(aws, DST, "ours", memo)
+    third = await inventory.list_replicas(aws, DST, "ours", repeated=True)
     fresh = await inventory.list_replicas(aws, DST, "ours")
     assert third == fresh
     by_id = {r.snapshot_id: r for r in third}
@@ -147,7 +146,14 @@ async def test_a_memo_rebuilds_what_changed_and_reuses_what_did_not(
     assert by_id[added].volume.pvc == "new"
 
 
-async def test_a_memo_lists_one_region_only(aws: AwsClients, ec2sim: Ec2Simulator) -> None:
-    """A memo's replicas carry its region: listing another region with it is a bug."""
-    with pytest.raises(ValueError, match="cannot list"):
-        await inventory.list_replicas(aws, SRC, "ours", inventory.ReplicaMemo(DST))
+async def test_repeated_listings_of_two_regions_or_scopes_stay_apart(
+    aws: AwsClients, ec2sim: Ec2Simulator
+) -> None:
+    """Each region and scope is its own family: identical pages of another listing never
+    answer for this one (its replicas carry their own region)."""
+    ec2sim.add_snapshot(DST, tags={tags.CLUSTER: "ours"})
+    ec2sim.add_snapshot(SRC, tags={tags.CLUSTER: "ours"})
+    (dst,) = await inventory.list_replicas(aws, DST, "ours", repeated=True)
+    (src,) = await inventory.list_replicas(aws, SRC, "ours", repeated=True)
+    assert (dst.region, src.region) == (DST, SRC)
+    assert await inventory.list_replicas(aws, DST, "theirs", repeated=True) == []

@@ -92,21 +92,21 @@ async def test_recycle_bin_gauge_is_1_0_or_minus_1_and_failure_logged_once(
 async def test_a_lock_memo_sees_a_lock_extended_between_passes(
     ec2sim: Ec2Simulator, aws: AwsClients
 ) -> None:
-    """A daemon's lock reads (`LockMemo`): an unchanged page hands back the very locks and
-    locked replicas of the pass before; a lock extended in between is read anew and the
-    replica carries its new expiry, as a read without the memo gives it."""
+    """A daemon's lock reads (`repeated`, `LockMemo`): an unchanged page hands back the very
+    locks and locked replicas of the pass before; a lock extended in between is read anew
+    and the replica carries its new expiry, as a read without the memo gives it."""
     ids = [ec2sim.add_snapshot(DST, tags={tags.CLUSTER: SCOPE}) for _ in range(3)]
     for sid in ids:
         ec2sim.put_lock(DST, sid, days=3)
     replicas = await list_replicas(aws, DST, SCOPE)
     memo = LockMemo()
-    first = with_locks(replicas, await read_locks(aws, DST, ids, memo), memo)
-    second = with_locks(replicas, await read_locks(aws, DST, ids, memo), memo)
+    first = with_locks(replicas, await read_locks(aws, DST, ids, repeated=True), memo)
+    second = with_locks(replicas, await read_locks(aws, DST, ids, repeated=True), memo)
     assert aws.parsers.remembered["DescribeLockedSnapshotsResult"] == 1
     assert all(a is b for a, b in zip(first, second, strict=True))
 
     ec2sim.put_lock(DST, ids[1], days=30)
-    third = with_locks(replicas, await read_locks(aws, DST, ids, memo), memo)
+    third = with_locks(replicas, await read_locks(aws, DST, ids, repeated=True), memo)
     assert third == with_locks(replicas, await read_locks(aws, DST, ids))
     before = {r.snapshot_id: r.lock_expires for r in first}
     after = {r.snapshot_id: r.lock_expires for r in third}
