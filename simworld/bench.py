@@ -2656,7 +2656,7 @@ _REPRODUCE = (
     "## Reproduce",
     "",
     "```",
-    "make bench                                   # the full run (~18 min on 2 CPUs)",
+    "make bench                                   # the full run (~10 min on 2 CPUs)",
     "python -m simworld.bench --quick        # a smoke run in about two minutes",
     "python -m simworld.bench --sizes 1000,5000 --watched-fraction 0.2",
     "python -m simworld.bench --parts copy   # copy, discovery, steady, restore, dr-memory",
@@ -2672,7 +2672,7 @@ snapd's speed is bounded by AWS: N copies of duration D under an in-flight limit
 finish before ⌈N/L⌉·D. `make bench` measures how close snapd comes to that bound, what a
 discovery cycle costs as the bucket grows, and what a restore adds to AWS's own time — on a
 simulated AWS (moto in server mode with snapd's EC2 simulator, no account needed), with
-snapd running as its own process. Reproduce with `make bench` (about 18 minutes on 2 CPUs;
+snapd running as its own process. Reproduce with `make bench` (about 10 minutes on 2 CPUs;
 `python -m simworld.bench --quick` for a smoke run). The main figures:"""
 
 
@@ -2761,8 +2761,7 @@ def _discovery_notes(largest: dict[str, Any] | None) -> list[str]:
     return [
         f"- **Discovery at {largest['backups']:,} backups.** The cold cycle made {s3:,} "
         f"S3 requests; moto spent {cold['moto_cpu_total']:.0f} s of CPU answering them "
-        f"({get_ms:.1f} ms per GetObject, more for the per-backup listings, which moto "
-        "answers by scanning every key of the bucket) and snapd "
+        f"({get_ms:.1f} ms per GetObject) and snapd "
         f"{cold['snapd_cpu_seconds']:.0f} s ({1000 * cold['snapd_cpu_seconds'] / s3:.1f} ms"
         " per request, nearly all of it aiobotocore signing, sending and parsing XML; "
         "profiled, snapd's own parsing of the Velero files is a small fraction). "
@@ -2773,8 +2772,7 @@ def _discovery_notes(largest: dict[str, Any] | None) -> list[str]:
         "so every watched snapshot is still to copy and is described again, ≤200 ids a "
         "call — once replicated, a warm cycle describes none: "
         f"{warm['by_operation'].get('ec2:DescribeSnapshots', 0)} calls), each costing moto "
-        f"{describe_ms:.0f} ms of CPU to answer, and to the listing pages, which moto builds "
-        "by scanning the whole bucket: moto spent "
+        f"{describe_ms:.0f} ms of CPU to answer: moto spent "
         f"{warm['moto_cpu_total']:.1f} s of CPU on the warm cycle, snapd "
         f"{warm['snapd_cpu_seconds']:.1f} s — "
         f"{warm['snapd_cpu_seconds'] / max(1e-9, cold['snapd_cpu_seconds']):.1%} of its cold "
@@ -2904,7 +2902,8 @@ def _steady_notes(runs: Sequence[dict[str, Any]]) -> list[str]:
         f"{warm['snapd_cpu_seconds']:.2f} s, {share:.1%} of its cold cycle's "
         f"{cold['snapd_cpu_seconds']:.1f} s; the names listing alone costs snapd "
         f"{listing_cpu:.3f} s ({per_page:.0f} ms per page, measured apart), the rest is "
-        "mostly parsing the inventory pages (every replica with its twenty-odd tags).",
+        "the inventory and lock pages (recognised by their digest and not parsed again, "
+        "docs/aws-cpu.md), the plan and the metrics.",
     ]
 
 
