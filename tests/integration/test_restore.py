@@ -109,6 +109,31 @@ class World:
         self.kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
+def other_pv(
+    namespace: str,
+    pvc: str,
+    *,
+    backup: str,
+    volume_id: str,
+    name: str | None = None,
+    claim_uid: str | None = None,
+) -> dict[str, Any]:
+    """A PV of 20 GiB in eu-west-1b claiming `namespace/pvc` that this restore did not make:
+    named as snapd names it unless `name` is given, bound when `claim_uid` is."""
+    pv = manifests.build_pv(
+        name=name or manifests.build_pv_name(namespace, pvc, backup),
+        volume_id=volume_id,
+        size_gib=20,
+        availability_zone="eu-west-1b",
+        claim_namespace=namespace,
+        claim_name=pvc,
+        backup=backup,
+    )
+    if claim_uid is not None:
+        pv["spec"]["claimRef"]["uid"] = claim_uid
+    return pv
+
+
 def tag_dict(resource: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 
@@ -400,17 +425,7 @@ def test_a_pv_of_the_target_name_pointing_elsewhere_is_exit_1_before_any_change(
     """A PV named like ours but on another volume: exit 1, nothing copied or created."""
     world.seed("shop", "data-db-0")
     name = manifests.build_pv_name("shop", "data-db-0", BACKUP)
-    world.kube.put(
-        manifests.build_pv(
-            name=name,
-            volume_id="vol-0ffffffffffffffff",
-            size_gib=20,
-            availability_zone="eu-west-1b",
-            claim_namespace="shop",
-            claim_name="data-db-0",
-            backup=BACKUP,
-        )
-    )
+    world.kube.put(other_pv("shop", "data-db-0", backup=BACKUP, volume_id="vol-0ffffffffffffffff"))
 
     result = world.restore(BACKUP, "data-db-0")
 

@@ -9,9 +9,11 @@ import yaml
 
 from simworld.fake_kube import CONTEXT
 from snapd import manifests
-from tests.integration.test_restore import BACKUP, World
+from tests.integration.test_restore import BACKUP, World, other_pv
 
 OTHER_BACKUP = "daily-20240502020000"
+#: A claimRef uid: the PV was bound to that claim (its current or former volume).
+BOUND_UID = "4f6a2c1e-0000-4000-8000-000000000001"
 
 
 def test_restore_names_the_kube_context_and_api_server_before_any_change(world: World) -> None:
@@ -80,17 +82,16 @@ def test_a_pv_bound_to_the_pvc_before_does_not_block_a_restore(world: World) -> 
     """A PV whose claim was bound (claimRef with a uid: the PVC's current or former volume)
     is no rival: the replace-the-PVC procedure goes on."""
     world.seed("shop", "data-db-0")
-    bound = manifests.build_pv(
-        name="pvc-0123",
-        volume_id="vol-0aaaaaaaaaaaaaaaa",
-        size_gib=20,
-        availability_zone="eu-west-1b",
-        claim_namespace="shop",
-        claim_name="data-db-0",
-        backup="velero-made",
+    world.kube.put(
+        other_pv(
+            "shop",
+            "data-db-0",
+            backup="velero-made",
+            volume_id="vol-0aaaaaaaaaaaaaaaa",
+            name="pvc-0123",
+            claim_uid=BOUND_UID,
+        )
     )
-    bound["spec"]["claimRef"]["uid"] = "4f6a2c1e-0000-4000-8000-000000000001"
-    world.kube.put(bound)
 
     result = world.restore(BACKUP, "data-db-0")
 
@@ -126,39 +127,19 @@ def test_all_reads_kubernetes_in_a_few_lists_and_still_sees_every_conflict(
     ):
         world.seed(namespace, pvc)
     foreign = manifests.build_pv_name("shop", "data-db-1", BACKUP)
-    world.kube.put(
-        manifests.build_pv(
-            name=foreign,
-            volume_id="vol-0ffffffffffffffff",
-            size_gib=20,
-            availability_zone="eu-west-1b",
-            claim_namespace="shop",
-            claim_name="data-db-1",
-            backup=BACKUP,
-        )
-    )
+    world.kube.put(other_pv("shop", "data-db-1", backup=BACKUP, volume_id="vol-0ffffffffffffffff"))
     rival = manifests.build_pv_name("shop", "data-db-2", OTHER_BACKUP)
     world.kube.put(
-        manifests.build_pv(
-            name=rival,
-            volume_id="vol-0eeeeeeeeeeeeeeee",
-            size_gib=20,
-            availability_zone="eu-west-1b",
-            claim_namespace="shop",
-            claim_name="data-db-2",
-            backup=OTHER_BACKUP,
-        )
+        other_pv("shop", "data-db-2", backup=OTHER_BACKUP, volume_id="vol-0eeeeeeeeeeeeeeee")
     )
-    bound = manifests.build_pv(
-        name="pvc-0123",
-        volume_id="vol-0aaaaaaaaaaaaaaaa",
-        size_gib=20,
-        availability_zone="eu-west-1b",
-        claim_namespace="web",
-        claim_name="uploads",
+    bound = other_pv(
+        "web",
+        "uploads",
         backup="velero-made",
+        volume_id="vol-0aaaaaaaaaaaaaaaa",
+        name="pvc-0123",
+        claim_uid=BOUND_UID,
     )
-    bound["spec"]["claimRef"]["uid"] = "4f6a2c1e-0000-4000-8000-000000000001"
     bound["spec"]["persistentVolumeReclaimPolicy"] = "Delete"
     world.kube.put(bound)
     claim = manifests.build_pvc(
