@@ -709,11 +709,12 @@ class VeleroReader:
         A name missing from the folders has a final cached reading that is reused as is.
         Whichever costs fewer requests: the verification listing, or the names listing plus
         one listing per folder that needs it (new, or with a reading that may change)."""
-        pending = sum(1 for _, scan in self._cache.values() if not reusable_by_name(scan))
+        final = {n for n, (_, scan) in self._cache.items() if reusable_by_name(scan)}
+        pending = len(self._cache) - len(final)
         if self._verification_due() or pending >= self._verified_pages:
             return await self._verify(aws, location)
         names = await list_backups(aws, location, page_size=self._page_size)
-        unsettled = [n for n in names if is_valid_backup_name(n) and not self._final(n)]
+        unsettled = [n for n in names if n not in final and is_valid_backup_name(n)]
         if len(unsettled) > self._verified_pages:
             return await self._verify(aws, location)
         semaphore = asyncio.Semaphore(self._concurrency)
@@ -741,10 +742,6 @@ class VeleroReader:
         self._verified_at = started
         self._verified_pages = -(-objects // self._page_size)
         return folders.keys(), folders
-
-    def _final(self, name: str) -> bool:
-        cached = self._cache.get(name)
-        return cached is not None and reusable_by_name(cached[1])
 
     async def _scan(
         self,
@@ -900,18 +897,8 @@ async def list_backups(
 
 async def list_backup_files(aws: S3Door, location: BucketLocation, name: str) -> dict[str, int]:
     """File name → size of one backup folder, so only files that exist are fetched."""
-    folder = location.folder(name)
-    files: dict[str, int] = {}
-    async for page in aws.pages(
-        "s3", location.region, "ListObjectsV2", Bucket=location.bucket, Prefix=folder
-    ):
-        for item in page.get("Contents") or ():
-            key = str(item.get("Key") or "")
-            relative = key[len(folder) :]
-            if not key.startswith(folder) or not relative or "/" in relative:
-                continue  # pseudo-folder keys and anything nested
-            files[relative] = int(item.get("Size") or 0)
-    return files
+    folders = await list_folders(aws, location, name=name)
+    return {file: info.size for file, info in folders.get(name, {}).items()}
 
 
 def _newest(folder: Folder) -> datetime | None:
